@@ -1,0 +1,3 @@
+from dockyard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""``create_app(registry)``: the ASGI application. No globals; everything is passed in."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from dockyard.api import admin, base, blobs, discovery, manifests, uploads
+from dockyard.api.auth import Authenticator, token_endpoint
+from dockyard.api.errors import not_found_handler, registry_error_handler, unexpected_error_handler
+from dockyard.errors import RegistryError
+from dockyard.registry.context import Registry
+
+N = "/v2/{name:path}"
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v2/", base.version_check, methods=["GET"]),
+        Route("/v2/_catalog", discovery.catalog, methods=["GET"]),
+        Route(N + "/tags/list", discovery.tags_list, methods=["GET"]),
+        Route(N + "/referrers/{digest}", discovery.referrers, methods=["GET"]),
+        Route(N + "/manifests/{reference}", manifests.get_manifest, methods=["GET", "HEAD"]),
+        Route(N + "/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
+        Route(N + "/manifests/{reference}", manifests.delete_manifest, methods=["DELETE"]),
+        Route(N + "/blobs/uploads/", uploads.start_upload, methods=["POST"]),
+        Route(N + "/blobs/uploads", uploads.start_upload, methods=["POST"]),
+        Route(N + "/blobs/uploads/{upload_id}", uploads.patch_upload, methods=["PATCH"]),
+        Route(N + "/blobs/uploads/{upload_id}", uploads.put_upload, methods=["PUT"]),
+        Route(N + "/blobs/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
+        Route(N + "/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]),
+        Route(N + "/blobs/{digest}", blobs.get_blob, methods=["GET", "HEAD"]),
+        Route(N + "/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
+        Route("/auth/token", token_endpoint, methods=["GET"]),
+        Route("/admin/v1/repositories/{name:path}", admin.delete_repository, methods=["DELETE"]),
+    ]
+
+
+def create_app(registry: Registry, auth: Authenticator | None = None) -> Starlette:
+    app = Starlette(
+        routes=routes(),
+        exception_handlers={
+            RegistryError: registry_error_handler,
+            HTTPException: not_found_handler,
+            Exception: unexpected_error_handler,
+        },
+    )
+    app.router.redirect_slashes = False
+    app.state.registry = registry
+    app.state.auth = auth or Authenticator(registry.config, registry.clock.now)
+    return app

@@ -1,0 +1,69 @@
+"""Blob routes: GET/HEAD (with Range) and DELETE."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from dockyard.api.auth import requires
+from dockyard.api.common import registry, repo_name, run
+from dockyard.api.streaming import iterate_in_thread
+from dockyard.registry import blobs
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` inclusive for a single byte range, None for the whole blob."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # not a single-range request: serve the whole blob
+    if not m.group(1):
+        suffix = int(m.group(2))
+        if suffix == 0:
+            raise blobs.range_error(size)
+        return max(0, size - suffix), size - 1
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else size - 1
+    if start >= size or end < start:
+        raise blobs.range_error(size)
+    return start, min(end, size - 1)
+
+
+def _headers(digest: str, length: int) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": digest,
+        "Content-Length": str(length),
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+    }
+
+
+@requires("pull")
+async def get_blob(request: Request) -> Response:
+    reg = registry(request)
+    name = repo_name(request)
+    blob = await run(blobs.stat, reg, name, request.path_params["digest"])
+    span = parse_range(request.headers.get("range"), blob.size)
+    start, end = span if span else (0, blob.size - 1)
+    length = end - start + 1 if blob.size else 0
+    headers = _headers(blob.digest, length)
+    status = 200
+    if span:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    chunks = await run(blobs.read, reg, blob, start, length)
+    return StreamingResponse(iterate_in_thread(chunks), status_code=status, headers=headers)
+
+
+@requires("push")
+async def delete_blob(request: Request) -> Response:
+    await run(blobs.delete, registry(request), repo_name(request), request.path_params["digest"])
+    return Response(status_code=202)

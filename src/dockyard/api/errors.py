@@ -1,0 +1,60 @@
+"""The one table from OCI error code to HTTP status, and the spec's error envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dockyard.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    "BLOB_UNKNOWN": 404,
+    "BLOB_UPLOAD_INVALID": 400,
+    "BLOB_UPLOAD_UNKNOWN": 404,
+    "DIGEST_INVALID": 400,
+    "MANIFEST_BLOB_UNKNOWN": 400,
+    "MANIFEST_INVALID": 400,
+    "MANIFEST_UNKNOWN": 404,
+    "NAME_INVALID": 400,
+    "NAME_UNKNOWN": 404,
+    "SIZE_INVALID": 400,
+    "UNAUTHORIZED": 401,
+    "DENIED": 403,
+    "UNSUPPORTED": 405,
+    "TOOMANYREQUESTS": 429,
+    "PAGINATION_NUMBER_INVALID": 400,
+    "UNKNOWN": 500,
+}
+
+
+def envelope(code: str, message: str, detail=None) -> dict:
+    return {"errors": [{"code": code, "message": message, "detail": detail}]}
+
+
+def render(exc: RegistryError, request: Request | None = None) -> Response:
+    status = exc.status or STATUS.get(exc.code, 400)
+    if request is not None and request.method == "HEAD":
+        return Response(status_code=status, headers=exc.headers)
+    return JSONResponse(envelope(exc.code, exc.message, exc.detail), status_code=status, headers=exc.headers)
+
+
+async def registry_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    return render(exc, request)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return render(RegistryError("UNKNOWN", "internal server error"), request)
+
+
+async def not_found_handler(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        return render(RegistryError("UNSUPPORTED", "method not allowed"), request)
+    return render(RegistryError("NAME_UNKNOWN" if request.url.path.startswith("/v2/") else "UNSUPPORTED",
+                                "not found", status=404), request)

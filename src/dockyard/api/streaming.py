@@ -1,0 +1,99 @@
+"""Bridging request and response bodies (async) to storage (blocking).
+
+Uploads: one worker thread consumes the body while the event loop keeps receiving
+it; chunks are batched to ~1 MiB and at most a few batches are in flight, so memory
+stays flat whatever the blob size. Downloads: the driver's iterator is advanced in
+a worker thread, one ~1 MiB chunk at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from typing import AsyncIterator, Callable, Iterator, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from dockyard.errors import RegistryError
+
+T = TypeVar("T")
+BATCH = 1024 * 1024
+IN_FLIGHT = 4
+_END = object()
+
+
+class _Aborted(Exception):
+    pass
+
+
+async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T]) -> T:
+    """Run ``consumer(chunks)`` in a worker thread, feeding it the request body."""
+    loop = asyncio.get_running_loop()
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            item = q.get()
+            loop.call_soon_threadsafe(slots.release)
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise _Aborted() from item
+            yield item
+
+    task = loop.run_in_executor(None, consumer, chunks())
+
+    async def send(item) -> bool:
+        """Queue ``item`` once a slot is free; False if the consumer has already ended."""
+        if not slots.locked():
+            await slots.acquire()
+        else:
+            acquire = asyncio.ensure_future(slots.acquire())
+            await asyncio.wait({acquire, task}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquire.done():
+                acquire.cancel()
+                return False
+        q.put(item)
+        return True
+
+    try:
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) >= BATCH:
+                if not await send(bytes(buf)):
+                    break
+                buf.clear()
+        else:
+            if (not buf or await send(bytes(buf))):
+                await send(_END)
+    except ClientDisconnect as exc:
+        q.put(exc)
+        try:
+            await task
+        except _Aborted:
+            pass
+        raise RegistryError("BLOB_UPLOAD_INVALID", "client disconnected during upload") from exc
+    except BaseException as exc:
+        q.put(exc)
+        raise
+    try:
+        return await task
+    except _Aborted as exc:  # pragma: no cover - only after an error above
+        raise RegistryError("BLOB_UPLOAD_INVALID", "upload aborted") from exc
+
+
+async def iterate_in_thread(it: Iterator[bytes]) -> AsyncIterator[bytes]:
+    done = object()
+    try:
+        while True:
+            chunk = await run_in_threadpool(next, it, done)
+            if chunk is done:
+                return
+            yield chunk
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            await run_in_threadpool(close)

@@ -1,0 +1,193 @@
+"""Settings: defaults, then a TOML file (``--config``), then ``DOCKYARD_*`` environment.
+
+Every setting is one :class:`Setting` in :data:`SETTINGS`; setting ``gc_delay`` is
+read from the TOML key ``gc_delay`` and the variable ``DOCKYARD_GC_DELAY``. The
+help text of ``dockyard serve --help`` is generated from the same table, so the
+documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "DOCKYARD_"
+ROLES = ("pull", "push", "admin")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+class ConfigError(ValueError):
+    """A setting has a value dockyard cannot use."""
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"negative duration {value}")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"invalid duration {value!r} (use e.g. 30s, 15m, 1h, 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"invalid boolean {value!r}")
+
+
+def parse_roles(value: Any) -> dict[str, str]:
+    """``{"alice": "admin"}`` from TOML, or ``"alice=admin,bob=pull"`` from the environment."""
+    if isinstance(value, Mapping):
+        pairs = dict(value)
+    else:
+        pairs = {}
+        for item in str(value).split(","):
+            if item.strip():
+                user, sep, role = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"invalid role assignment {item!r} (use user=role)")
+                pairs[user.strip()] = role.strip()
+    for user, role in pairs.items():
+        if role not in ROLES:
+            raise ConfigError(f"user {user!r}: unknown role {role!r} (one of {', '.join(ROLES)})")
+    return pairs
+
+
+def parse_role(value: Any) -> str:
+    text = str(value).strip()
+    if text not in ROLES + ("none", ""):
+        raise ConfigError(f"unknown role {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./dockyard-data", str, "directory for the embedded database and filesystem storage"),
+    Setting("listen", "127.0.0.1:5000", str, "HOST:PORT the HTTP API listens on"),
+    Setting("database_url", "", str, "SQLAlchemy URL; empty = SQLite file in data_dir (e.g. postgresql://127.0.0.1/test)"),
+    Setting("storage", "filesystem", str, "storage driver: filesystem"),
+    Setting("storage_root", "", str, "filesystem driver root; empty = data_dir/storage"),
+    Setting("workers", 1, int, "HTTP worker processes"),
+    Setting("log_level", "info", str, "debug, info, warning or error"),
+    Setting("scrub_time", 7 * 86400.0, parse_duration, "how long a deleted image stays restorable before it may be purged"),
+    Setting("auth_htpasswd", "", str, "htpasswd file (bcrypt) that turns on authentication"),
+    Setting("auth_roles", {}, parse_roles, "role of each user: pull, push or admin (TOML table, or env user=role,...)"),
+    Setting("auth_default_role", "push", parse_role, "role of an authenticated user not named in auth_roles"),
+    Setting("anonymous_role", "", parse_role, "role of unauthenticated requests; empty = admin without auth_htpasswd, none with it"),
+    Setting("token_secret", "", str, "HMAC secret for bearer tokens; empty = generated once into data_dir (replicas must share one)"),
+    Setting("token_ttl", 300.0, parse_duration, "lifetime of a bearer token"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass
+class Config:
+    data_dir: str = "./dockyard-data"
+    listen: str = "127.0.0.1:5000"
+    database_url: str = ""
+    storage: str = "filesystem"
+    storage_root: str = ""
+    workers: int = 1
+    log_level: str = "info"
+    scrub_time: float = 7 * 86400.0
+    auth_htpasswd: str = ""
+    auth_roles: dict[str, str] = field(default_factory=dict)
+    auth_default_role: str = "push"
+    anonymous_role: str = ""
+    token_secret: str = ""
+    token_ttl: float = 300.0
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_path / 'dockyard.db'}"
+
+    @property
+    def effective_storage_root(self) -> Path:
+        return Path(self.storage_root).expanduser().resolve() if self.storage_root else self.data_path / "storage"
+
+    @property
+    def effective_anonymous_role(self) -> str:
+        if self.anonymous_role:
+            return self.anonymous_role
+        return "none" if self.auth_htpasswd else "admin"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Defaults <- TOML file <- environment <- explicit overrides (command-line flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        unknown = set(doc) - set(_BY_NAME)
+        if unknown:
+            raise ConfigError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+        values.update(doc)
+    for setting in SETTINGS:
+        key = ENV_PREFIX + setting.name.upper()
+        if key in env:
+            values[setting.name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        setting = _BY_NAME[name]
+        try:
+            parsed[name] = setting.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"setting {name}: {exc}") from exc
+    cfg = Config(**parsed)
+    cfg.host_port  # validate early
+    return cfg
+
+
+def describe() -> str:
+    """The settings table for ``--help``."""
+    lines = ["settings (TOML key / environment variable, default):"]
+    for s in SETTINGS:
+        default = s.default if s.default not in ("", {}) else "(empty)"
+        lines.append(f"  {s.name} / {ENV_PREFIX}{s.name.upper()} [{default}]\n      {s.help}")
+    return "\n".join(lines)
+
+
+assert {f.name for f in fields(Config)} == set(_BY_NAME), "Config and SETTINGS must list the same settings"

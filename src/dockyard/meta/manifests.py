@@ -1,0 +1,145 @@
+"""ManifestStore: manifests, what they reference, and their state (active / pending_delete)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import Connection, delete, select, update
+
+from dockyard.meta.db import insert_ignore
+from dockyard.meta.schema import ACTIVE, PENDING_DELETE, manifest_references, manifests as t
+from dockyard.oci.manifest import ParsedManifest
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    id: int
+    repository_id: int
+    digest: str
+    media_type: str
+    size: int
+    state: str
+    artifact_type: str | None = None
+    subject_digest: str | None = None
+    payload: bytes | None = None
+
+
+_COLUMNS = (t.c.id, t.c.repository_id, t.c.digest, t.c.media_type, t.c.size, t.c.state,
+            t.c.artifact_type, t.c.subject_digest)
+
+
+def _row(row, payload: bool = False) -> Manifest:
+    return Manifest(row.id, row.repository_id, row.digest, row.media_type, row.size, row.state,
+                    row.artifact_type, row.subject_digest, row.payload if payload else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+class ManifestStore:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def get(self, repo_id: int, digest: str, *, payload: bool = False, any_state: bool = False) -> Manifest | None:
+        cols = _COLUMNS + ((t.c.payload,) if payload else ())
+        q = select(*cols).where(t.c.repository_id == repo_id, t.c.digest == digest)
+        if not any_state:
+            q = q.where(t.c.state == ACTIVE)
+        row = self.conn.execute(q).first()
+        return _row(row, payload) if row else None
+
+    def active_among(self, repo_id: int, digests: Iterable[str]) -> set[str]:
+        wanted = list(set(digests))
+        if not wanted:
+            return set()
+        rows = self.conn.execute(
+            select(t.c.digest).where(t.c.repository_id == repo_id, t.c.digest.in_(wanted), t.c.state == ACTIVE)
+        )
+        return set(rows.scalars())
+
+    def put(self, repo_id: int, digest: str, parsed: ParsedManifest, payload: bytes, now: float) -> Manifest:
+        """Insert the manifest, or make a pending_delete one active again. Idempotent."""
+        existing = self.get(repo_id, digest, any_state=True)
+        if existing is not None:
+            if existing.state != ACTIVE:
+                self.conn.execute(
+                    update(t).where(t.c.id == existing.id).values(
+                        state=ACTIVE, deleted_at=None, deleted_by=None, scrub_after=None, pushed_at=now
+                    )
+                )
+            return Manifest(existing.id, repo_id, digest, existing.media_type, existing.size, ACTIVE,
+                            existing.artifact_type, existing.subject_digest)
+        values = dict(
+            repository_id=repo_id,
+            digest=digest,
+            media_type=parsed.media_type,
+            artifact_type=parsed.artifact_type,
+            size=len(payload),
+            payload=payload,
+            subject_digest=parsed.subject.digest if parsed.subject else None,
+            annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+            state=ACTIVE,
+            created_at=now,
+            pushed_at=now,
+        )
+        res = insert_ignore(self.conn, t, values)
+        if res.rowcount == 0:  # a concurrent push of the same manifest won
+            got = self.get(repo_id, digest, any_state=True)
+            assert got is not None
+            return got
+        manifest_id = res.inserted_primary_key[0] if res.inserted_primary_key else self.get(
+            repo_id, digest, any_state=True).id
+        refs = {("blob", d.digest) for d in parsed.blobs} | {("manifest", d.digest) for d in parsed.children}
+        if refs:
+            self.conn.execute(
+                manifest_references.insert(),
+                [{"manifest_id": manifest_id, "kind": k, "digest": d} for k, d in sorted(refs)],
+            )
+        return Manifest(manifest_id, repo_id, digest, parsed.media_type, len(payload), ACTIVE,
+                        parsed.artifact_type, values["subject_digest"])
+
+    def referrers(self, repo_id: int, subject: str, artifact_type: str | None = None) -> list[Referrer]:
+        q = select(t.c.digest, t.c.media_type, t.c.size, t.c.artifact_type, t.c.annotations).where(
+            t.c.repository_id == repo_id, t.c.subject_digest == subject, t.c.state == ACTIVE
+        )
+        if artifact_type:
+            q = q.where(t.c.artifact_type == artifact_type)
+        q = q.order_by(t.c.digest)
+        return [
+            Referrer(r.digest, r.media_type, r.size, r.artifact_type,
+                     json.loads(r.annotations) if r.annotations else None)
+            for r in self.conn.execute(q)
+        ]
+
+    def mark_pending_delete(self, manifest_ids: list[int], now: float, actor: str | None, scrub_after: float) -> int:
+        if not manifest_ids:
+            return 0
+        res = self.conn.execute(
+            update(t)
+            .where(t.c.id.in_(manifest_ids), t.c.state == ACTIVE)
+            .values(state=PENDING_DELETE, deleted_at=now, deleted_by=actor, scrub_after=scrub_after)
+        )
+        return res.rowcount
+
+    def active_ids(self, repo_id: int) -> list[int]:
+        return list(self.conn.execute(
+            select(t.c.id).where(t.c.repository_id == repo_id, t.c.state == ACTIVE)).scalars())
+
+    def references(self, manifest_id: int) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            select(manifest_references.c.kind, manifest_references.c.digest).where(
+                manifest_references.c.manifest_id == manifest_id)
+        )
+        return [(r.kind, r.digest) for r in rows]
+
+    def purge(self, manifest_id: int) -> None:
+        self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
+        self.conn.execute(delete(t).where(t.c.id == manifest_id))

@@ -1,0 +1,49 @@
+"""RepositoryStore: repository rows (names, soft deletion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, update
+
+from dockyard.meta.db import insert_ignore
+from dockyard.meta.schema import repositories as t
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    id: int
+    name: str
+    deleted_at: float | None
+
+
+class RepositoryStore:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def get(self, name: str, *, include_deleted: bool = False) -> Repository | None:
+        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == name)).first()
+        if row is None or (row.deleted_at is not None and not include_deleted):
+            return None
+        return Repository(row.id, row.name, row.deleted_at)
+
+    def ensure(self, name: str, now: float) -> Repository:
+        """The repository, created or revived as needed."""
+        insert_ignore(self.conn, t, {"name": name, "created_at": now})
+        repo = self.get(name, include_deleted=True)
+        assert repo is not None
+        if repo.deleted_at is not None:
+            self.conn.execute(update(t).where(t.c.id == repo.id).values(deleted_at=None))
+            repo = Repository(repo.id, repo.name, None)
+        return repo
+
+    def page(self, last: str | None, limit: int | None) -> list[str]:
+        q = select(t.c.name).where(t.c.deleted_at.is_(None)).order_by(t.c.name)
+        if last:
+            q = q.where(t.c.name > last)
+        if limit is not None:
+            q = q.limit(limit)
+        return list(self.conn.execute(q).scalars())
+
+    def mark_deleted(self, repo_id: int, now: float) -> None:
+        self.conn.execute(update(t).where(t.c.id == repo_id).values(deleted_at=now))

@@ -1,0 +1,143 @@
+"""The tables (SQLAlchemy Core). Times are UNIX seconds (float) from the injected clock.
+
+Row states, for the lifecycle engine
+------------------------------------
+``manifests.state``
+    ``active``          visible: pullable by digest, listed in tags/referrers.
+    ``pending_delete``  deleted by a client or a policy: every read answers 404 and it
+                        leaves tags lists, catalog and referrers, but its row, payload,
+                        ``manifest_references`` and so its blobs are kept. ``deleted_at``,
+                        ``deleted_by`` and ``scrub_after`` (= deleted_at + scrub_time) are set;
+                        the tags it had are in ``tag_history`` (action ``delete``, same time).
+                        A push of the same digest to the same repository makes it active
+                        again. The scrubber purges it once ``scrub_after`` has passed.
+``tags``
+    A row is a live tag. Every move, creation and deletion appends to ``tag_history``.
+``repository_blobs``
+    A layer link: the repository may read that blob. DELETE of a blob removes the link only.
+``repositories.deleted_at``
+    Set by the admin repository delete: the repository leaves the catalog, its tags go
+    (into ``tag_history``) and all its manifests become ``pending_delete``; its links stay
+    until the collector reclaims them. A push to the name revives it.
+``uploads``
+    An upload session; its staged data is at ``storage.paths.upload_key(id)``.
+
+Nothing in a request deletes storage data; the blobs of deleted content stay until the
+reclamation pipeline (``lifecycle``) collects them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ACTIVE = "active"
+PENDING_DELETE = "pending_delete"
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(150), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", String(150), ForeignKey("blobs.digest"), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_repository_blobs_digest", "digest"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(150), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("subject_digest", String(150), nullable=True),
+    Column("annotations", Text, nullable=True),
+    Column("state", String(16), nullable=False, default=ACTIVE),
+    Column("created_at", Float, nullable=False),
+    Column("pushed_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    Column("deleted_by", String(255), nullable=True),
+    Column("scrub_after", Float, nullable=True),
+    UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
+    Index("ix_manifests_subject", "repository_id", "subject_digest"),
+    Index("ix_manifests_state_scrub", "state", "scrub_after"),
+    Index("ix_manifests_digest", "digest"),
+)
+
+# What a manifest references: kind "blob" (config, layers) or "manifest" (children of an index).
+manifest_references = Table(
+    "manifest_references",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("digest", String(150), primary_key=True),
+    Index("ix_manifest_references_digest", "digest", "kind"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("manifest_id", Integer, ForeignKey("manifests.id"), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_tags_manifest", "manifest_id"),
+)
+
+tag_history = Table(
+    "tag_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("manifest_digest", String(150), nullable=False),
+    Column("action", String(16), nullable=False),  # push | move | delete
+    Column("at", Float, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Index("ix_tag_history_repo_tag", "repository_id", "tag", "at"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_uploads_updated", "updated_at"),
+)

@@ -1,0 +1,83 @@
+"""TagStore: tags and the history of every tag move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, select, update
+
+from dockyard.meta.db import insert_ignore
+from dockyard.meta.schema import manifests, tag_history, tags as t
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    name: str
+    manifest_id: int
+    digest: str
+
+
+class TagStore:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def get(self, repo_id: int, name: str) -> Tag | None:
+        row = self.conn.execute(
+            select(t.c.manifest_id, manifests.c.digest)
+            .join(manifests, manifests.c.id == t.c.manifest_id)
+            .where(t.c.repository_id == repo_id, t.c.name == name)
+        ).first()
+        return Tag(name, row.manifest_id, row.digest) if row else None
+
+    def set(self, repo_id: int, name: str, manifest_id: int, digest: str, now: float, actor: str | None) -> None:
+        current = self.get(repo_id, name)
+        if current is not None and current.manifest_id == manifest_id:
+            return
+        if current is None:
+            res = insert_ignore(self.conn, t, {"repository_id": repo_id, "name": name,
+                                               "manifest_id": manifest_id, "updated_at": now})
+            action = "push"
+            if res.rowcount == 0:  # created concurrently: move it
+                current = self.get(repo_id, name)
+        if current is not None:
+            self.conn.execute(
+                update(t).where(t.c.repository_id == repo_id, t.c.name == name)
+                .values(manifest_id=manifest_id, updated_at=now)
+            )
+            action = "move"
+        self._history(repo_id, name, digest, action, now, actor)
+
+    def delete(self, repo_id: int, name: str, now: float, actor: str | None) -> Tag | None:
+        current = self.get(repo_id, name)
+        if current is None:
+            return None
+        self.conn.execute(delete(t).where(t.c.repository_id == repo_id, t.c.name == name))
+        self._history(repo_id, name, current.digest, "delete", now, actor)
+        return current
+
+    def delete_for_manifests(self, repo_id: int, manifest_ids: list[int], now: float, actor: str | None) -> list[Tag]:
+        """Remove every tag that points at one of ``manifest_ids``; each removal is recorded."""
+        if not manifest_ids:
+            return []
+        rows = self.conn.execute(
+            select(t.c.name, t.c.manifest_id, manifests.c.digest)
+            .join(manifests, manifests.c.id == t.c.manifest_id)
+            .where(t.c.repository_id == repo_id, t.c.manifest_id.in_(manifest_ids))
+        ).all()
+        if rows:
+            self.conn.execute(delete(t).where(t.c.repository_id == repo_id, t.c.manifest_id.in_(manifest_ids)))
+            for r in rows:
+                self._history(repo_id, r.name, r.digest, "delete", now, actor)
+        return [Tag(r.name, r.manifest_id, r.digest) for r in rows]
+
+    def page(self, repo_id: int, last: str | None, limit: int | None) -> list[str]:
+        q = select(t.c.name).where(t.c.repository_id == repo_id).order_by(t.c.name)
+        if last:
+            q = q.where(t.c.name > last)
+        if limit is not None:
+            q = q.limit(limit)
+        return list(self.conn.execute(q).scalars())
+
+    def _history(self, repo_id: int, tag: str, digest: str, action: str, now: float, actor: str | None) -> None:
+        self.conn.execute(tag_history.insert().values(
+            repository_id=repo_id, tag=tag, manifest_digest=digest, action=action, at=now, actor=actor))

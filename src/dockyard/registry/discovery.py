@@ -1,0 +1,29 @@
+"""Content discovery: tags lists, the catalog, referrers."""
+
+from __future__ import annotations
+
+from dockyard.meta.manifests import ManifestStore, Referrer
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.meta.tags import TagStore
+from dockyard.registry.common import check_digest, require_repo
+from dockyard.registry.context import Registry
+
+
+def tags(reg: Registry, name: str, limit: int | None, last: str | None) -> list[str]:
+    with reg.db.read() as conn:
+        repo = require_repo(conn, name)
+        return TagStore(conn).page(repo.id, last, limit)
+
+
+def catalog(reg: Registry, limit: int | None, last: str | None) -> list[str]:
+    with reg.db.read() as conn:
+        return RepositoryStore(conn).page(last, limit)
+
+
+def referrers(reg: Registry, name: str, digest: str, artifact_type: str | None) -> list[Referrer]:
+    d = str(check_digest(digest))
+    with reg.db.read() as conn:
+        repo = RepositoryStore(conn).get(name)
+        if repo is None:
+            return []
+        return ManifestStore(conn).referrers(repo.id, d, artifact_type)

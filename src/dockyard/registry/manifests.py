@@ -1,0 +1,130 @@
+"""Manifest reads (with media-type negotiation), pushes and deletes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
+from dockyard.meta.blobs import BlobStore
+from dockyard.meta.manifests import Manifest, ManifestStore
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.meta.tags import TagStore
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.digest import compute
+from dockyard.oci.manifest import ManifestInvalid, parse
+from dockyard.registry.common import check_reference, is_digest_reference, require_repo
+from dockyard.registry.context import Registry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLATFORM = {"os": "linux", "architecture": "amd64"}
+
+
+def _accepts(accept: list[str] | None, media_type: str) -> bool:
+    return not accept or media_type in accept or "*/*" in accept
+
+
+def get(reg: Registry, name: str, reference: str, accept: list[str] | None = None) -> Manifest:
+    """The active manifest ``reference`` (tag or digest) names, with its payload.
+
+    An index asked for by tag by a client that accepts only image manifests gets the
+    linux/amd64 image instead, as the reference registry does for old clients.
+    """
+    ref = check_reference(reference)
+    with reg.db.read() as conn:
+        repo = require_repo(conn, name)
+        store = ManifestStore(conn)
+        if is_digest_reference(ref):
+            manifest = store.get(repo.id, ref, payload=True)
+        else:
+            tag = TagStore(conn).get(repo.id, ref)
+            manifest = store.get(repo.id, tag.digest, payload=True) if tag else None
+        if manifest is None:
+            raise manifest_unknown(reference)
+        if (not is_digest_reference(ref) and manifest.media_type in mt.INDEXES
+                and not _accepts(accept, manifest.media_type)
+                and any(_accepts(accept, t) for t in mt.IMAGE_MANIFESTS)):
+            child = _platform_child(manifest.payload)
+            if child:
+                found = store.get(repo.id, child, payload=True)
+                if found is not None and _accepts(accept, found.media_type):
+                    return found
+        return manifest
+
+
+def _platform_child(payload: bytes | None) -> str | None:
+    try:
+        for entry in json.loads(payload or b"{}").get("manifests", []):
+            platform = entry.get("platform") or {}
+            if all(platform.get(k) == v for k, v in DEFAULT_PLATFORM.items()):
+                return entry.get("digest")
+    except (ValueError, AttributeError):
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    manifest: Manifest
+    subject: str | None
+
+
+def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: str | None,
+        actor: str | None = None) -> PutResult:
+    ref = check_reference(reference, for_write=True)
+    try:
+        parsed = parse(payload, content_type)
+    except ManifestInvalid as exc:
+        raise RegistryError("MANIFEST_INVALID", "manifest invalid", {"reason": str(exc)}) from exc
+    if is_digest_reference(ref):
+        algorithm = ref.split(":", 1)[0]
+        digest = str(compute(payload, algorithm))
+        if digest != ref:
+            raise digest_invalid("manifest digest does not match the reference", ref)
+        tag = None
+    else:
+        digest = str(compute(payload))
+        tag = ref
+    now = reg.now()
+    with reg.db.write() as conn:
+        repo = RepositoryStore(conn).ensure(name, now)
+        have = BlobStore(conn).linked_among(repo.id, (d.digest for d in parsed.blobs))
+        missing = [d.digest for d in parsed.blobs if d.digest not in have]
+        if missing:
+            raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references a blob unknown to the repository",
+                                {"digest": missing[0], "missing": len(missing)})
+        store = ManifestStore(conn)
+        children = store.active_among(repo.id, (d.digest for d in parsed.children))
+        absent = [d.digest for d in parsed.children if d.digest not in children]
+        if absent:
+            raise RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to the repository",
+                                {"digest": absent[0], "missing": len(absent)})
+        manifest = store.put(repo.id, digest, parsed, payload, now)
+        if tag is not None:
+            TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
+    log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
+    return PutResult(manifest, parsed.subject.digest if parsed.subject else None)
+
+
+def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -> None:
+    """By tag: untag. By digest: the manifest turns pending_delete and loses its tags."""
+    ref = check_reference(reference)
+    now = reg.now()
+    with reg.db.write() as conn:
+        repo = require_repo(conn, name)
+        tags = TagStore(conn)
+        if not is_digest_reference(ref):
+            if tags.delete(repo.id, ref, now, actor) is None:
+                raise manifest_unknown(reference)
+            log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
+            return
+        store = ManifestStore(conn)
+        manifest = store.get(repo.id, ref)
+        if manifest is None:
+            raise manifest_unknown(reference)
+        removed = tags.delete_for_manifests(repo.id, [manifest.id], now, actor)
+        store.mark_pending_delete([manifest.id], now, actor, now + reg.config.scrub_time)
+    log.info("manifest %s@%s deleted by %s (tags: %s)", name, ref, actor or "-",
+             ",".join(t.name for t in removed) or "none")

@@ -1,0 +1,109 @@
+"""Upload sessions: start, stream chunks, report status, finish (verify + commit), cancel.
+
+The bytes of a session are staged at ``uploads/<id>``. Finishing hashes them (or takes
+the hash computed while they streamed), compares with the client's digest, and only
+then moves them to ``blobs/<alg>/<xx>/<hex>`` and writes the blob row and the link in
+one transaction. A crash or a wrong digest leaves no visible blob; a crash between
+the move and the commit leaves data without a row, which ``fsck`` reclaims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Iterable, Iterator
+
+from dockyard.errors import RegistryError, digest_invalid, upload_unknown
+from dockyard.meta.blobs import Blob, BlobStore
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.meta.uploads import Upload, UploadStore
+from dockyard.registry.common import check_digest
+from dockyard.registry.context import Registry
+from dockyard.storage import paths
+
+log = logging.getLogger(__name__)
+
+
+def start(reg: Registry, name: str) -> Upload:
+    upload_id = paths.new_upload_id()
+    reg.storage.write_at(paths.upload_key(upload_id), 0, ())
+    with reg.db.write() as conn:
+        repo = RepositoryStore(conn).ensure(name, reg.now())
+        return UploadStore(conn).create(upload_id, repo.id, reg.now())
+
+
+def get(reg: Registry, name: str, upload_id: str) -> Upload:
+    if not paths.is_upload_id(upload_id):
+        raise upload_unknown(upload_id)
+    with reg.db.read() as conn:
+        upload = UploadStore(conn).get(upload_id)
+        repo = RepositoryStore(conn).get(name) if upload else None
+    if upload is None or repo is None or repo.id != upload.repository_id:
+        raise upload_unknown(upload_id)
+    return upload
+
+
+def _hashing(chunks: Iterable[bytes], hasher, counter: list[int]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if hasher is not None:
+            hasher.update(chunk)
+        counter[0] += len(chunk)
+        yield chunk
+
+
+def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_length: int | None = None) -> Upload:
+    """Append ``chunks`` at the session's current end; returns the session with its new size."""
+    hasher = reg.hashers.take(upload.id, upload.size)
+    counter = [0]
+    new_size = reg.storage.write_at(paths.upload_key(upload.id), upload.size, _hashing(chunks, hasher, counter))
+    if expected_length is not None and counter[0] != expected_length:
+        raise RegistryError("SIZE_INVALID", "body length does not match Content-Length or Content-Range",
+                            {"expected": expected_length, "received": counter[0]})
+    with reg.db.write() as conn:
+        if not UploadStore(conn).advance(upload.id, upload.size, new_size, reg.now()):
+            raise RegistryError("BLOB_UPLOAD_INVALID", "upload was changed by a concurrent request",
+                                {"upload": upload.id})
+    if hasher is not None:
+        reg.hashers.put(upload.id, new_size, hasher)
+    return Upload(upload.id, upload.repository_id, new_size, upload.created_at)
+
+
+def _rehash(reg: Registry, upload: Upload, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    for chunk in reg.storage.read(paths.upload_key(upload.id)):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob:
+    if not digest:
+        raise digest_invalid("digest parameter is required to finish an upload")
+    d = check_digest(digest)
+    hasher = reg.hashers.take(upload.id, upload.size) if d.algorithm == "sha256" else None
+    actual = hasher.hexdigest() if hasher is not None else _rehash(reg, upload, d.algorithm)
+    if actual != d.hex:
+        cancel(reg, name, upload.id)
+        raise digest_invalid("provided digest did not match uploaded content", str(d))
+    key = paths.blob_key(d)
+    staged = paths.upload_key(upload.id)
+    with reg.db.read() as conn:
+        known = BlobStore(conn).get(str(d))
+    if known is not None and reg.storage.stat(key) is not None:
+        reg.storage.delete(staged)  # the registry already holds these bytes
+    else:
+        reg.storage.move(staged, key)
+    with reg.db.write() as conn:
+        blobs = BlobStore(conn)
+        blobs.add(str(d), upload.size, reg.now())
+        blobs.link(upload.repository_id, [str(d)], reg.now())
+        UploadStore(conn).delete(upload.id)
+    log.info("blob %s committed (%d bytes) to %s", d, upload.size, name)
+    return Blob(str(d), upload.size)
+
+
+def cancel(reg: Registry, name: str, upload_id: str) -> None:
+    upload = get(reg, name, upload_id)
+    reg.hashers.drop(upload.id)
+    with reg.db.write() as conn:
+        UploadStore(conn).delete(upload.id)
+    reg.storage.delete(paths.upload_key(upload.id))

@@ -1,0 +1,132 @@
+"""Filesystem driver: one file per key under a root directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from dockyard.storage.base import ObjectInfo, PathNotFound, StorageError
+
+CHUNK = 1024 * 1024
+
+
+class FilesystemDriver:
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike, *, fsync: bool = True):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _error(self, exc: OSError, key: str) -> StorageError:
+        cls = PathNotFound if exc.errno == errno.ENOENT else StorageError
+        return cls(exc.strerror or str(exc), driver=self.name, key=key)
+
+    def write_at(self, key: str, offset: int, chunks: Iterable[bytes]) -> int:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if offset > size:
+                    raise StorageError(f"write at {offset} past end {size}", driver=self.name, key=key)
+                os.lseek(fd, offset, os.SEEK_SET)
+                pos = offset
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                        pos += n
+                if pos < size:
+                    os.ftruncate(fd, pos)
+                return pos
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._error(exc, key) from exc
+
+    def move(self, src: str, dst: str) -> None:
+        s, d = self._path(src), self._path(dst)
+        try:
+            if self.fsync:
+                fd = os.open(s, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+        except OSError as exc:
+            raise self._error(exc, src) from exc
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        try:
+            fh = open(self._path(key), "rb", buffering=0)
+        except OSError as exc:
+            raise self._error(exc, key) from exc
+        return self._iter(fh, offset, length)
+
+    @staticmethod
+    def _iter(fh, offset: int, length: int | None) -> Iterator[bytes]:
+        with fh:
+            fh.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = fh.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error(exc, key) from exc
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error(exc, key) from exc
+        # Prune now-empty fan-out directories, never the root.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
+        start = base if base.is_dir() else base.parent
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))

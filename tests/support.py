@@ -1,0 +1,167 @@
+"""Test support: real server processes, free ports, PostgreSQL databases, image builders."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("DOCKYARD_TEST_POSTGRES_URL", "postgresql://127.0.0.1/test")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped afterwards."""
+    name = f"dockyard_t_{uuid.uuid4().hex[:12]}"
+    admin_url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1]
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kw)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_server(data_dir: Path, *, database_url: str = "", extra_env: dict | None = None,
+                 args: list[str] | None = None) -> ServerProcess:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    env.update({"DOCKYARD_DATABASE_URL": database_url, "DOCKYARD_LOG_LEVEL": "info"})
+    env.update(extra_env or {})
+    log_path = data_dir / f"server-{port}.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+         *(args or [])],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            httpx.get(url + "/v2/", timeout=1)
+            return ServerProcess(url, data_dir, proc, log_path, env)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log_path.read_text()}")
+
+
+# ---- content builders ----------------------------------------------------
+
+def make_layer(seed: str, size: int = 2048) -> bytes:
+    """A small deterministic gzip'd tar layer."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = (seed.encode() * (size // max(len(seed), 1) + 1))[:size]
+        info = tarfile.TarInfo(name=f"file-{seed}.txt")
+        info.size = len(data)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def make_config(seed: str, arch: str = "amd64") -> bytes:
+    return json.dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"seed": seed}},
+                       "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+
+
+def descriptor(media_type: str, data: bytes, **extra) -> dict:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def image_manifest(config: bytes, layers: list[bytes], *, subject: dict | None = None,
+                   artifact_type: str | None = None, config_type: str = OCI_CONFIG) -> bytes:
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(config_type, config),
+           "layers": [descriptor(OCI_LAYER, layer) for layer in layers]}
+    if subject:
+        doc["subject"] = subject
+    if artifact_type:
+        doc["artifactType"] = artifact_type
+    return json.dumps(doc).encode()
+
+
+def push_blob(client: httpx.Client, name: str, data: bytes) -> str:
+    digest = sha256(data)
+    r = client.post(f"/v2/{name}/blobs/uploads/", params={"digest": digest}, content=data,
+                    headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def push_image(client: httpx.Client, name: str, tag: str | None, seed: str, layers: int = 2,
+               shared: list[bytes] | None = None) -> tuple[str, bytes, list[bytes]]:
+    config = make_config(seed)
+    blobs = list(shared or []) + [make_layer(f"{seed}-{i}") for i in range(layers)]
+    for b in [config, *blobs]:
+        push_blob(client, name, b)
+    manifest = image_manifest(config, blobs)
+    r = client.put(f"/v2/{name}/manifests/{tag or sha256(manifest)}", content=manifest,
+                   headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+    return sha256(manifest), manifest, [config, *blobs]
