@@ -107,12 +107,16 @@ class Authenticator:
             self._verified[key] = ok
         return ok
 
-    def issue_token(self, user: str) -> tuple[str, int]:
+    def issue_token(self, user: str) -> dict:
+        """The token endpoint's answer: token, lifetime and issue time (clients compute expiry from both)."""
         ttl = int(self.cfg.token_ttl)
-        claims = {"sub": user, "role": self.role_of(user), "exp": int(self.clock()) + ttl}
+        now = self.clock()
+        claims = {"sub": user, "role": self.role_of(user), "exp": int(now) + ttl}
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
-        return f"{body}.{sig}", ttl
+        token = f"{body}.{sig}"
+        issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return {"token": token, "access_token": token, "expires_in": ttl, "issued_at": issued}
 
     def check_token(self, token: str) -> Identity | None:
         body, _, sig = token.partition(".")
@@ -207,16 +211,13 @@ async def token_endpoint(request: Request) -> Response:
     """``GET /auth/token``: basic credentials in, bearer token out (docker token protocol)."""
     auth: Authenticator = request.app.state.auth
     if not auth.enabled:
-        token, ttl = auth.issue_token("anonymous")
-        return JSONResponse({"token": token, "access_token": token, "expires_in": ttl})
+        return JSONResponse(auth.issue_token("anonymous"))
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     creds = auth._basic(value.strip()) if scheme.lower() == "basic" else None
     if not creds or not auth.check_password(*creds):
         if auth.anonymous.role != "none" and not header:
-            token, ttl = auth.issue_token("anonymous")
-            return JSONResponse({"token": token, "access_token": token, "expires_in": ttl})
+            return JSONResponse(auth.issue_token("anonymous"))
         raise RegistryError("UNAUTHORIZED", "invalid credentials", status=401,
                             headers={"WWW-Authenticate": 'Basic realm="dockyard"'})
-    token, ttl = auth.issue_token(creds[0])
-    return JSONResponse({"token": token, "access_token": token, "expires_in": ttl})
+    return JSONResponse(auth.issue_token(creds[0]))

@@ -1,0 +1,79 @@
+"""One contract suite, subclassed for every driver (see storage/base.py for the contracts)."""
+
+import hashlib
+
+import pytest
+
+from dockyard.storage.base import InvalidKey, PathNotFound
+from dockyard.storage.checked import CheckedDriver
+from dockyard.storage.filesystem import FilesystemDriver
+
+
+class DriverSuite:
+    @pytest.fixture
+    def driver(self, tmp_path):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_write_read_stat(self, driver):
+        assert driver.write_at("uploads/aa", 0, [b"hello ", b"world"]) == 11
+        assert b"".join(driver.read("uploads/aa")) == b"hello world"
+        assert b"".join(driver.read("uploads/aa", 6)) == b"world"
+        assert b"".join(driver.read("uploads/aa", 2, 3)) == b"llo"
+        info = driver.stat("uploads/aa")
+        assert info.size == 11 and info.key == "uploads/aa"
+        assert driver.stat("uploads/none") is None
+
+    def test_write_at_offset_truncates_beyond(self, driver):
+        driver.write_at("uploads/bb", 0, [b"0123456789"])
+        assert driver.write_at("uploads/bb", 4, [b"xy"]) == 6
+        assert b"".join(driver.read("uploads/bb")) == b"0123xy"
+        with pytest.raises(Exception):
+            driver.write_at("uploads/bb", 100, [b"gap"])
+
+    def test_move_commits_and_replaces(self, driver):
+        driver.write_at("uploads/cc", 0, [b"data"])
+        driver.move("uploads/cc", "blobs/sha256/ab/abc")
+        assert driver.stat("uploads/cc") is None
+        assert b"".join(driver.read("blobs/sha256/ab/abc")) == b"data"
+        driver.write_at("uploads/dd", 0, [b"data"])
+        driver.move("uploads/dd", "blobs/sha256/ab/abc")
+        assert b"".join(driver.read("blobs/sha256/ab/abc")) == b"data"
+        with pytest.raises(PathNotFound):
+            driver.move("uploads/missing", "blobs/sha256/ab/zzz")
+
+    def test_delete_is_idempotent(self, driver):
+        driver.write_at("uploads/ee", 0, [b"x"])
+        driver.delete("uploads/ee")
+        driver.delete("uploads/ee")
+        assert driver.stat("uploads/ee") is None
+        with pytest.raises(PathNotFound):
+            b"".join(driver.read("uploads/ee"))
+
+    def test_list_prefix(self, driver):
+        for k in ("blobs/sha256/aa/1", "blobs/sha256/ab/2", "uploads/3"):
+            driver.write_at(k, 0, [b"."])
+        assert sorted(i.key for i in driver.list("blobs/")) == ["blobs/sha256/aa/1", "blobs/sha256/ab/2"]
+        assert [i.key for i in driver.list("blobs/sha256/ab/")] == ["blobs/sha256/ab/2"]
+        assert list(driver.list("nothing/")) == []
+
+    def test_large_stream_is_not_held_in_memory(self, driver):
+        chunk = b"z" * (1 << 20)
+        h = hashlib.sha256()
+        size = driver.write_at("uploads/big", 0, (chunk for _ in range(20)))
+        for part in driver.read("uploads/big"):
+            assert len(part) <= 4 << 20
+            h.update(part)
+        assert size == 20 << 20 and h.hexdigest() == hashlib.sha256(chunk * 20).hexdigest()
+
+    @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/./b", "a/../../b", "", "a/b\x00"])
+    def test_keys_cannot_escape(self, driver, key):
+        with pytest.raises(InvalidKey):
+            driver.write_at(key, 0, [b"x"])
+        with pytest.raises(InvalidKey):
+            driver.stat(key)
+
+
+class TestFilesystemDriver(DriverSuite):
+    @pytest.fixture
+    def driver(self, tmp_path):
+        return CheckedDriver(FilesystemDriver(tmp_path / "root"))
