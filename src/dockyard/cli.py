@@ -42,6 +42,57 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace):
+    from dockyard.logsetup import setup
+    from dockyard.server import build_registry
+
+    cfg = _load(args)
+    setup(cfg.log_level)
+    return build_registry(cfg)
+
+
+def _emit(args: argparse.Namespace, data: dict, table: str) -> None:
+    import json
+
+    if args.output == "json":
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(table)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from dockyard.lifecycle.collector import Collector
+    from dockyard.progress import progress
+
+    reg = _registry(args)
+    overrides = {"dry_run": args.dry_run}
+    if args.delete_untagged is not None:
+        overrides["delete_untagged"] = args.delete_untagged
+    describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
+    with progress("gc", describe) as update:
+        report = Collector.for_registry(reg, progress=update, **overrides).run()
+    _emit(args, report.as_dict(), report.table())
+    return 1 if any(k.failures for k in report.kinds.values()) else 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from dockyard.lifecycle.fsck import Fsck
+    from dockyard.progress import progress
+
+    reg = _registry(args)
+    describe = lambda r: f"{r.scanned_objects} objects, {r.scanned_rows} rows, {r.leaks} leaks"
+    with progress("fsck", describe) as update:
+        report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=args.delete,
+                      verify=args.verify, progress=update).run()
+    _emit(args, report.as_dict(), report.table())
+    return 1 if report.missing or report.corrupt else 0
+
+
+def _admin_common(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--output", choices=("table", "json"), default="table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="OCI registry with a lifecycle engine")
     parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
@@ -57,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     _common(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    gc = sub.add_parser("gc", help="run the garbage collector once, until nothing is due")
+    _admin_common(gc)
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    gc.add_argument("--delete-untagged", action=argparse.BooleanOptionalAction, default=None,
+                    help="override the delete_untagged setting for this run")
+    gc.set_defaults(func=cmd_gc)
+
+    fsck = sub.add_parser("fsck", help="reconcile storage with the database (dry run unless --delete)")
+    _admin_common(fsck)
+    fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace)")
+    fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
+    fsck.set_defaults(func=cmd_fsck)
     return parser
 
 

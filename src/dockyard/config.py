@@ -88,9 +88,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "", str, "SQLAlchemy URL; empty = SQLite file in data_dir (e.g. postgresql://127.0.0.1/test)"),
     Setting("storage", "filesystem", str, "storage driver: filesystem"),
     Setting("storage_root", "", str, "filesystem driver root; empty = data_dir/storage"),
+    Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
     Setting("workers", 1, int, "HTTP worker processes"),
     Setting("log_level", "info", str, "debug, info, warning or error"),
     Setting("scrub_time", 7 * 86400.0, parse_duration, "how long a deleted image stays restorable before it may be purged"),
+    Setting("gc_enabled", True, parse_bool, "run the collector in the background of dockyard serve"),
+    Setting("gc_interval", 30.0, parse_duration, "pause between background collections when idle (with jitter)"),
+    Setting("gc_delay", 3600.0, parse_duration, "grace before an object that lost its last reference is reviewed; also protects fresh uploads"),
+    Setting("gc_workers", 4, int, "parallel storage deletes of the collector"),
+    Setting("gc_max_deletes_per_second", 0.0, float, "rate limit of storage deletes (0 = unlimited)"),
+    Setting("gc_batch_size", 200, int, "review entries a collector transaction takes"),
+    Setting("upload_ttl", 86400.0, parse_duration, "upload sessions idle longer than this are reclaimed"),
+    Setting("delete_untagged", False, parse_bool, "collect manifests that have no tag (never children of a live index)"),
+    Setting("referrers_follow_subject", True, parse_bool, "collect referrers once their subject is gone"),
+    Setting("fsck_grace", 3600.0, parse_duration, "fsck leaves storage objects younger than this alone"),
     Setting("auth_htpasswd", "", str, "htpasswd file (bcrypt) that turns on authentication"),
     Setting("auth_roles", {}, parse_roles, "role of each user: pull, push or admin (TOML table, or env user=role,...)"),
     Setting("auth_default_role", "push", parse_role, "role of an authenticated user not named in auth_roles"),
@@ -108,9 +119,20 @@ class Config:
     database_url: str = ""
     storage: str = "filesystem"
     storage_root: str = ""
+    storage_latency: float = 0.0
     workers: int = 1
     log_level: str = "info"
     scrub_time: float = 7 * 86400.0
+    gc_enabled: bool = True
+    gc_interval: float = 30.0
+    gc_delay: float = 3600.0
+    gc_workers: int = 4
+    gc_max_deletes_per_second: float = 0.0
+    gc_batch_size: int = 200
+    upload_ttl: float = 86400.0
+    delete_untagged: bool = False
+    referrers_follow_subject: bool = True
+    fsck_grace: float = 3600.0
     auth_htpasswd: str = ""
     auth_roles: dict[str, str] = field(default_factory=dict)
     auth_default_role: str = "push"

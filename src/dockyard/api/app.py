@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from dockyard.api import admin, base, blobs, discovery, manifests, uploads
+from dockyard.api import admin, base, blobs, discovery, lifecycle, manifests, uploads
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import not_found_handler, registry_error_handler, unexpected_error_handler
 from dockyard.errors import RegistryError
@@ -34,11 +36,42 @@ def routes() -> list[Route]:
         Route(N + "/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
         Route("/auth/token", token_endpoint, methods=["GET"]),
         Route("/admin/v1/repositories/{name:path}", admin.delete_repository, methods=["DELETE"]),
+        Route("/admin/v1/gc", lifecycle.start_gc, methods=["POST"]),
+        Route("/admin/v1/gc", lifecycle.gc_status, methods=["GET"]),
+        Route("/metrics", lifecycle.metrics, methods=["GET"]),
     ]
 
 
-def create_app(registry: Registry, auth: Authenticator | None = None) -> Starlette:
+def _lifespan(registry: Registry, background: bool):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        runners = background_runners(registry) if background else []
+        for r in runners:
+            r.start()
+        try:
+            yield
+        finally:
+            for r in runners:
+                r.stop()
+
+    return lifespan
+
+
+def background_runners(registry: Registry) -> list:
+    """The lifecycle jobs ``dockyard serve`` runs in the background."""
+    from dockyard.lifecycle.collector import Collector
+    from dockyard.lifecycle.runner import Runner
+
+    cfg = registry.config
+    runners = []
+    if cfg.gc_enabled:
+        runners.append(Runner("gc", lambda: Collector.for_registry(registry), cfg.gc_interval))
+    return runners
+
+
+def create_app(registry: Registry, auth: Authenticator | None = None, *, background: bool = True) -> Starlette:
     app = Starlette(
+        lifespan=_lifespan(registry, background),
         routes=routes(),
         exception_handlers={
             RegistryError: registry_error_handler,

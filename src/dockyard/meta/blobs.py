@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import blobs, repository_blobs
+from dockyard.meta.schema import READY, blobs, repository_blobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,31 +22,41 @@ class BlobStore:
         self.conn = conn
 
     def get(self, digest: str) -> Blob | None:
-        row = self.conn.execute(select(blobs.c.size).where(blobs.c.digest == digest)).first()
+        row = self.conn.execute(select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == READY)).first()
         return Blob(digest, row.size) if row else None
 
     def get_linked(self, repo_id: int, digest: str) -> Blob | None:
         row = self.conn.execute(
             select(blobs.c.size)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest == digest)
+            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest == digest, blobs.c.state == READY)
         ).first()
         return Blob(digest, row.size) if row else None
 
     def linked_among(self, repo_id: int, digests: Iterable[str]) -> dict[str, int]:
-        """digest -> size for those of ``digests`` linked to the repository."""
-        wanted = list(set(digests))
+        """digest -> size for those of ``digests`` linked to the repository and ready.
+
+        The blob rows are share-locked until the transaction ends: the collector takes
+        the same rows exclusively before it removes a link or a blob, so a manifest
+        that passes this check cannot lose its blobs before it commits.
+        """
+        wanted = sorted(set(digests))
         if not wanted:
             return {}
         rows = self.conn.execute(
             select(blobs.c.digest, blobs.c.size)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
+            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted),
+                   blobs.c.state == READY)
+            .with_for_update(read=True, of=blobs)
         )
         return {r.digest: r.size for r in rows}
 
-    def add(self, digest: str, size: int, now: float) -> None:
-        insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now})
+    def add(self, digest: str, size: int, now: float, state: str = READY) -> None:
+        insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now, "state": state})
+
+    def mark_ready(self, digest: str) -> None:
+        self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=READY))
 
     def link(self, repo_id: int, digests: Iterable[str], now: float) -> None:
         rows = [{"repository_id": repo_id, "digest": d, "created_at": now} for d in set(digests)]
@@ -62,16 +72,26 @@ class BlobStore:
         return res.rowcount > 0
 
 
-def get_linked_by_name(conn: Connection, repo_name: str, digest: str) -> Blob | None:
+@dataclass(frozen=True, slots=True)
+class LinkedBlob:
+    blob: Blob
+    repository_id: int
+    review_after: float | None
+    """When a pending review of this layer link is due (None: no review pending)."""
+
+
+def get_linked_by_name(conn: Connection, repo_name: str, digest: str) -> LinkedBlob | None:
     """The blob if ``repo_name`` (not deleted) links it: one query, for the HEAD/GET hot path."""
-    from dockyard.meta.schema import repositories
+    from dockyard.meta.schema import gc_link_reviews, repositories
 
     row = conn.execute(
-        select(blobs.c.size)
+        select(blobs.c.size, repositories.c.id, gc_link_reviews.c.review_after)
         .select_from(repositories)
         .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
         .join(blobs, blobs.c.digest == repository_blobs.c.digest)
+        .outerjoin(gc_link_reviews, (gc_link_reviews.c.repository_id == repositories.c.id)
+                   & (gc_link_reviews.c.digest == blobs.c.digest))
         .where(repositories.c.name == repo_name, repositories.c.deleted_at.is_(None),
-               repository_blobs.c.digest == digest)
+               repository_blobs.c.digest == digest, blobs.c.state == READY)
     ).first()
-    return Blob(digest, row.size) if row else None
+    return LinkedBlob(Blob(digest, row.size), row.id, row.review_after) if row else None

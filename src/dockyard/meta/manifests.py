@@ -140,6 +140,17 @@ class ManifestStore:
         )
         return [(r.kind, r.digest) for r in rows]
 
+    def referrer_ids(self, repo_id: int, subject: str) -> list[int]:
+        return list(self.conn.execute(select(t.c.id).where(
+            t.c.repository_id == repo_id, t.c.subject_digest == subject)).scalars())
+
+    def ids_of(self, repo_id: int, digests: Iterable[str]) -> list[int]:
+        wanted = list(set(digests))
+        if not wanted:
+            return []
+        return list(self.conn.execute(select(t.c.id).where(
+            t.c.repository_id == repo_id, t.c.digest.in_(wanted))).scalars())
+
     def purge(self, manifest_id: int) -> None:
         self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
         self.conn.execute(delete(t).where(t.c.id == manifest_id))

@@ -27,11 +27,23 @@ class RepositoryStore:
             return None
         return Repository(row.id, row.name, row.deleted_at)
 
+    def lock(self, repo_id: int) -> Repository | None:
+        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)
+                                .with_for_update()).first()
+        return Repository(row.id, row.name, row.deleted_at) if row else None
+
     def ensure(self, name: str, now: float) -> Repository:
-        """The repository, created or revived as needed."""
-        insert_ignore(self.conn, t, {"name": name, "created_at": now})
-        repo = self.get(name, include_deleted=True)
-        assert repo is not None
+        """The repository, created or revived as needed, and share-locked for this transaction
+        so the collector cannot remove it while the caller adds to it."""
+        for _ in range(5):
+            insert_ignore(self.conn, t, {"name": name, "created_at": now})
+            row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == name)
+                                    .with_for_update(read=True)).first()
+            if row is not None:
+                break
+        else:  # pragma: no cover - removed five times in a row under us
+            raise RuntimeError(f"repository {name} keeps disappearing")
+        repo = Repository(row.id, row.name, row.deleted_at)
         if repo.deleted_at is not None:
             self.conn.execute(update(t).where(t.c.id == repo.id).values(deleted_at=None))
             repo = Repository(repo.id, repo.name, None)

@@ -47,6 +47,10 @@ metadata = MetaData()
 
 ACTIVE = "active"
 PENDING_DELETE = "pending_delete"
+# blobs.state: a blob row is written as "committing" before its data is moved into place
+# and turns "ready" after; only ready blobs are visible, and the collector skips the others.
+READY = "ready"
+COMMITTING = "committing"
 
 repositories = Table(
     "repositories",
@@ -63,6 +67,7 @@ blobs = Table(
     Column("digest", String(150), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("state", String(12), nullable=False, server_default=READY),
 )
 
 repository_blobs = Table(
@@ -140,4 +145,77 @@ uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_uploads_updated", "updated_at"),
+)
+
+
+# ---- the reclamation pipeline (lifecycle/gc) ---------------------------------
+# A review entry says "this object may have lost its last reference; look again after
+# review_after". Entries are written in the transaction that removed the reference.
+
+gc_blob_reviews = Table(
+    "gc_blob_reviews",
+    metadata,
+    Column("digest", String(150), primary_key=True),
+    Column("review_after", Float, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Index("ix_gc_blob_reviews_due", "review_after"),
+)
+
+gc_link_reviews = Table(
+    "gc_link_reviews",
+    metadata,
+    Column("repository_id", Integer, primary_key=True),
+    Column("digest", String(150), primary_key=True),
+    Column("review_after", Float, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Index("ix_gc_link_reviews_due", "review_after"),
+)
+
+gc_manifest_reviews = Table(
+    "gc_manifest_reviews",
+    metadata,
+    Column("manifest_id", Integer, primary_key=True),
+    Column("review_after", Float, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Index("ix_gc_manifest_reviews_due", "review_after"),
+)
+
+gc_repository_reviews = Table(
+    "gc_repository_reviews",
+    metadata,
+    Column("repository_id", Integer, primary_key=True),
+    Column("review_after", Float, nullable=False),
+    Index("ix_gc_repository_reviews_due", "review_after"),
+)
+
+# Data whose row is gone and whose storage delete is owed. Written in the transaction
+# that removed the row; dropped once the data is deleted. A push of the same digest
+# waits while one exists, so data a new push needs is never deleted under it.
+gc_tombstones = Table(
+    "gc_tombstones",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("kind", String(16), nullable=False),  # blob | upload
+    Column("digest", String(150), nullable=True),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Index("ix_gc_tombstones_due", "next_attempt_at"),
+    Index("ix_gc_tombstones_digest", "digest"),
+)
+
+gc_runs = Table(
+    "gc_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("dry_run", Integer, nullable=False, default=0),
+    Column("host", String(255), nullable=True),
+    Column("report", Text, nullable=False),
+    Index("ix_gc_runs_job_started", "job", "started_at"),
 )

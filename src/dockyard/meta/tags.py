@@ -29,10 +29,12 @@ class TagStore:
         ).first()
         return Tag(name, row.manifest_id, row.digest) if row else None
 
-    def set(self, repo_id: int, name: str, manifest_id: int, digest: str, now: float, actor: str | None) -> None:
+    def set(self, repo_id: int, name: str, manifest_id: int, digest: str, now: float, actor: str | None
+            ) -> int | None:
+        """Point the tag at the manifest; returns the id of the manifest it moved away from."""
         current = self.get(repo_id, name)
         if current is not None and current.manifest_id == manifest_id:
-            return
+            return None
         if current is None:
             res = insert_ignore(self.conn, t, {"repository_id": repo_id, "name": name,
                                                "manifest_id": manifest_id, "updated_at": now})
@@ -46,6 +48,7 @@ class TagStore:
             )
             action = "move"
         self._history(repo_id, name, digest, action, now, actor)
+        return current.manifest_id if current is not None else None
 
     def delete(self, repo_id: int, name: str, now: float, actor: str | None) -> Tag | None:
         current = self.get(repo_id, name)

@@ -7,6 +7,7 @@ from typing import Iterator
 
 from dockyard.errors import RegistryError, blob_unknown
 from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
+from dockyard.meta.gc import QueueStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry.common import check_digest, require_repo
 from dockyard.registry.context import Registry
@@ -17,12 +18,26 @@ log = logging.getLogger(__name__)
 
 
 def stat(reg: Registry, name: str, digest: str) -> Blob:
+    """The blob, if the repository links it.
+
+    A client that sees "exists" skips the upload and pushes a manifest next, so a
+    pending review of this link that is due soon is pushed back by ``gc_delay``
+    first. Postponing takes the review row's lock, so it waits for a collector that
+    holds it and then re-reads the link: never "exists" for a link about to vanish.
+    """
     d = str(check_digest(digest))
     with reg.db.read() as conn:
-        blob = get_linked_by_name(conn, name, d)
-    if blob is None:
+        found = get_linked_by_name(conn, name, d)
+    if found is not None and found.review_after is not None:
+        now = reg.now()
+        until = now + reg.config.gc_delay
+        if found.review_after < now + reg.config.gc_delay / 2:
+            with reg.db.write() as conn:
+                QueueStore(conn).postpone_link_review(found.repository_id, d, until)
+                found = get_linked_by_name(conn, name, d)
+    if found is None:
         raise blob_unknown(d)
-    return blob
+    return found.blob
 
 
 def read(reg: Registry, blob: Blob, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -50,6 +65,7 @@ def mount(reg: Registry, name: str, digest: str, from_name: str) -> Blob | None:
             return None
         repo = RepositoryStore(conn).ensure(name, reg.now())
         store.link(repo.id, [d], reg.now())
+        QueueStore(conn).review_links(repo.id, [d], reg.now() + reg.config.gc_delay, "mounted")
     return blob
 
 
@@ -60,6 +76,9 @@ def delete(reg: Registry, name: str, digest: str) -> None:
         repo = require_repo(conn, name)
         if not BlobStore(conn).unlink(repo.id, d):
             raise blob_unknown(d)
+        queue = QueueStore(conn)
+        queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
+        queue.review_repository(repo.id, reg.now() + reg.config.gc_delay)
     log.info("unlinked blob %s from %s", d, name)
 
 

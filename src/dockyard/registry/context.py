@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
 from dockyard.meta.db import Database
+from dockyard.metrics import Metrics
 from dockyard.storage.base import StorageDriver
 
 
@@ -53,6 +54,7 @@ class Registry:
     storage: StorageDriver
     clock: Clock = field(default_factory=SystemClock)
     hashers: HasherCache = field(default_factory=HasherCache)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def now(self) -> float:
         return self.clock.now()

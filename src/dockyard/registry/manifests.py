@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.gc import QueueStore
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
@@ -102,8 +103,13 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to the repository",
                                 {"digest": absent[0], "missing": len(absent)})
         manifest = store.put(repo.id, digest, parsed, payload, now)
+        queue = QueueStore(conn)
         if tag is not None:
-            TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
+            previous = TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
+            if previous is not None and reg.config.delete_untagged:
+                queue.review_manifests([previous], now + reg.config.gc_delay, "untagged")
+        elif reg.config.delete_untagged or parsed.subject is not None:
+            queue.review_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)
 
@@ -116,8 +122,11 @@ def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -
         repo = require_repo(conn, name)
         tags = TagStore(conn)
         if not is_digest_reference(ref):
-            if tags.delete(repo.id, ref, now, actor) is None:
+            removed_tag = tags.delete(repo.id, ref, now, actor)
+            if removed_tag is None:
                 raise manifest_unknown(reference)
+            if reg.config.delete_untagged:
+                QueueStore(conn).review_manifests([removed_tag.manifest_id], now + reg.config.gc_delay, "untagged")
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
         store = ManifestStore(conn)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Iterable, Iterator
 
 from dockyard.errors import RegistryError, digest_invalid, upload_unknown
 from dockyard.meta.blobs import Blob, BlobStore
+from dockyard.meta.gc import QueueStore
+from dockyard.meta.schema import COMMITTING, READY
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.uploads import Upload, UploadStore
 from dockyard.registry.common import check_digest
@@ -22,6 +25,7 @@ from dockyard.registry.context import Registry
 from dockyard.storage import paths
 
 log = logging.getLogger(__name__)
+TOMBSTONE_WAIT = 60.0
 
 
 def start(reg: Registry, name: str) -> Upload:
@@ -76,6 +80,14 @@ def _rehash(reg: Registry, upload: Upload, algorithm: str) -> str:
 
 
 def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob:
+    """Verify the staged bytes and commit them as a blob of the repository.
+
+    Serialised with the collector on the blob row: if the registry already holds the
+    blob, linking it protects it; if the collector is deleting that digest right now
+    (a tombstone exists) the push waits until the data is gone and then writes it
+    again; otherwise the row is written as ``committing`` (invisible, skipped by the
+    collector), the data is moved into place, and the row turns ``ready``.
+    """
     if not digest:
         raise digest_invalid("digest parameter is required to finish an upload")
     d = check_digest(digest)
@@ -84,21 +96,41 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
     if actual != d.hex:
         cancel(reg, name, upload.id)
         raise digest_invalid("provided digest did not match uploaded content", str(d))
-    key = paths.blob_key(d)
+    digest = str(d)
     staged = paths.upload_key(upload.id)
-    with reg.db.read() as conn:
-        known = BlobStore(conn).get(str(d))
-    if known is not None and reg.storage.stat(key) is not None:
+    deadline = time.monotonic() + TOMBSTONE_WAIT
+    while True:
+        with reg.db.write() as conn:
+            now = reg.now()
+            store = BlobStore(conn)
+            queue = QueueStore(conn)
+            if UploadStore(conn).get(upload.id) is None:
+                raise upload_unknown(upload.id)
+            row = queue.lock_blob(digest)
+            if row is None and queue.tombstone_for_digest(digest):
+                waiting = True
+            else:
+                waiting = False
+                ready = row is not None and row.state == READY
+                if row is None:
+                    store.add(digest, upload.size, now, state=COMMITTING)
+                store.link(upload.repository_id, [digest], now)
+                queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
+                UploadStore(conn).delete(upload.id)
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            raise RegistryError("TOOMANYREQUESTS", "blob is being garbage collected; retry the upload",
+                                {"digest": digest})
+        time.sleep(0.05)
+    if ready:
         reg.storage.delete(staged)  # the registry already holds these bytes
     else:
-        reg.storage.move(staged, key)
-    with reg.db.write() as conn:
-        blobs = BlobStore(conn)
-        blobs.add(str(d), upload.size, reg.now())
-        blobs.link(upload.repository_id, [str(d)], reg.now())
-        UploadStore(conn).delete(upload.id)
-    log.info("blob %s committed (%d bytes) to %s", d, upload.size, name)
-    return Blob(str(d), upload.size)
+        reg.storage.move(staged, paths.blob_key(d))
+        with reg.db.write() as conn:
+            BlobStore(conn).mark_ready(digest)
+    log.info("blob %s committed (%d bytes) to %s", digest, upload.size, name)
+    return Blob(digest, upload.size)
 
 
 def cancel(reg: Registry, name: str, upload_id: str) -> None:

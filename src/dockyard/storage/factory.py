@@ -11,5 +11,11 @@ def open_driver(cfg: Config) -> StorageDriver:
     if cfg.storage == "filesystem":
         from dockyard.storage.filesystem import FilesystemDriver
 
-        return CheckedDriver(FilesystemDriver(cfg.effective_storage_root))
-    raise ConfigError(f"unknown storage driver {cfg.storage!r}")
+        driver: StorageDriver = FilesystemDriver(cfg.effective_storage_root)
+    else:
+        raise ConfigError(f"unknown storage driver {cfg.storage!r}")
+    if cfg.storage_latency > 0:
+        from dockyard.storage.latency import LatencyDriver
+
+        driver = LatencyDriver(driver, cfg.storage_latency)
+    return CheckedDriver(driver)

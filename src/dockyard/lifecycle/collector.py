@@ -1,0 +1,302 @@
+"""The online garbage collector.
+
+One :meth:`Collector.step` takes a batch of due entries from each review queue and,
+for each, re-checks under lock that the object is still unreferenced; if so it removes
+the row (and, for blobs and uploads, writes a tombstone) in the same transaction.
+Then it deletes the data of claimed tombstones through the :class:`DeletePool` and
+drops each tombstone once its data is gone. A crash at any point leaves either
+review entries or tombstones, which the next run finishes.
+
+Order of the queues in a step: manifests -> links -> blobs -> repositories, so a purge
+cascades through a whole run (a purged manifest's links, then their blobs).
+
+Eligibility, re-checked under lock:
+- manifest: active, pushed more than ``gc_delay`` ago, no tag, not the child of any
+  manifest of its repository; with a subject: collected once the subject is gone
+  (``referrers_follow_subject``); without: only with ``delete_untagged``.
+- link: no manifest of the repository (in any state: pending ones can be restored)
+  references the blob, and the link is older than ``gc_delay``.
+- blob: ready (or committing and abandoned for longer than ``upload_ttl``), no manifest
+  references it and no repository links it.
+- repository: no tags, manifests, links or uploads.
+- upload: idle longer than ``upload_ttl``.
+
+A dry run evaluates the same checks in a read-only transaction and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from dockyard.clock import Clock
+from dockyard.lifecycle.deleter import DeletePool, DeleteResult
+from dockyard.lifecycle.purge import PurgeOptions, purge_manifest
+from dockyard.lifecycle.ratelimit import WindowLimiter
+from dockyard.lifecycle.report import Report
+from dockyard.meta.db import Database
+from dockyard.meta.gc import QueueStore
+from dockyard.meta.schema import COMMITTING
+from dockyard.metrics import Metrics
+from dockyard.storage import paths
+from dockyard.storage.base import Deleter
+
+log = logging.getLogger(__name__)
+
+KIND_OF_TOMBSTONE = {"blob": "blobs", "upload": "uploads"}
+
+
+@dataclass(frozen=True)
+class GcOptions:
+    gc_delay: float = 3600.0
+    upload_ttl: float = 86400.0
+    delete_untagged: bool = False
+    referrers_follow_subject: bool = True
+    batch_size: int = 200
+    workers: int = 4
+    max_deletes_per_second: float = 0.0
+    dry_run: bool = False
+    lease: float = 300.0
+    retry_base: float = 5.0
+    retry_max: float = 3600.0
+
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> "GcOptions":
+        opts = cls(gc_delay=cfg.gc_delay, upload_ttl=cfg.upload_ttl, delete_untagged=cfg.delete_untagged,
+                   referrers_follow_subject=cfg.referrers_follow_subject, batch_size=cfg.gc_batch_size,
+                   workers=cfg.gc_workers, max_deletes_per_second=cfg.gc_max_deletes_per_second)
+        return replace(opts, **overrides)
+
+    @property
+    def purge(self) -> PurgeOptions:
+        return PurgeOptions(self.gc_delay, self.delete_untagged, self.referrers_follow_subject)
+
+
+class Collector:
+    job = "gc"
+
+    def __init__(self, db: Database, storage: Deleter, clock: Clock, opts: GcOptions,
+                 metrics: Metrics | None = None, progress: Callable[[Report], None] | None = None,
+                 limiter: WindowLimiter | None = None):
+        self.db = db
+        self.storage = storage
+        self.clock = clock
+        self.opts = opts
+        self.metrics = metrics or Metrics()
+        self.progress = progress
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
+        self._pool: DeletePool | None = None
+
+    @classmethod
+    def for_registry(cls, reg, progress=None, **overrides) -> "Collector":
+        return cls(reg.db, reg.storage, reg.clock, GcOptions.from_config(reg.config, **overrides),
+                   metrics=reg.metrics, progress=progress)
+
+    # ---- public --------------------------------------------------------------
+    def run(self, max_steps: int | None = None) -> Report:
+        """Collect until nothing is due (or ``max_steps``), record the run, return its report."""
+        report = Report(self.job, dry_run=self.opts.dry_run, started=self.clock.now())
+        t0 = time.monotonic()
+        try:
+            if self.opts.dry_run:
+                self._dry_run(report)
+            else:
+                steps = 0
+                while self.step(report) and (max_steps is None or (steps := steps + 1) < max_steps):
+                    pass
+        finally:
+            report.duration = time.monotonic() - t0
+            if self._pool:
+                self._pool.close()
+                self._pool = None
+        self._finish(report)
+        return report
+
+    def step(self, report: Report) -> int:
+        """One bounded unit of work: a batch from every queue, then a batch of storage deletes."""
+        now = self.clock.now()
+        done = 0
+        done += self._uploads(report, now)
+        done += self._queue("manifests", self._review_manifest, report, now)
+        done += self._queue("links", self._review_link, report, now)
+        done += self._queue("blobs", self._review_blob, report, now)
+        done += self._queue("repositories", self._review_repository, report, now)
+        done += self._tombstones(report, now)
+        if self.progress:
+            self.progress(report)
+        return done
+
+    def backlog(self) -> dict:
+        with self.db.read() as conn:
+            return QueueStore(conn).backlog(self.clock.now())
+
+    # ---- review queues ---------------------------------------------------------
+    def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
+        with self.db.write() as conn:
+            q = QueueStore(conn)
+            entries = q.claim_due(name, now, self.opts.batch_size)
+            for entry in entries:
+                q.done(name, entry)
+                review(conn, q, entry, report, now)
+        return len(entries)
+
+    def _review_manifest(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
+        m = q.manifest_for_review(entry.manifest_id)
+        if m is None or m.state != "active":
+            return False
+        if m.pushed_at > now - self.opts.gc_delay:
+            if apply:
+                q.review_manifests([m.id], m.pushed_at + self.opts.gc_delay, entry.reason)
+            return False
+        if q.manifest_tagged(m.id) or q.manifest_is_child(m.repository_id, m.digest):
+            return False
+        if m.subject_digest:
+            if q.manifest_exists(m.repository_id, m.subject_digest) or not self.opts.referrers_follow_subject:
+                return False
+        elif not self.opts.delete_untagged:
+            return False
+        report.add("manifests", m.size, {"repository_id": m.repository_id, "digest": m.digest})
+        if apply:
+            purge_manifest(conn, m.id, m.repository_id, m.digest, now, self.opts.purge)
+            log.info("gc: purged untagged manifest %s (repository %d, reason %s)", m.digest, m.repository_id,
+                     entry.reason)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="manifests")
+        return True
+
+    def _review_link(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
+        q.lock_blob(entry.digest)
+        link = q.link(entry.repository_id, entry.digest)
+        if link is None or q.link_needed(entry.repository_id, entry.digest):
+            return False
+        if link.created_at > now - self.opts.gc_delay:
+            if apply:
+                q.review_links(entry.repository_id, [entry.digest], link.created_at + self.opts.gc_delay, entry.reason)
+            return False
+        report.add("links", 0, {"repository_id": entry.repository_id, "digest": entry.digest})
+        if apply:
+            q.delete_link(entry.repository_id, entry.digest)
+            q.review_blobs([entry.digest], now, "unlinked")
+            q.review_repository(entry.repository_id, now)
+            log.info("gc: removed layer link %s from repository %d", entry.digest, entry.repository_id)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="links")
+        return True
+
+    def _review_blob(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
+        blob = q.lock_blob(entry.digest)
+        if blob is None:
+            return False
+        if blob.state == COMMITTING and blob.created_at > now - self.opts.upload_ttl:
+            return False
+        if q.blob_referenced(entry.digest):
+            return False
+        if apply:
+            q.delete_blob_row(entry.digest)
+            q.add_tombstone(paths.blob_key(entry.digest), "blob", entry.digest, blob.size, now)
+        else:
+            report.add("blobs", blob.size, {"digest": entry.digest})
+        return True
+
+    def _review_repository(self, conn, q: QueueStore, entry, report: Report, now: float, *,
+                           apply: bool = True) -> bool:
+        from dockyard.meta.repositories import RepositoryStore
+
+        repo = RepositoryStore(conn).lock(entry.repository_id)
+        if repo is None or not q.repository_empty(entry.repository_id):
+            return False
+        report.add("repositories", 0, {"repository": repo.name})
+        if apply:
+            q.delete_repository(entry.repository_id)
+            log.info("gc: removed empty repository %s", repo.name)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="repositories")
+        return True
+
+    def _uploads(self, report: Report, now: float) -> int:
+        with self.db.write() as conn:
+            q = QueueStore(conn)
+            stale = q.stale_uploads(now - self.opts.upload_ttl, self.opts.batch_size)
+            for up in stale:
+                q.delete_upload(up.id)
+                q.add_tombstone(paths.upload_key(up.id), "upload", None, up.size, now)
+                q.review_repository(up.repository_id, now + self.opts.gc_delay)
+            for digest in q.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):
+                q.review_blobs([digest], now, "abandoned_commit")
+        return len(stale)
+
+    # ---- storage deletes -----------------------------------------------------------
+    def _tombstones(self, report: Report, now: float) -> int:
+        with self.db.write() as conn:
+            claimed = QueueStore(conn).claim_tombstones(now, self.opts.batch_size, self.owner, self.opts.lease)
+        if not claimed:
+            return 0
+        if self._pool is None:
+            self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
+        results = self._pool.delete_all(claimed)
+        with self.db.write() as conn:
+            q = QueueStore(conn)
+            for r in results:
+                self._settle(q, r, report, now)
+        return len(claimed)
+
+    def _settle(self, q: QueueStore, r: DeleteResult, report: Report, now: float) -> None:
+        t = r.tombstone
+        kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
+        if r.error is None:
+            q.drop_tombstone(t.key)
+            report.add(kind, t.size)
+            if t.attempts:
+                report.add("tombstones", 0)
+            log.info("gc: deleted %s %s (%d bytes)", t.kind, t.digest or t.key, t.size)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind=kind)
+            self.metrics.inc("dockyard_gc_reclaimed_bytes_total", t.size, kind=kind)
+        else:
+            delay = min(self.opts.retry_max, self.opts.retry_base * (2 ** t.attempts))
+            q.tombstone_failed(t.key, r.error, now + delay)
+            report.fail(kind)
+            self.metrics.inc("dockyard_gc_failures_total", kind=kind)
+
+    # ---- dry run ----------------------------------------------------------------------
+    def _dry_run(self, report: Report) -> None:
+        now = self.clock.now()
+        limit = 1_000_000
+        with self.db.read() as conn:
+            q = QueueStore(conn)
+            for up in q.stale_uploads(now - self.opts.upload_ttl, limit, lock=False):
+                report.add("uploads", up.size, {"upload": up.id})
+            checks = (("manifests", self._review_manifest), ("links", self._review_link),
+                      ("blobs", self._review_blob), ("repositories", self._review_repository))
+            for name, review in checks:
+                for entry in q.claim_due(name, now, limit, lock=False):
+                    review(conn, q, entry, report, now, apply=False)
+            # what the removed links would free in the same run
+            unlinked: dict[str, set[int]] = {}
+            for item in report.items:
+                if item["kind"] == "links":
+                    unlinked.setdefault(item["digest"], set()).add(item["repository_id"])
+            counted = {item["digest"] for item in report.items if item["kind"] == "blobs"}
+            for digest, repos in unlinked.items():
+                blob = q.lock_blob(digest) if digest not in counted else None
+                if blob is not None and not q.blob_referenced(digest, ignoring_repositories=repos):
+                    report.add("blobs", blob.size, {"digest": digest, "after": "links"})
+            for t in q.pending_tombstones(limit):
+                report.add("tombstones", t.size, {"key": t.key})
+
+    def _finish(self, report: Report) -> None:
+        data = report.as_dict()
+        data.pop("items", None)
+        with self.db.write() as conn:
+            q = QueueStore(conn)
+            q.record_run(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
+            backlog = q.backlog(self.clock.now())
+        for queue, counts in backlog.items():
+            for state, n in counts.items():
+                self.metrics.set("dockyard_gc_backlog", n, queue=queue, state=state)
+        self.metrics.inc("dockyard_gc_runs_total")
+        self.metrics.inc("dockyard_gc_run_seconds_sum", report.duration)
+        if report.total_objects or any(k.failures for k in report.kinds.values()):
+            log.info("gc run%s: %s", " (dry run)" if report.dry_run else "",
+                     ", ".join(f"{n}={k.objects}/{k.bytes}B" for n, k in report.kinds.items() if k.objects))

@@ -1,0 +1,151 @@
+"""fsck: reconcile storage with the database. The only code that walks storage.
+
+- data with no row and no tombstone, older than ``fsck_grace``, is a leak (a crash, an
+  older version); it is reported, and removed with ``delete=True``;
+- a ready blob row whose data is missing is reported, never dropped;
+- ``verify=True`` re-hashes every blob and reports the corrupt ones.
+
+Streams: storage is listed page by page and rows are checked in batches, so memory
+does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Iterable, Iterator
+
+from sqlalchemy import select
+
+from dockyard.clock import Clock
+from dockyard.meta.db import Database
+from dockyard.meta.gc import QueueStore
+from dockyard.meta.schema import READY, blobs, uploads
+from dockyard.storage import paths
+from dockyard.storage.base import ObjectInfo, StorageDriver
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+
+
+@dataclass
+class FsckReport:
+    delete: bool = False
+    scanned_objects: int = 0
+    scanned_rows: int = 0
+    leaks: int = 0
+    leaked_bytes: int = 0
+    deleted: int = 0
+    young: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    leak_keys: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items()}
+
+    def table(self) -> str:
+        verb = "deleted" if self.delete else "would delete (use --delete)"
+        return "\n".join([
+            f"storage objects scanned  {self.scanned_objects}",
+            f"blob rows checked        {self.scanned_rows}",
+            f"leaks                    {self.leaks} ({self.leaked_bytes} bytes); {verb}: {self.deleted if self.delete else self.leaks}",
+            f"too young to judge       {self.young}",
+            f"rows with missing data   {len(self.missing)}",
+            f"corrupt blobs            {len(self.corrupt)}",
+        ])
+
+
+def _batches(it: Iterable, n: int) -> Iterator[list]:
+    it = iter(it)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class Fsck:
+    def __init__(self, db: Database, storage: StorageDriver, clock: Clock, grace: float, *,
+                 delete: bool = False, verify: bool = False, progress: Callable[[FsckReport], None] | None = None):
+        self.db, self.storage, self.clock, self.grace = db, storage, clock, grace
+        self.report = FsckReport(delete=delete)
+        self.verify = verify
+        self.progress = progress
+
+    def run(self) -> FsckReport:
+        self._walk(paths.BLOBS, self._known_blobs)
+        self._walk(paths.UPLOADS, self._known_uploads)
+        self._rows()
+        return self.report
+
+    # ---- storage -> database -------------------------------------------------
+    def _known_blobs(self, objs: list[ObjectInfo]) -> set[str]:
+        digests = {o.key: paths.digest_from_blob_key(o.key) for o in objs}
+        with self.db.read() as conn:
+            rows = set(conn.execute(select(blobs.c.digest).where(
+                blobs.c.digest.in_([d for d in digests.values() if d]))).scalars())
+            tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
+        return {k for k, d in digests.items() if d in rows} | tomb
+
+    def _known_uploads(self, objs: list[ObjectInfo]) -> set[str]:
+        ids = {o.key: o.key[len(paths.UPLOADS):] for o in objs}
+        with self.db.read() as conn:
+            rows = set(conn.execute(select(uploads.c.id).where(uploads.c.id.in_(list(ids.values())))).scalars())
+            tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
+        return {k for k, i in ids.items() if i in rows} | tomb
+
+    def _walk(self, prefix: str, known: Callable[[list[ObjectInfo]], set[str]]) -> None:
+        r = self.report
+        cutoff = self.clock.now() - self.grace
+        for batch in _batches(self.storage.list(prefix), BATCH):
+            r.scanned_objects += len(batch)
+            keep = known(batch)
+            for obj in batch:
+                if obj.key in keep:
+                    continue
+                if obj.modified > cutoff:
+                    r.young += 1
+                    continue
+                r.leaks += 1
+                r.leaked_bytes += obj.size
+                if len(r.leak_keys) < 10_000:
+                    r.leak_keys.append(obj.key)
+                if r.delete:
+                    self.storage.delete(obj.key)
+                    r.deleted += 1
+                    log.info("fsck: deleted leaked object %s (%d bytes)", obj.key, obj.size)
+                else:
+                    log.info("fsck: leaked object %s (%d bytes)", obj.key, obj.size)
+            if self.progress:
+                self.progress(r)
+
+    # ---- database -> storage ---------------------------------------------------
+    def _rows(self) -> None:
+        r = self.report
+        last = ""
+        while True:
+            with self.db.read() as conn:
+                page = list(conn.execute(select(blobs.c.digest, blobs.c.size).where(
+                    blobs.c.state == READY, blobs.c.digest > last).order_by(blobs.c.digest).limit(BATCH)))
+            if not page:
+                return
+            last = page[-1].digest
+            for row in page:
+                r.scanned_rows += 1
+                key = paths.blob_key(row.digest)
+                info = self.storage.stat(key)
+                if info is None:
+                    r.missing.append(row.digest)
+                    log.error("fsck: blob %s has a row but no data", row.digest)
+                elif self.verify and not self._hash_ok(key, row.digest):
+                    r.corrupt.append(row.digest)
+                    log.error("fsck: blob %s is corrupt (content does not match its digest)", row.digest)
+            if self.progress:
+                self.progress(r)
+
+    def _hash_ok(self, key: str, digest: str) -> bool:
+        algorithm, _, hexdigest = digest.partition(":")
+        h = hashlib.new(algorithm)
+        for chunk in self.storage.read(key):
+            h.update(chunk)
+        return h.hexdigest() == hexdigest

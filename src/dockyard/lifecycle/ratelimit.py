@@ -1,0 +1,40 @@
+"""A limiter that allows at most ``rate`` operations in any 1-second window.
+
+A token bucket lets up to twice its rate through a window that straddles a refill;
+this keeps the times of the last ``rate`` operations and waits until the oldest is a
+full second old, so the bound holds for every window, as a throttling object store
+counts it. A rate below 1 spaces operations ``1/rate`` seconds apart. 0 = unlimited.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Callable
+
+
+class WindowLimiter:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.window = 1.0 if rate >= 1 else 1.0 / rate if rate > 0 else 0.0
+        self.capacity = max(1, int(rate)) if rate > 0 else 0
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        while True:
+            with self._lock:
+                now = self.clock()
+                while self._times and now - self._times[0] >= self.window:
+                    self._times.popleft()
+                if len(self._times) < self.capacity:
+                    self._times.append(now)
+                    return
+                wait = self.window - (now - self._times[0])
+            self.sleep(max(wait, 0.0005))

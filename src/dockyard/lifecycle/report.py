@@ -1,0 +1,62 @@
+"""What a run did, per kind of object: counts, bytes, failures, duration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+KINDS = ("manifests", "links", "blobs", "repositories", "uploads", "tombstones")
+
+
+@dataclass
+class KindReport:
+    objects: int = 0
+    bytes: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Report:
+    job: str
+    dry_run: bool = False
+    started: float = field(default_factory=time.time)
+    duration: float = 0.0
+    kinds: dict[str, KindReport] = field(default_factory=lambda: {k: KindReport() for k in KINDS})
+    items: list[dict] = field(default_factory=list)
+    """In a dry run: every object that would go (kind, id, bytes)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, kind: str, size: int = 0, item: dict | None = None) -> None:
+        with self._lock:
+            k = self.kinds[kind]
+            k.objects += 1
+            k.bytes += size
+            if item is not None and self.dry_run:
+                self.items.append({"kind": kind, **item, "bytes": size})
+
+    def fail(self, kind: str) -> None:
+        with self._lock:
+            self.kinds[kind].failures += 1
+
+    @property
+    def total_objects(self) -> int:
+        return sum(k.objects for k in self.kinds.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "job": self.job,
+            "dry_run": self.dry_run,
+            "duration_seconds": round(self.duration, 3),
+            "kinds": {name: vars(k).copy() for name, k in self.kinds.items()},
+            "totals": {"objects": self.total_objects, "bytes": sum(k.bytes for k in self.kinds.values()),
+                       "failures": sum(k.failures for k in self.kinds.values())},
+            **({"items": self.items} if self.dry_run else {}),
+        }
+
+    def table(self) -> str:
+        verb = "would reclaim" if self.dry_run else "reclaimed"
+        lines = [f"{self.job} {verb} in {self.duration:.2f}s", f"{'kind':<14}{'objects':>10}{'bytes':>16}{'failures':>10}"]
+        for name, k in self.kinds.items():
+            lines.append(f"{name:<14}{k.objects:>10}{k.bytes:>16}{k.failures:>10}")
+        return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""One runner owns looping, jitter, backoff and stopping for every background job.
+
+A job is anything with ``run() -> Report``. ``dockyard serve`` starts runners in its
+lifespan; ``--daemon`` commands run one in the foreground.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Callable, Protocol
+
+from dockyard.lifecycle.report import Report
+
+log = logging.getLogger(__name__)
+
+
+class Job(Protocol):
+    job: str
+
+    def run(self) -> Report: ...
+
+
+class Runner:
+    def __init__(self, name: str, make_job: Callable[[], Job], interval: float, *, jitter: float = 0.2,
+                 backoff_max: float = 600.0, stop: threading.Event | None = None,
+                 wait: Callable[[threading.Event, float], bool] | None = None):
+        self.name = name
+        self.make_job = make_job
+        self.interval = interval
+        self.jitter = jitter
+        self.backoff_max = backoff_max
+        self.stop_event = stop or threading.Event()
+        self.wait = wait or (lambda ev, t: ev.wait(t))
+        self.cycles = 0
+        self.failures = 0
+        self._thread: threading.Thread | None = None
+
+    def next_delay(self) -> float:
+        if self.failures:
+            return min(self.backoff_max, self.interval * (2 ** min(self.failures, 10)))
+        return self.interval * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def run_cycle(self) -> Report | None:
+        try:
+            report = self.make_job().run()
+        except Exception:  # the runner is the boundary: log, back off, keep the daemon alive
+            self.failures += 1
+            log.exception("%s: run failed (%d in a row); backing off", self.name, self.failures)
+            return None
+        finally:
+            self.cycles += 1
+        self.failures = 0
+        return report
+
+    def run_forever(self, max_cycles: int | None = None) -> None:
+        # a random first delay spreads replicas that start together
+        if self.wait(self.stop_event, random.uniform(0, self.interval * self.jitter)):
+            return
+        while not self.stop_event.is_set():
+            self.run_cycle()
+            if max_cycles is not None and self.cycles >= max_cycles:
+                return
+            if self.wait(self.stop_event, self.next_delay()):
+                return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name=f"dockyard-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        if self._thread:
+            self._thread.join(timeout)

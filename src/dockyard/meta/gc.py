@@ -1,0 +1,247 @@
+"""QueueStore: review queues, tombstones and run history of the reclamation pipeline.
+
+Enqueueing happens in the transaction that removed a reference, through
+:meth:`QueueStore.review_blob` and friends. Re-enqueueing an entry keeps the later
+``review_after`` of the two: a new reason to wait is never shortened.
+
+``claim_due`` is the one queue-claiming function: ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so several collectors share a queue and none takes an entry twice; on
+SQLite the collector's write transaction is exclusive, which gives the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, case, delete, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dockyard.meta.schema import (
+    COMMITTING,
+    blobs,
+    gc_blob_reviews,
+    gc_link_reviews,
+    gc_manifest_reviews,
+    gc_repository_reviews,
+    gc_runs,
+    gc_tombstones,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
+)
+
+QUEUES = {
+    "manifests": gc_manifest_reviews,
+    "links": gc_link_reviews,
+    "blobs": gc_blob_reviews,
+    "repositories": gc_repository_reviews,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    key: str
+    kind: str
+    digest: str | None
+    size: int
+    attempts: int
+
+
+def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[dict]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(table)
+        later = func.greatest(table.c.review_after, stmt.excluded.review_after)
+    else:
+        stmt = sqlite.insert(table)
+        later = func.max(table.c.review_after, stmt.excluded.review_after)
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={"review_after": later})
+    conn.execute(stmt, rows)
+
+
+class QueueStore:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # ---- enqueue (same transaction as the reference change) ---------------
+    def review_blobs(self, digests, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_blob_reviews, ["digest"],
+                      [{"digest": d, "review_after": when, "reason": reason} for d in sorted(set(digests))])
+
+    def review_links(self, repo_id: int, digests, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_link_reviews, ["repository_id", "digest"],
+                      [{"repository_id": repo_id, "digest": d, "review_after": when, "reason": reason}
+                       for d in sorted(set(digests))])
+
+    def review_manifests(self, manifest_ids, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_manifest_reviews, ["manifest_id"],
+                      [{"manifest_id": i, "review_after": when, "reason": reason} for i in sorted(set(manifest_ids))])
+
+    def review_repository(self, repo_id: int, when: float) -> None:
+        _upsert_later(self.conn, gc_repository_reviews, ["repository_id"],
+                      [{"repository_id": repo_id, "review_after": when}])
+
+    def postpone_link_review(self, repo_id: int, digest: str, until: float) -> bool:
+        """Push a pending link review back (a client just relied on the link). False if none is pending."""
+        res = self.conn.execute(
+            update(gc_link_reviews)
+            .where(gc_link_reviews.c.repository_id == repo_id, gc_link_reviews.c.digest == digest,
+                   gc_link_reviews.c.review_after < until)
+            .values(review_after=until))
+        return res.rowcount > 0
+
+    # ---- claiming ------------------------------------------------------------
+    def claim_due(self, name: str, now: float, limit: int, *, lock: bool = True) -> list[Any]:
+        table = QUEUES[name]
+        q = select(table).where(table.c.review_after <= now).order_by(table.c.review_after).limit(limit)
+        if lock:
+            q = q.with_for_update(skip_locked=True)
+        return list(self.conn.execute(q))
+
+    def done(self, name: str, row) -> None:
+        table = QUEUES[name]
+        pk = [c for c in table.primary_key.columns]
+        self.conn.execute(delete(table).where(and_(*[c == getattr(row, c.name) for c in pk])))
+
+    def backlog(self, now: float) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, table in QUEUES.items():
+            total, due = self.conn.execute(
+                select(func.count(), func.coalesce(func.sum(case((table.c.review_after <= now, 1), else_=0)), 0))
+            ).one()
+            out[name] = {"pending": int(total), "due": int(due)}
+        total, due = self.conn.execute(select(func.count(), func.coalesce(func.sum(
+            case((gc_tombstones.c.next_attempt_at <= now, 1), else_=0)), 0))).one()
+        out["tombstones"] = {"pending": int(total), "due": int(due)}
+        return out
+
+    # ---- checks under lock ---------------------------------------------------
+    def lock_blob(self, digest: str):
+        """The blob row, locked against concurrent pushes and collectors (None if gone)."""
+        return self.conn.execute(
+            select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+            .where(blobs.c.digest == digest).with_for_update()).first()
+
+    def blob_referenced(self, digest: str, ignoring_repositories: set[int] | None = None) -> bool:
+        by_manifest = exists().where(manifest_references.c.digest == digest, manifest_references.c.kind == "blob")
+        by_link = exists().where(repository_blobs.c.digest == digest)
+        if ignoring_repositories:
+            by_link = by_link.where(repository_blobs.c.repository_id.not_in(ignoring_repositories))
+        return bool(self.conn.execute(select(or_(by_manifest, by_link))).scalar())
+
+    def link(self, repo_id: int, digest: str):
+        return self.conn.execute(
+            select(repository_blobs.c.created_at)
+            .where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)).first()
+
+    def link_needed(self, repo_id: int, digest: str) -> bool:
+        """Does any manifest of the repository (in any state: pending ones may be restored) use the blob?"""
+        q = select(exists().where(
+            manifest_references.c.digest == digest, manifest_references.c.kind == "blob",
+            manifest_references.c.manifest_id == manifests.c.id, manifests.c.repository_id == repo_id))
+        return bool(self.conn.execute(q).scalar())
+
+    def delete_link(self, repo_id: int, digest: str) -> None:
+        self.conn.execute(delete(repository_blobs).where(
+            repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
+
+    def delete_blob_row(self, digest: str) -> None:
+        self.conn.execute(delete(blobs).where(blobs.c.digest == digest))
+
+    def manifest_for_review(self, manifest_id: int):
+        return self.conn.execute(
+            select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.state,
+                   manifests.c.size, manifests.c.subject_digest, manifests.c.pushed_at)
+            .where(manifests.c.id == manifest_id).with_for_update()).first()
+
+    def manifest_tagged(self, manifest_id: int) -> bool:
+        return bool(self.conn.execute(select(exists().where(tags.c.manifest_id == manifest_id))).scalar())
+
+    def manifest_is_child(self, repo_id: int, digest: str) -> bool:
+        q = select(exists().where(
+            manifest_references.c.digest == digest, manifest_references.c.kind == "manifest",
+            manifest_references.c.manifest_id == manifests.c.id, manifests.c.repository_id == repo_id))
+        return bool(self.conn.execute(q).scalar())
+
+    def manifest_exists(self, repo_id: int, digest: str) -> bool:
+        return bool(self.conn.execute(select(exists().where(
+            manifests.c.repository_id == repo_id, manifests.c.digest == digest))).scalar())
+
+    def repository_empty(self, repo_id: int) -> bool:
+        checks = [exists().where(t.c.repository_id == repo_id) for t in (tags, manifests, repository_blobs, uploads)]
+        return not self.conn.execute(select(or_(*checks))).scalar()
+
+    def delete_repository(self, repo_id: int) -> None:
+        self.conn.execute(delete(repositories).where(repositories.c.id == repo_id))
+
+    def stale_uploads(self, before: float, limit: int, *, lock: bool = True) -> list[Any]:
+        q = (select(uploads.c.id, uploads.c.repository_id, uploads.c.size)
+             .where(uploads.c.updated_at < before).order_by(uploads.c.updated_at).limit(limit))
+        if lock:
+            q = q.with_for_update(skip_locked=True)
+        return list(self.conn.execute(q))
+
+    def delete_upload(self, upload_id: str) -> None:
+        self.conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    def abandoned_commits(self, before: float, limit: int) -> list[str]:
+        """Blob rows stuck in ``committing`` (a push died between its two steps)."""
+        return list(self.conn.execute(select(blobs.c.digest).where(
+            blobs.c.state == COMMITTING, blobs.c.created_at < before).limit(limit)).scalars())
+
+    # ---- tombstones ----------------------------------------------------------
+    def add_tombstone(self, key: str, kind: str, digest: str | None, size: int, now: float) -> None:
+        stmt = (postgresql.insert(gc_tombstones) if self.conn.dialect.name == "postgresql"
+                else sqlite.insert(gc_tombstones)).on_conflict_do_nothing()
+        self.conn.execute(stmt, {"key": key, "kind": kind, "digest": digest, "size": size, "created_at": now,
+                                 "next_attempt_at": now, "attempts": 0})
+
+    def tombstone_for_digest(self, digest: str) -> bool:
+        return bool(self.conn.execute(select(exists().where(gc_tombstones.c.digest == digest))).scalar())
+
+    def claim_tombstones(self, now: float, limit: int, owner: str, lease: float) -> list[Tombstone]:
+        rows = list(self.conn.execute(
+            select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest, gc_tombstones.c.size,
+                   gc_tombstones.c.attempts)
+            .where(gc_tombstones.c.next_attempt_at <= now).order_by(gc_tombstones.c.next_attempt_at)
+            .limit(limit).with_for_update(skip_locked=True)))
+        if rows:
+            self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key.in_([r.key for r in rows]))
+                              .values(next_attempt_at=now + lease, lease_owner=owner))
+        return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
+
+    def pending_tombstones(self, limit: int) -> list[Tombstone]:
+        rows = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest,
+                                        gc_tombstones.c.size, gc_tombstones.c.attempts).limit(limit))
+        return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
+
+    def drop_tombstone(self, key: str) -> None:
+        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == key))
+
+    def tombstone_failed(self, key: str, error: str, retry_at: float) -> None:
+        self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key == key).values(
+            attempts=gc_tombstones.c.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at,
+            lease_owner=None))
+
+    def tombstone_keys(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        return set(self.conn.execute(select(gc_tombstones.c.key).where(gc_tombstones.c.key.in_(keys))).scalars())
+
+    # ---- run history ------------------------------------------------------------
+    def record_run(self, job: str, started: float, finished: float, dry_run: bool, host: str,
+                   report: dict) -> None:
+        self.conn.execute(gc_runs.insert().values(job=job, started_at=started, finished_at=finished,
+                                                  dry_run=int(dry_run), host=host, report=json.dumps(report)))
+
+    def recent_runs(self, job: str, limit: int = 10) -> list[dict]:
+        rows = self.conn.execute(select(gc_runs).where(gc_runs.c.job == job)
+                                 .order_by(gc_runs.c.started_at.desc()).limit(limit))
+        return [{"id": r.id, "job": r.job, "started_at": r.started_at, "finished_at": r.finished_at,
+                 "dry_run": bool(r.dry_run), "host": r.host, "report": json.loads(r.report)} for r in rows]

@@ -1,0 +1,254 @@
+"""The reclamation pipeline, in process, on SQLite and PostgreSQL, with a fake clock."""
+
+import pytest
+
+from dockyard.errors import RegistryError
+from dockyard.lifecycle.collector import Collector
+from dockyard.lifecycle.fsck import Fsck
+from dockyard.lifecycle.purge import purge_manifest
+from dockyard.meta.gc import QueueStore
+from dockyard.meta.manifests import ManifestStore
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.registry import blobs, discovery, manifests, uploads
+from dockyard.storage import paths
+from tests.lifecycle_support import make_registry, put_blob, put_image, put_index, stored_blobs
+from tests.support import make_layer, sha256
+
+DELAY = 60
+
+
+@pytest.fixture
+def reg(tmp_path, backend, request):
+    settings = getattr(request, "param", {})
+    with make_registry(tmp_path, backend, **settings) as r:
+        yield r
+
+
+def gc(reg, **overrides):
+    return Collector.for_registry(reg, **overrides).run()
+
+
+def purge(reg, name, digest):
+    """What the scrubber does to a pending_delete image once its scrub time has passed."""
+    opts = Collector.for_registry(reg).opts.purge
+    with reg.db.write() as conn:
+        repo = RepositoryStore(conn).get(name, include_deleted=True)
+        m = ManifestStore(conn).get(repo.id, digest, any_state=True)
+        purge_manifest(conn, m.id, repo.id, digest, reg.now(), opts)
+
+
+def test_fresh_uploads_are_protected_then_unreferenced_blobs_go(reg):
+    d = put_blob(reg, "a/b", b"orphan layer")
+    assert gc(reg).total_objects == 0  # within gc_delay: protected
+    assert d in stored_blobs(reg)
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    assert report.kinds["links"].objects == 1
+    assert report.kinds["blobs"].objects == 1 and report.kinds["blobs"].bytes == len(b"orphan layer")
+    assert report.kinds["repositories"].objects == 1
+    assert d not in stored_blobs(reg)
+    with pytest.raises(RegistryError):
+        blobs.stat(reg, "a/b", d)
+    assert discovery.catalog(reg, None, None) == []
+
+
+def test_referenced_blobs_stay_and_shared_blobs_survive_a_purge(reg):
+    shared = make_layer("shared")
+    d1, b1 = put_image(reg, "app", "v1", "one", shared=[shared])
+    d2, b2 = put_image(reg, "app", "v2", "two", shared=[shared])
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg).total_objects == 0
+    manifests.delete(reg, "app", d1)
+    purge(reg, "app", d1)
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    gone = {sha256(b) for b in b1} - {sha256(b) for b in b2}
+    assert report.kinds["blobs"].objects == len(gone) == 2
+    assert stored_blobs(reg) == {sha256(b) for b in b2}
+    assert manifests.get(reg, "app", "v2").digest == d2
+
+
+def test_pending_delete_images_keep_their_blobs(reg):
+    d, bl = put_image(reg, "keep", "v1", "k")
+    manifests.delete(reg, "keep", d)
+    reg.clock.advance(DELAY * 10)
+    gc(reg)
+    assert {sha256(b) for b in bl} <= stored_blobs(reg)
+
+
+def test_unlinked_blob_used_by_another_repository_stays(reg):
+    data = b"shared between repos"
+    d = put_blob(reg, "r1", data)
+    put_image(reg, "r2", "v1", "r2", shared=[data])  # r2 has a manifest that needs it
+    blobs.delete(reg, "r1", d)
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    assert report.kinds["blobs"].objects == 0
+    assert blobs.stat(reg, "r2", d).digest == d
+
+
+@pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
+def test_delete_untagged_spares_children_and_live_referrers(reg):
+    old, _ = put_image(reg, "u", "latest", "old")
+    amd, _ = put_image(reg, "u", None, "amd")
+    idx = put_index(reg, "u", "multi", [amd])
+    subject = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": idx, "size": 10}
+    sig, _ = put_image(reg, "u", None, "sig", subject=subject)
+    new, _ = put_image(reg, "u", "latest", "new")  # moves the tag: old is untagged now
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    assert report.kinds["manifests"].objects == 1
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "u", old)
+    for d in (amd, idx, sig, new):
+        assert manifests.get(reg, "u", d).digest == d
+    # the index goes: its child and its referrer follow
+    manifests.delete(reg, "u", idx)
+    purge(reg, "u", idx)
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    assert report.kinds["manifests"].objects == 2
+    for d in (amd, sig):
+        with pytest.raises(RegistryError):
+            manifests.get(reg, "u", d)
+
+
+def test_untagged_manifests_stay_by_default(reg):
+    d, _ = put_image(reg, "u2", "latest", "a")
+    put_image(reg, "u2", "latest", "b")
+    reg.clock.advance(DELAY + 1)
+    gc(reg)
+    assert manifests.get(reg, "u2", d).digest == d
+
+
+def test_stale_uploads_are_reclaimed(reg):
+    up = uploads.start(reg, "up")
+    uploads.write(reg, up, [b"abandoned bytes"])
+    key = paths.upload_key(up.id)
+    assert reg.storage.stat(key) is not None
+    reg.clock.advance(reg.config.upload_ttl / 2)
+    assert gc(reg).kinds["uploads"].objects == 0
+    reg.clock.advance(reg.config.upload_ttl)
+    report = gc(reg)
+    assert report.kinds["uploads"].objects == 1 and report.kinds["uploads"].bytes == len(b"abandoned bytes")
+    assert reg.storage.stat(key) is None
+    with pytest.raises(RegistryError):
+        uploads.get(reg, "up", up.id)
+
+
+def test_dry_run_reports_what_a_run_then_does(reg):
+    put_blob(reg, "dry", b"one")
+    put_blob(reg, "dry", b"two")
+    reg.clock.advance(DELAY + 1)
+    before = stored_blobs(reg)
+    preview = gc(reg, dry_run=True)
+    assert stored_blobs(reg) == before
+    assert {i["digest"] for i in preview.items if i["kind"] == "blobs"} == {sha256(b"one"), sha256(b"two")}
+    real = gc(reg)
+    for kind in ("links", "blobs"):
+        assert preview.kinds[kind].objects == real.kinds[kind].objects
+        assert preview.kinds[kind].bytes == real.kinds[kind].bytes
+
+
+class FlakyDeletes:
+    """A driver wrapper whose deletes fail a number of times first."""
+
+    def __init__(self, inner, failures):
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def delete(self, key):
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("injected failure")
+        self.inner.delete(key)
+
+
+def test_failed_deletes_are_retried_with_backoff(reg):
+    d = put_blob(reg, "flaky", b"stubborn")
+    other = put_blob(reg, "flaky", b"easy")
+    reg.clock.advance(DELAY + 1)
+    flaky = FlakyDeletes(reg.storage, failures=1)
+    c = Collector(reg.db, flaky, reg.clock, Collector.for_registry(reg).opts)
+    report = c.run()
+    assert report.kinds["blobs"].failures == 1 and report.kinds["blobs"].objects == 1
+    assert stored_blobs(reg) & {d, other} and len(stored_blobs(reg) & {d, other}) == 1
+    assert c.run().kinds["blobs"].objects == 0  # backoff: not due yet
+    reg.clock.advance(c.opts.retry_base + 1)
+    report = Collector(reg.db, flaky, reg.clock, c.opts).run()
+    assert report.kinds["blobs"].objects == 1 and report.kinds["tombstones"].objects == 1
+    assert not stored_blobs(reg) & {d, other}
+
+
+def test_tombstones_left_by_a_crash_are_finished(reg):
+    d = put_blob(reg, "crash", b"half done")
+    reg.clock.advance(DELAY + 1)
+    c = Collector.for_registry(reg)
+    from dockyard.lifecycle.report import Report
+    r = Report("gc")
+    now = reg.now()
+    c._queue("links", c._review_link, r, now)
+    c._queue("blobs", c._review_blob, r, now)  # row gone, tombstone written; "crash" before deleting data
+    assert d in stored_blobs(reg)
+    with reg.db.read() as conn:
+        assert QueueStore(conn).tombstone_for_digest(d)
+    assert gc(reg).kinds["blobs"].objects == 1
+    assert d not in stored_blobs(reg)
+
+
+def test_push_waits_for_a_tombstone_then_writes_the_data_again(reg):
+    import threading
+
+    data = b"resurrected"
+    d = put_blob(reg, "race", data)
+    reg.clock.advance(DELAY + 1)
+    from dockyard.lifecycle.report import Report
+    c = Collector.for_registry(reg)
+    r = Report("gc")
+    c._queue("links", c._review_link, r, reg.now())
+    c._queue("blobs", c._review_blob, r, reg.now())
+    up = uploads.write(reg, uploads.start(reg, "race"), [data])
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("blob", uploads.finish(reg, "race", up, d)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive(), "the push must wait while the digest's data is being deleted"
+    c._tombstones(r, reg.now())
+    t.join(10)
+    assert result["blob"].digest == d
+    assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
+
+
+def test_head_postpones_a_due_link_review(reg):
+    d = put_blob(reg, "head", b"relied upon")
+    reg.clock.advance(DELAY - 1)
+    blobs.stat(reg, "head", d)  # a client checks the layer just before the review is due
+    reg.clock.advance(2)
+    assert gc(reg).kinds["links"].objects == 0
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg).kinds["links"].objects == 1
+
+
+def test_fsck_finds_leaks_and_missing_data(reg):
+    d = put_blob(reg, "fsck", b"indexed")
+    leak = b"leaked by a crash"
+    reg.storage.write_at("uploads/" + "f" * 32, 0, [leak])
+    reg.storage.write_at("uploads/" + "e" * 32, 0, [b"tmp"])
+    reg.storage.move("uploads/" + "e" * 32, paths.blob_key(sha256(b"tmp")))
+    import time
+    reg.clock.t = time.time() + reg.config.fsck_grace + 10
+    report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run()
+    assert report.leaks == 2 and report.deleted == 0 and not report.missing
+    report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=True).run()
+    assert report.deleted == 2
+    assert Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run().leaks == 0
+    reg.storage.delete(paths.blob_key(d))
+    report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, verify=True).run()
+    assert report.missing == [d]
+    reg.storage.write_at("uploads/" + "c" * 32, 0, [b"not the content"])
+    reg.storage.move("uploads/" + "c" * 32, paths.blob_key(d))
+    report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, verify=True).run()
+    assert report.corrupt == [d] and not report.missing
