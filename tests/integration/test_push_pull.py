@@ -149,7 +149,11 @@ def test_cross_repository_mount(client, repo):
     # unknown blob or source: an ordinary upload session instead
     r = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": sha256(b"nope"), "from": repo})
     assert r.status_code == 202 and r.headers["Location"]
-    r = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": digest})
+    # automatic mount (no from): any repository linking the blob provides it
+    third = repo + "-third"
+    r = client.post(f"/v2/{third}/blobs/uploads/", params={"mount": digest})
+    assert r.status_code == 201 and r.headers["Location"] == f"/v2/{third}/blobs/{digest}"
+    r = client.post(f"/v2/{third}/blobs/uploads/", params={"mount": sha256(b"unknown")})
     assert r.status_code == 202 and r.headers["Location"]
 
 

@@ -58,12 +58,10 @@ async def start_upload(request: Request) -> Response:
     name = repo_name(request)
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
-    if mount and source:
-        source = check_name(source)
-        if request.app.state.auth.identify(request).allows("pull"):
-            blob = await run(blobs.mount, reg, name, mount, source)
-            if blob is not None:
-                return _blob_created(name, blob.digest)
+    if mount and request.app.state.auth.identify(request).allows("pull"):
+        blob = await run(blobs.mount, reg, name, mount, check_name(source) if source else None)
+        if blob is not None:
+            return _blob_created(name, blob.digest)
     upload = await run(uploads.start, reg, name)
     digest = params.get("digest")
     if digest:

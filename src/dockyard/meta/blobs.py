@@ -33,6 +33,19 @@ class BlobStore:
         ).first()
         return Blob(digest, row.size) if row else None
 
+    def get_linked_anywhere(self, digest: str) -> Blob | None:
+        """The blob if any live repository links it."""
+        from dockyard.meta.schema import repositories
+
+        row = self.conn.execute(
+            select(blobs.c.size)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+            .where(blobs.c.digest == digest, blobs.c.state == READY, repositories.c.deleted_at.is_(None))
+            .limit(1)
+        ).first()
+        return Blob(digest, row.size) if row else None
+
     def linked_among(self, repo_id: int, digests: Iterable[str]) -> dict[str, int]:
         """digest -> size for those of ``digests`` linked to the repository and ready.
 

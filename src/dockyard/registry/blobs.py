@@ -52,15 +52,20 @@ def local_path(reg: Registry, blob: Blob) -> str | None:
     return reg.storage.local_path(paths.blob_key(blob.digest))
 
 
-def mount(reg: Registry, name: str, digest: str, from_name: str) -> Blob | None:
-    """Link a blob of ``from_name`` into ``name``; None if ``from_name`` cannot provide it."""
+def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob | None:
+    """Link a blob of ``from_name`` into ``name``; None if it cannot provide it.
+
+    Without ``from_name`` (automatic mount, OCI 1.1) any live repository that links the
+    blob provides it: every role that may push may also pull every repository.
+    """
     d = str(check_digest(digest))
     with reg.db.write() as conn:
-        source = RepositoryStore(conn).get(from_name)
-        if source is None:
-            return None
         store = BlobStore(conn)
-        blob = store.get_linked(source.id, d)
+        if from_name is None:
+            blob = store.get_linked_anywhere(d)
+        else:
+            source = RepositoryStore(conn).get(from_name)
+            blob = store.get_linked(source.id, d) if source else None
         if blob is None:
             return None
         repo = RepositoryStore(conn).ensure(name, reg.now())
