@@ -5,7 +5,8 @@ import pytest
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.fsck import Fsck
-from dockyard.lifecycle.purge import purge_manifest
+from dockyard.lifecycle.purge import purge_manifests
+from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
@@ -34,7 +35,7 @@ def purge(reg, name, digest):
     with reg.db.write() as conn:
         repo = RepositoryStore(conn).get(name, include_deleted=True)
         m = ManifestStore(conn).get(repo.id, digest, any_state=True)
-        purge_manifest(conn, m.id, repo.id, digest, reg.now(), opts)
+        purge_manifests(conn, [PurgeTarget(m.id, repo.id, digest)], reg.now(), opts)
 
 
 def test_fresh_uploads_are_protected_then_unreferenced_blobs_go(reg):
@@ -190,8 +191,8 @@ def test_tombstones_left_by_a_crash_are_finished(reg):
     from dockyard.lifecycle.report import Report
     r = Report("gc")
     now = reg.now()
-    c._queue("links", c._review_link, r, now)
-    c._queue("blobs", c._review_blob, r, now)  # row gone, tombstone written; "crash" before deleting data
+    c._queue("links", c._review_links, r, now)
+    c._queue("blobs", c._review_blobs, r, now)  # row gone, tombstone written; "crash" before deleting data
     assert d in stored_blobs(reg)
     with reg.db.read() as conn:
         assert QueueStore(conn).tombstone_for_digest(d)
@@ -208,8 +209,8 @@ def test_push_waits_for_a_tombstone_then_writes_the_data_again(reg):
     from dockyard.lifecycle.report import Report
     c = Collector.for_registry(reg)
     r = Report("gc")
-    c._queue("links", c._review_link, r, reg.now())
-    c._queue("blobs", c._review_blob, r, reg.now())
+    c._queue("links", c._review_links, r, reg.now())
+    c._queue("blobs", c._review_blobs, r, reg.now())
     up = uploads.write(reg, uploads.start(reg, "race"), [data])
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("blob", uploads.finish(reg, "race", up, d)))

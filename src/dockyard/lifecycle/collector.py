@@ -35,12 +35,13 @@ from typing import Callable
 
 from dockyard.clock import Clock
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult
-from dockyard.lifecycle.purge import PurgeOptions, purge_manifest
+from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database
-from dockyard.meta.gc import QueueStore
-from dockyard.meta.schema import COMMITTING
+from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.meta.schema import ACTIVE, COMMITTING
 from dockyard.metrics import Metrics
 from dockyard.storage import paths
 from dockyard.storage.base import Deleter
@@ -122,10 +123,10 @@ class Collector:
         now = self.clock.now()
         done = 0
         done += self._uploads(report, now)
-        done += self._queue("manifests", self._review_manifest, report, now)
-        done += self._queue("links", self._review_link, report, now)
-        done += self._queue("blobs", self._review_blob, report, now)
-        done += self._queue("repositories", self._review_repository, report, now)
+        done += self._queue("manifests", self._review_manifests, report, now)
+        done += self._queue("links", self._review_links, report, now)
+        done += self._queue("blobs", self._review_blobs, report, now)
+        done += self._queue("repositories", self._review_repositories, report, now)
         done += self._tombstones(report, now)
         if self.progress:
             self.progress(report)
@@ -135,85 +136,99 @@ class Collector:
         with self.db.read() as conn:
             return QueueStore(conn).backlog(self.clock.now())
 
-    # ---- review queues ---------------------------------------------------------
+    # ---- review queues (each handler is set-based over a batch) ------------------
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
         with self.db.write() as conn:
             q = QueueStore(conn)
             entries = q.claim_due(name, now, self.opts.batch_size)
-            for entry in entries:
-                q.done(name, entry)
-                review(conn, q, entry, report, now)
+            if entries:
+                q.done_many(name, entries)
+                review(conn, q, entries, report, now)
         return len(entries)
 
-    def _review_manifest(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
-        m = q.manifest_for_review(entry.manifest_id)
-        if m is None or m.state != "active":
-            return False
-        if m.pushed_at > now - self.opts.gc_delay:
+    def _review_manifests(self, conn, q: QueueStore, entries, report: Report, now: float, *,
+                          apply: bool = True) -> None:
+        rows = [m for m in q.manifests_for_review([e.manifest_id for e in entries], lock=apply)
+                if m.state == ACTIVE]
+        delay = self.opts.gc_delay
+        young = [m for m in rows if m.pushed_at > now - delay]
+        if apply:
+            for m in young:
+                q.review_manifests([m.id], m.pushed_at + delay, "young")
+        rest = [m for m in rows if m.pushed_at <= now - delay]
+        tagged = q.kept_by_tags([m.id for m in rest])
+        children = q.children_among([(m.repository_id, m.digest) for m in rest])
+        subjects = q.existing_manifests([(m.repository_id, m.subject_digest) for m in rest if m.subject_digest])
+        targets = []
+        for m in rest:
+            if m.id in tagged or (m.repository_id, m.digest) in children:
+                continue
+            if m.subject_digest:
+                if (m.repository_id, m.subject_digest) in subjects or not self.opts.referrers_follow_subject:
+                    continue
+            elif not self.opts.delete_untagged:
+                continue
+            targets.append(PurgeTarget(m.id, m.repository_id, m.digest))
+            report.add("manifests", m.size, {"repository_id": m.repository_id, "digest": m.digest})
+        if apply and targets:
+            purge_manifests(conn, targets, now, self.opts.purge)
+            for t in targets:
+                log.info("gc: purged untagged manifest %s (repository %d)", t.digest, t.repository_id)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(targets), kind="manifests")
+
+    def _review_links(self, conn, q: QueueStore, entries, report: Report, now: float, *, apply: bool = True) -> None:
+        pairs = [(e.repository_id, e.digest) for e in entries]
+        if apply:
+            q.lock_blobs([d for _, d in pairs])
+        links = q.links_of(pairs)
+        needed = q.needed_links(list(links))
+        delay = self.opts.gc_delay
+        remove = []
+        for pair, created in sorted(links.items()):
+            if pair in needed:
+                continue
+            if created > now - delay:
+                if apply:
+                    q.review_link_pairs([pair], created + delay, "young")
+                continue
+            remove.append(pair)
+            report.add("links", 0, {"repository_id": pair[0], "digest": pair[1]})
+        if apply and remove:
+            q.delete_links(remove)
+            q.review_blobs([d for _, d in remove], now, "unlinked")
+            for repo_id in {r for r, _ in remove}:
+                q.review_repository(repo_id, now)
+            for repo_id, digest in remove:
+                log.info("gc: removed layer link %s from repository %d", digest, repo_id)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(remove), kind="links")
+
+    def _review_blobs(self, conn, q: QueueStore, entries, report: Report, now: float, *, apply: bool = True) -> None:
+        rows = q.lock_blobs([e.digest for e in entries], lock=apply)
+        referenced = q.referenced_blobs(list(rows))
+        stale = now - self.opts.upload_ttl
+        eligible = [r for d, r in sorted(rows.items())
+                    if d not in referenced and (r.state != COMMITTING or r.created_at < stale)]
+        if not apply:
+            for r in eligible:
+                report.add("blobs", r.size, {"digest": r.digest})
+            return
+        if eligible:
+            q.delete_blob_rows([r.digest for r in eligible])
+            q.add_tombstones([{"key": paths.blob_key(r.digest), "kind": "blob", "digest": r.digest, "size": r.size,
+                               "created_at": now, "next_attempt_at": now} for r in eligible])
+
+    def _review_repositories(self, conn, q: QueueStore, entries, report: Report, now: float, *,
+                             apply: bool = True) -> None:
+        store = RepositoryStore(conn)
+        for entry in entries:
+            repo = store.lock(entry.repository_id) if apply else store.by_id(entry.repository_id)
+            if repo is None or not q.repository_empty(entry.repository_id):
+                continue
+            report.add("repositories", 0, {"repository": repo.name})
             if apply:
-                q.review_manifests([m.id], m.pushed_at + self.opts.gc_delay, entry.reason)
-            return False
-        if q.manifest_tagged(m.id) or q.manifest_is_child(m.repository_id, m.digest):
-            return False
-        if m.subject_digest:
-            if q.manifest_exists(m.repository_id, m.subject_digest) or not self.opts.referrers_follow_subject:
-                return False
-        elif not self.opts.delete_untagged:
-            return False
-        report.add("manifests", m.size, {"repository_id": m.repository_id, "digest": m.digest})
-        if apply:
-            purge_manifest(conn, m.id, m.repository_id, m.digest, now, self.opts.purge)
-            log.info("gc: purged untagged manifest %s (repository %d, reason %s)", m.digest, m.repository_id,
-                     entry.reason)
-            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="manifests")
-        return True
-
-    def _review_link(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
-        q.lock_blob(entry.digest)
-        link = q.link(entry.repository_id, entry.digest)
-        if link is None or q.link_needed(entry.repository_id, entry.digest):
-            return False
-        if link.created_at > now - self.opts.gc_delay:
-            if apply:
-                q.review_links(entry.repository_id, [entry.digest], link.created_at + self.opts.gc_delay, entry.reason)
-            return False
-        report.add("links", 0, {"repository_id": entry.repository_id, "digest": entry.digest})
-        if apply:
-            q.delete_link(entry.repository_id, entry.digest)
-            q.review_blobs([entry.digest], now, "unlinked")
-            q.review_repository(entry.repository_id, now)
-            log.info("gc: removed layer link %s from repository %d", entry.digest, entry.repository_id)
-            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="links")
-        return True
-
-    def _review_blob(self, conn, q: QueueStore, entry, report: Report, now: float, *, apply: bool = True) -> bool:
-        blob = q.lock_blob(entry.digest)
-        if blob is None:
-            return False
-        if blob.state == COMMITTING and blob.created_at > now - self.opts.upload_ttl:
-            return False
-        if q.blob_referenced(entry.digest):
-            return False
-        if apply:
-            q.delete_blob_row(entry.digest)
-            q.add_tombstone(paths.blob_key(entry.digest), "blob", entry.digest, blob.size, now)
-        else:
-            report.add("blobs", blob.size, {"digest": entry.digest})
-        return True
-
-    def _review_repository(self, conn, q: QueueStore, entry, report: Report, now: float, *,
-                           apply: bool = True) -> bool:
-        from dockyard.meta.repositories import RepositoryStore
-
-        repo = RepositoryStore(conn).lock(entry.repository_id)
-        if repo is None or not q.repository_empty(entry.repository_id):
-            return False
-        report.add("repositories", 0, {"repository": repo.name})
-        if apply:
-            q.delete_repository(entry.repository_id)
-            log.info("gc: removed empty repository %s", repo.name)
-            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="repositories")
-        return True
+                q.delete_repository(entry.repository_id)
+                log.info("gc: removed empty repository %s", repo.name)
+                self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="repositories")
 
     def _uploads(self, report: Report, now: float) -> int:
         with self.db.write() as conn:
@@ -221,8 +236,9 @@ class Collector:
             stale = q.stale_uploads(now - self.opts.upload_ttl, self.opts.batch_size)
             for up in stale:
                 q.delete_upload(up.id)
-                q.add_tombstone(paths.upload_key(up.id), "upload", None, up.size, now)
                 q.review_repository(up.repository_id, now + self.opts.gc_delay)
+            q.add_tombstones([{"key": paths.upload_key(up.id), "kind": "upload", "digest": None, "size": up.size,
+                               "created_at": now, "next_attempt_at": now} for up in stale])
             for digest in q.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):
                 q.review_blobs([digest], now, "abandoned_commit")
         return len(stale)
@@ -267,11 +283,12 @@ class Collector:
             q = QueueStore(conn)
             for up in q.stale_uploads(now - self.opts.upload_ttl, limit, lock=False):
                 report.add("uploads", up.size, {"upload": up.id})
-            checks = (("manifests", self._review_manifest), ("links", self._review_link),
-                      ("blobs", self._review_blob), ("repositories", self._review_repository))
+            checks = (("manifests", self._review_manifests), ("links", self._review_links),
+                      ("blobs", self._review_blobs), ("repositories", self._review_repositories))
             for name, review in checks:
-                for entry in q.claim_due(name, now, limit, lock=False):
-                    review(conn, q, entry, report, now, apply=False)
+                entries = q.claim_due(name, now, limit, lock=False)
+                for i in range(0, len(entries), self.opts.batch_size):
+                    review(conn, q, entries[i:i + self.opts.batch_size], report, now, apply=False)
             # what the removed links would free in the same run
             unlinked: dict[str, set[int]] = {}
             for item in report.items:

@@ -1,22 +1,19 @@
-"""Purging a manifest: its row goes, and everything it referenced is queued for review.
+"""Purging manifests: their rows go, and everything they referenced is queued for review.
 
-Shared by the collector (untagged manifests, referrers of a purged subject) and the
-scrubber (pending_delete images past their scrub time). Runs inside the caller's
-write transaction; deletes no data.
+Shared by the collector (untagged manifests, referrers of a purged subject), the
+scrubber (pending_delete images past their scrub time), an operator's purge of one
+trashed image, and deletes with ``delayed_delete = false``. Runs inside the caller's
+write transaction, set-based (a handful of statements for a whole batch); deletes no data.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 from sqlalchemy import Connection
 
-from dockyard.meta.gc import QueueStore
-from dockyard.meta.manifests import ManifestStore
-from dockyard.meta.tags import TagStore
-
-log = logging.getLogger(__name__)
+from dockyard.meta.gc import QueueStore, PurgeTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +23,26 @@ class PurgeOptions:
     referrers_follow_subject: bool
 
 
-def purge_manifest(conn: Connection, manifest_id: int, repo_id: int, digest: str, now: float,
-                   opts: PurgeOptions, actor: str | None = "gc") -> None:
-    store = ManifestStore(conn)
-    queue = QueueStore(conn)
-    refs = store.references(manifest_id)
-    TagStore(conn).delete_for_manifests(repo_id, [manifest_id], now, actor)
-    store.purge(manifest_id)
-    later = now + opts.gc_delay
-    queue.review_links(repo_id, [d for k, d in refs if k == "blob"], later, "manifest_purged")
-    children = [d for k, d in refs if k == "manifest"]
+def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float, opts: PurgeOptions,
+                    *, link_delay: float | None = None, actor: str | None = "gc") -> None:
+    """Purge ``targets``. Their layer links are reviewed after ``link_delay`` (default
+    ``gc_delay``); a client that relies on such a link meanwhile postpones its review."""
+    if not targets:
+        return
+    q = QueueStore(conn)
+    refs = q.purge_rows(targets, now, actor)
+    when = now + (opts.gc_delay if link_delay is None else link_delay)
+    by_repo: dict[int, list[str]] = {}
+    children: list[tuple[int, str]] = []
+    for repo_id, kind, digest in refs:
+        if kind == "blob":
+            by_repo.setdefault(repo_id, []).append(digest)
+        else:
+            children.append((repo_id, digest))
+    q.review_link_pairs([(r, d) for r, ds in by_repo.items() for d in ds], when, "manifest_purged")
     if children and opts.delete_untagged:
-        queue.review_manifests(store.ids_of(repo_id, children), later, "parent_purged")
+        q.review_manifests(q.manifest_ids_of(children), now + opts.gc_delay, "parent_purged")
     if opts.referrers_follow_subject:
-        referrers = store.referrer_ids(repo_id, digest)
-        if referrers:
-            queue.review_manifests(referrers, now, "subject_purged")
-    queue.review_repository(repo_id, later)
+        q.review_manifests(q.referrer_ids_of([(t.repository_id, t.digest) for t in targets]), now, "subject_purged")
+    for repo_id in {t.repository_id for t in targets}:
+        q.review_repository(repo_id, when)

@@ -15,11 +15,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, case, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.meta.schema import (
     COMMITTING,
+    PENDING_DELETE,
+    tag_history,
+    trashed_tags,
     blobs,
     gc_blob_reviews,
     gc_link_reviews,
@@ -41,6 +44,13 @@ QUEUES = {
     "blobs": gc_blob_reviews,
     "repositories": gc_repository_reviews,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeTarget:
+    id: int
+    repository_id: int
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +85,12 @@ class QueueStore:
                       [{"digest": d, "review_after": when, "reason": reason} for d in sorted(set(digests))])
 
     def review_links(self, repo_id: int, digests, when: float, reason: str) -> None:
+        self.review_link_pairs([(repo_id, d) for d in digests], when, reason)
+
+    def review_link_pairs(self, pairs, when: float, reason: str) -> None:
         _upsert_later(self.conn, gc_link_reviews, ["repository_id", "digest"],
-                      [{"repository_id": repo_id, "digest": d, "review_after": when, "reason": reason}
-                       for d in sorted(set(digests))])
+                      [{"repository_id": r, "digest": d, "review_after": when, "reason": reason}
+                       for r, d in sorted(set(pairs))])
 
     def review_manifests(self, manifest_ids, when: float, reason: str) -> None:
         _upsert_later(self.conn, gc_manifest_reviews, ["manifest_id"],
@@ -96,6 +109,144 @@ class QueueStore:
             .values(review_after=until))
         return res.rowcount > 0
 
+    # ---- purging (set-based) ---------------------------------------------------
+    def purge_rows(self, targets, now: float, actor: str | None) -> list[tuple[int, str, str]]:
+        """Delete the manifests' rows, references, tags (recorded in tag_history) and trash
+        entries; returns their references as (repository_id, kind, digest)."""
+        ids = [t.id for t in targets]
+        repo_of = {t.id: t.repository_id for t in targets}
+        refs = [(repo_of[r.manifest_id], r.kind, r.digest) for r in self.conn.execute(
+            select(manifest_references.c.manifest_id, manifest_references.c.kind, manifest_references.c.digest)
+            .where(manifest_references.c.manifest_id.in_(ids)))]
+        tagged = list(self.conn.execute(select(tags.c.repository_id, tags.c.name, manifests.c.digest)
+                                        .join(manifests, manifests.c.id == tags.c.manifest_id)
+                                        .where(tags.c.manifest_id.in_(ids))))
+        if tagged:
+            self.conn.execute(delete(tags).where(tags.c.manifest_id.in_(ids)))
+            self.conn.execute(tag_history.insert(), [
+                {"repository_id": t.repository_id, "tag": t.name, "manifest_digest": t.digest, "action": "delete",
+                 "at": now, "actor": actor} for t in tagged])
+        self.conn.execute(delete(trashed_tags).where(trashed_tags.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(gc_manifest_reviews).where(gc_manifest_reviews.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(manifests).where(manifests.c.id.in_(ids)))
+        return refs
+
+    def manifest_ids_of(self, pairs: list[tuple[int, str]]) -> list[int]:
+        if not pairs:
+            return []
+        return list(self.conn.execute(select(manifests.c.id).where(
+            tuple_(manifests.c.repository_id, manifests.c.digest).in_(sorted(set(pairs))))).scalars())
+
+    def referrer_ids_of(self, subjects: list[tuple[int, str]]) -> list[int]:
+        if not subjects:
+            return []
+        return list(self.conn.execute(select(manifests.c.id).where(
+            tuple_(manifests.c.repository_id, manifests.c.subject_digest).in_(sorted(set(subjects))))).scalars())
+
+    def due_pending_deletes(self, now: float, limit: int) -> list[PurgeTarget]:
+        """pending_delete images whose scrub time has passed, claimed (SKIP LOCKED)."""
+        rows = self.conn.execute(
+            select(manifests.c.id, manifests.c.repository_id, manifests.c.digest)
+            .where(manifests.c.state == PENDING_DELETE, manifests.c.scrub_after <= now)
+            .order_by(manifests.c.scrub_after).limit(limit).with_for_update(skip_locked=True))
+        return [PurgeTarget(r.id, r.repository_id, r.digest) for r in rows]
+
+    # ---- set-based reviews (the collector's batches) ----------------------------
+    def lock_blobs(self, digests, *, lock: bool = True) -> dict[str, Any]:
+        """Blob rows, locked in digest order (a fixed order: no deadlock between collectors)."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return {}
+        q = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+             .where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest))
+        return {r.digest: r for r in self.conn.execute(q.with_for_update() if lock else q)}
+
+    def links_of(self, pairs) -> dict[tuple[int, str], float]:
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return {}
+        rows = self.conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
+                                        repository_blobs.c.created_at)
+                                 .where(tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs)))
+        return {(r.repository_id, r.digest): r.created_at for r in rows}
+
+    def needed_links(self, pairs) -> set[tuple[int, str]]:
+        """Those (repository, digest) pairs some manifest of the repository (any state) references."""
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return set()
+        rows = self.conn.execute(
+            select(manifests.c.repository_id, manifest_references.c.digest).distinct()
+            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .where(manifest_references.c.kind == "blob",
+                   tuple_(manifests.c.repository_id, manifest_references.c.digest).in_(pairs)))
+        return {(r.repository_id, r.digest) for r in rows}
+
+    def delete_links(self, pairs) -> None:
+        pairs = sorted(set(pairs))
+        if pairs:
+            self.conn.execute(delete(repository_blobs).where(
+                tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs)))
+
+    def referenced_blobs(self, digests) -> set[str]:
+        wanted = sorted(set(digests))
+        if not wanted:
+            return set()
+        by_manifest = select(manifest_references.c.digest).where(
+            manifest_references.c.kind == "blob", manifest_references.c.digest.in_(wanted))
+        by_link = select(repository_blobs.c.digest).where(repository_blobs.c.digest.in_(wanted))
+        return set(self.conn.execute(by_manifest.union(by_link)).scalars())
+
+    def delete_blob_rows(self, digests) -> None:
+        wanted = sorted(set(digests))
+        if wanted:
+            self.conn.execute(delete(blobs).where(blobs.c.digest.in_(wanted)))
+
+    def add_tombstones(self, rows: list[dict]) -> None:
+        if rows:
+            stmt = (postgresql.insert(gc_tombstones) if self.conn.dialect.name == "postgresql"
+                    else sqlite.insert(gc_tombstones)).on_conflict_do_nothing()
+            self.conn.execute(stmt, [{"lease_owner": None, "attempts": 0, "last_error": None, **r} for r in rows])
+
+    def manifests_for_review(self, ids, *, lock: bool = True) -> list[Any]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        q = (select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.state,
+                    manifests.c.size, manifests.c.subject_digest, manifests.c.pushed_at)
+             .where(manifests.c.id.in_(wanted)).order_by(manifests.c.id))
+        return list(self.conn.execute(q.with_for_update() if lock else q))
+
+    def kept_by_tags(self, ids) -> set[int]:
+        """Manifests with a live tag or a tag in the trash (restorable)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return set()
+        live = select(tags.c.manifest_id).where(tags.c.manifest_id.in_(wanted))
+        trashed = select(trashed_tags.c.manifest_id).where(trashed_tags.c.manifest_id.in_(wanted))
+        return set(self.conn.execute(live.union(trashed)).scalars())
+
+    def children_among(self, pairs) -> set[tuple[int, str]]:
+        """Those (repository, digest) pairs that some manifest of the repository lists as a child."""
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return set()
+        rows = self.conn.execute(
+            select(manifests.c.repository_id, manifest_references.c.digest).distinct()
+            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .where(manifest_references.c.kind == "manifest",
+                   tuple_(manifests.c.repository_id, manifest_references.c.digest).in_(pairs)))
+        return {(r.repository_id, r.digest) for r in rows}
+
+    def existing_manifests(self, pairs) -> set[tuple[int, str]]:
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return set()
+        rows = self.conn.execute(select(manifests.c.repository_id, manifests.c.digest).where(
+            tuple_(manifests.c.repository_id, manifests.c.digest).in_(pairs)))
+        return {(r.repository_id, r.digest) for r in rows}
+
     # ---- claiming ------------------------------------------------------------
     def claim_due(self, name: str, now: float, limit: int, *, lock: bool = True) -> list[Any]:
         table = QUEUES[name]
@@ -104,10 +255,16 @@ class QueueStore:
             q = q.with_for_update(skip_locked=True)
         return list(self.conn.execute(q))
 
-    def done(self, name: str, row) -> None:
+    def done_many(self, name: str, rows) -> None:
         table = QUEUES[name]
-        pk = [c for c in table.primary_key.columns]
-        self.conn.execute(delete(table).where(and_(*[c == getattr(row, c.name) for c in pk])))
+        pk = list(table.primary_key.columns)
+        keys = sorted({tuple(getattr(r, c.name) for c in pk) for r in rows})
+        if not keys:
+            return
+        if len(pk) == 1:
+            self.conn.execute(delete(table).where(pk[0].in_([k[0] for k in keys])))
+        else:
+            self.conn.execute(delete(table).where(tuple_(*pk).in_(keys)))
 
     def backlog(self, now: float) -> dict[str, dict[str, int]]:
         out = {}
@@ -135,44 +292,6 @@ class QueueStore:
             by_link = by_link.where(repository_blobs.c.repository_id.not_in(ignoring_repositories))
         return bool(self.conn.execute(select(or_(by_manifest, by_link))).scalar())
 
-    def link(self, repo_id: int, digest: str):
-        return self.conn.execute(
-            select(repository_blobs.c.created_at)
-            .where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)).first()
-
-    def link_needed(self, repo_id: int, digest: str) -> bool:
-        """Does any manifest of the repository (in any state: pending ones may be restored) use the blob?"""
-        q = select(exists().where(
-            manifest_references.c.digest == digest, manifest_references.c.kind == "blob",
-            manifest_references.c.manifest_id == manifests.c.id, manifests.c.repository_id == repo_id))
-        return bool(self.conn.execute(q).scalar())
-
-    def delete_link(self, repo_id: int, digest: str) -> None:
-        self.conn.execute(delete(repository_blobs).where(
-            repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
-
-    def delete_blob_row(self, digest: str) -> None:
-        self.conn.execute(delete(blobs).where(blobs.c.digest == digest))
-
-    def manifest_for_review(self, manifest_id: int):
-        return self.conn.execute(
-            select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.state,
-                   manifests.c.size, manifests.c.subject_digest, manifests.c.pushed_at)
-            .where(manifests.c.id == manifest_id).with_for_update()).first()
-
-    def manifest_tagged(self, manifest_id: int) -> bool:
-        return bool(self.conn.execute(select(exists().where(tags.c.manifest_id == manifest_id))).scalar())
-
-    def manifest_is_child(self, repo_id: int, digest: str) -> bool:
-        q = select(exists().where(
-            manifest_references.c.digest == digest, manifest_references.c.kind == "manifest",
-            manifest_references.c.manifest_id == manifests.c.id, manifests.c.repository_id == repo_id))
-        return bool(self.conn.execute(q).scalar())
-
-    def manifest_exists(self, repo_id: int, digest: str) -> bool:
-        return bool(self.conn.execute(select(exists().where(
-            manifests.c.repository_id == repo_id, manifests.c.digest == digest))).scalar())
-
     def repository_empty(self, repo_id: int) -> bool:
         checks = [exists().where(t.c.repository_id == repo_id) for t in (tags, manifests, repository_blobs, uploads)]
         return not self.conn.execute(select(or_(*checks))).scalar()
@@ -196,12 +315,6 @@ class QueueStore:
             blobs.c.state == COMMITTING, blobs.c.created_at < before).limit(limit)).scalars())
 
     # ---- tombstones ----------------------------------------------------------
-    def add_tombstone(self, key: str, kind: str, digest: str | None, size: int, now: float) -> None:
-        stmt = (postgresql.insert(gc_tombstones) if self.conn.dialect.name == "postgresql"
-                else sqlite.insert(gc_tombstones)).on_conflict_do_nothing()
-        self.conn.execute(stmt, {"key": key, "kind": kind, "digest": digest, "size": size, "created_at": now,
-                                 "next_attempt_at": now, "attempts": 0})
-
     def tombstone_for_digest(self, digest: str) -> bool:
         return bool(self.conn.execute(select(exists().where(gc_tombstones.c.digest == digest))).scalar())
 

@@ -27,6 +27,10 @@ class RepositoryStore:
             return None
         return Repository(row.id, row.name, row.deleted_at)
 
+    def by_id(self, repo_id: int) -> Repository | None:
+        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)).first()
+        return Repository(row.id, row.name, row.deleted_at) if row else None
+
     def lock(self, repo_id: int) -> Repository | None:
         row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)
                                 .with_for_update()).first()

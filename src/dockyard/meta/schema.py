@@ -136,6 +136,25 @@ tag_history = Table(
     Index("ix_tag_history_repo_tag", "repository_id", "tag", "at"),
 )
 
+# The trash of tags: a tag removed by a delete (of the tag, or of its manifest) is kept
+# here until scrub_after, so ``restore`` can put it back. ``with_manifest`` marks the
+# tags a manifest delete took along (restored with the manifest).
+trashed_tags = Table(
+    "trashed_tags",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("with_manifest", Integer, nullable=False, default=0),
+    Column("deleted_at", Float, nullable=False),
+    Column("deleted_by", String(255), nullable=True),
+    Column("scrub_after", Float, nullable=False),
+    Index("ix_trashed_tags_repo_tag", "repository_id", "tag"),
+    Index("ix_trashed_tags_manifest", "manifest_id"),
+    Index("ix_trashed_tags_scrub", "scrub_after"),
+)
+
 uploads = Table(
     "uploads",
     metadata,
