@@ -88,6 +88,82 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 1 if report.missing or report.corrupt else 0
 
 
+def cmd_scrub(args: argparse.Namespace) -> int:
+    from dockyard.lifecycle.runner import Runner
+    from dockyard.lifecycle.scrubber import Scrubber
+    from dockyard.progress import progress
+
+    reg = _registry(args)
+    if args.daemon:
+        runner = Runner("scrub", lambda: Scrubber.for_registry(reg), reg.config.wakeup_time)
+        try:
+            runner.run_forever()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
+    with progress("scrub", describe) as update:
+        report = Scrubber.for_registry(reg, progress=update, dry_run=args.dry_run).run()
+    _emit(args, report.as_dict(), report.table())
+    return 1 if any(k.failures for k in report.kinds.values()) else 0
+
+
+def cmd_trash_list(args: argparse.Namespace) -> int:
+    from dockyard.registry import trash
+
+    data = trash.listing(_registry(args), args.repository, args.limit)
+    lines = [f"{'image':<70} {'tags':<20} {'deleted by':<12} {'hours left':>10} {'bytes freed':>12}"]
+    for i in data["images"]:
+        lines.append(f"{i['repository'] + '@' + i['digest'][:19]:<70} {','.join(i['tags'])[:20]:<20} "
+                     f"{(i['deleted_by'] or '-')[:12]:<12} {i['seconds_left'] / 3600:>10.1f} {i['bytes_freed']:>12}")
+    lines.append(f"{'tag':<70} {'digest':<20} {'deleted by':<12} {'hours left':>10}")
+    for t in data["tags"]:
+        lines.append(f"{t['repository'] + ':' + t['tag']:<70} {t['digest'][:19]:<20} {(t['deleted_by'] or '-')[:12]:<12} "
+                     f"{t['seconds_left'] / 3600:>10.1f}")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_trash_purge(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dockyard.errors import RegistryError
+    from dockyard.lifecycle.collector import Collector
+    from dockyard.registry import trash
+
+    reg = _registry(args)
+    try:
+        result = trash.purge(reg, args.reference, dry_run=args.dry_run, actor="cli")
+    except RegistryError as exc:
+        print(f"dockyard: {exc.message}: {exc.detail}", file=sys.stderr)
+        return 1
+    data = asdict(result)
+    if not args.dry_run:
+        data["collection"] = Collector.for_registry(reg).run().as_dict()
+    verb = "would free" if args.dry_run else "freed"
+    _emit(args, data, f"{result.reference}: {verb} {result.bytes_freed} bytes")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dockyard.errors import RegistryError
+    from dockyard.registry import trash
+
+    try:
+        result = trash.restore(_registry(args), args.reference, actor="cli")
+    except RegistryError as exc:
+        print(f"dockyard: cannot restore {args.reference}: {exc.message} {exc.detail or ''}", file=sys.stderr)
+        return 1
+    lines = [f"restored {result.reference} ({result.restored_manifests} manifests); tags: "
+             f"{', '.join(result.restored_tags) or 'none'}"]
+    for tag, why in result.skipped_tags.items():
+        lines.append(f"  tag {tag} not restored: {why}")
+    _emit(args, asdict(result), "\n".join(lines))
+    return 0
+
+
 def _admin_common(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
@@ -121,6 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace)")
     fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
     fsck.set_defaults(func=cmd_fsck)
+
+    scrub = sub.add_parser("scrub", help="purge trashed images past scrub_time and collect their data")
+    _admin_common(scrub)
+    scrub.add_argument("--dry-run", action="store_true", help="list what would be purged, change nothing")
+    scrub.add_argument("--daemon", action="store_true", help="run every wakeup_time until stopped")
+    scrub.set_defaults(func=cmd_scrub)
+
+    trash_p = sub.add_parser("trash", help="deleted images and tags that can still be restored")
+    trash_sub = trash_p.add_subparsers(dest="trash_command", required=True)
+    tl = trash_sub.add_parser("list", help="list the trash")
+    _admin_common(tl)
+    tl.add_argument("--repository", help="repository name or glob (team/*)")
+    tl.add_argument("--limit", type=int, default=1000)
+    tl.set_defaults(func=cmd_trash_list)
+    tp = trash_sub.add_parser("purge", help="purge one trashed image now: REPO@DIGEST")
+    _admin_common(tp)
+    tp.add_argument("reference")
+    tp.add_argument("--dry-run", action="store_true")
+    tp.set_defaults(func=cmd_trash_purge)
+
+    restore = sub.add_parser("restore", help="restore a deleted image (REPO@DIGEST) or tag (REPO:TAG)")
+    _admin_common(restore)
+    restore.add_argument("reference")
+    restore.set_defaults(func=cmd_restore)
     return parser
 
 

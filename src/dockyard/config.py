@@ -91,7 +91,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
     Setting("workers", 1, int, "HTTP worker processes"),
     Setting("log_level", "info", str, "debug, info, warning or error"),
+    Setting("delayed_delete", True, parse_bool, "deletes move images to the trash (restorable until scrub_time) instead of purging them"),
     Setting("scrub_time", 7 * 86400.0, parse_duration, "how long a deleted image stays restorable before it may be purged"),
+    Setting("scrub_enabled", True, parse_bool, "run the scrubber in the background of dockyard serve"),
+    Setting("wakeup_time", 300.0, parse_duration, "pause between scrubber runs (with jitter)"),
+    Setting("scrub_pool_size", 4, int, "parallel storage deletes of the scrubber"),
     Setting("gc_enabled", True, parse_bool, "run the collector in the background of dockyard serve"),
     Setting("gc_interval", 30.0, parse_duration, "pause between background collections when idle (with jitter)"),
     Setting("gc_delay", 3600.0, parse_duration, "grace before an object that lost its last reference is reviewed; also protects fresh uploads"),
@@ -122,7 +126,11 @@ class Config:
     storage_latency: float = 0.0
     workers: int = 1
     log_level: str = "info"
+    delayed_delete: bool = True
     scrub_time: float = 7 * 86400.0
+    scrub_enabled: bool = True
+    wakeup_time: float = 300.0
+    scrub_pool_size: int = 4
     gc_enabled: bool = True
     gc_interval: float = 30.0
     gc_delay: float = 3600.0

@@ -38,6 +38,10 @@ def routes() -> list[Route]:
         Route("/admin/v1/repositories/{name:path}", admin.delete_repository, methods=["DELETE"]),
         Route("/admin/v1/gc", lifecycle.start_gc, methods=["POST"]),
         Route("/admin/v1/gc", lifecycle.gc_status, methods=["GET"]),
+        Route("/admin/v1/scrub", lifecycle.start_scrub, methods=["POST"]),
+        Route("/admin/v1/trash", lifecycle.trash_list, methods=["GET"]),
+        Route("/admin/v1/trash/restore", lifecycle.trash_restore, methods=["POST"]),
+        Route("/admin/v1/trash/purge", lifecycle.trash_purge, methods=["POST"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
     ]
 
@@ -66,6 +70,10 @@ def background_runners(registry: Registry) -> list:
     runners = []
     if cfg.gc_enabled:
         runners.append(Runner("gc", lambda: Collector.for_registry(registry), cfg.gc_interval))
+    if cfg.scrub_enabled:
+        from dockyard.lifecycle.scrubber import Scrubber
+
+        runners.append(Runner("scrub", lambda: Scrubber.for_registry(registry), cfg.wakeup_time))
     return runners
 
 

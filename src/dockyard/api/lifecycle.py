@@ -6,7 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from dockyard.api.auth import requires
-from dockyard.api.common import registry, run
+from dataclasses import asdict
+
+from dockyard.api.common import actor, registry, run
+from dockyard.lifecycle.scrubber import Scrubber
+from dockyard.registry import trash
 from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
@@ -39,6 +43,46 @@ async def gc_status(request: Request) -> Response:
             return {"backlog": q.backlog(reg.now()), "runs": q.recent_runs("gc", 10)}
 
     return JSONResponse(await run(status))
+
+
+@requires("admin")
+async def start_scrub(request: Request) -> Response:
+    """``POST /admin/v1/scrub?dry_run=true``: purge due trashed images and collect their data now."""
+    scrubber = Scrubber.for_registry(registry(request), dry_run=_flag(request, "dry_run"))
+    report = await run(scrubber.run)
+    return JSONResponse(report.as_dict())
+
+
+@requires("admin")
+async def trash_list(request: Request) -> Response:
+    """``GET /admin/v1/trash?repository=team/*&limit=100``."""
+    limit = request.query_params.get("limit", "1000")
+    if not limit.isdigit():
+        raise RegistryError("PAGINATION_NUMBER_INVALID", "limit must be a number", {"limit": limit})
+    return JSONResponse(await run(trash.listing, registry(request), request.query_params.get("repository"),
+                                  int(limit)))
+
+
+def _reference(request: Request) -> str:
+    ref = request.query_params.get("reference")
+    if not ref:
+        raise RegistryError("NAME_INVALID", "reference=<repository>@<digest> or <repository>:<tag> is required")
+    return ref
+
+
+@requires("admin")
+async def trash_restore(request: Request) -> Response:
+    """``POST /admin/v1/trash/restore?reference=team/app@sha256:...`` (or ``team/app:tag``)."""
+    result = await run(trash.restore, registry(request), _reference(request), actor(request))
+    return JSONResponse(asdict(result))
+
+
+@requires("admin")
+async def trash_purge(request: Request) -> Response:
+    """``POST /admin/v1/trash/purge?reference=team/app@sha256:...&dry_run=true``: purge one image now."""
+    result = await run(trash.purge, registry(request), _reference(request), dry_run=_flag(request, "dry_run"),
+                       actor=actor(request))
+    return JSONResponse(asdict(result))
 
 
 @requires("pull")

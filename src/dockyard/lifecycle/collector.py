@@ -121,13 +121,18 @@ class Collector:
     def step(self, report: Report) -> int:
         """One bounded unit of work: a batch from every queue, then a batch of storage deletes."""
         now = self.clock.now()
+        with self.db.read() as conn:
+            due = QueueStore(conn).due_work(now, now - self.opts.upload_ttl)
         done = 0
-        done += self._uploads(report, now)
-        done += self._queue("manifests", self._review_manifests, report, now)
-        done += self._queue("links", self._review_links, report, now)
-        done += self._queue("blobs", self._review_blobs, report, now)
-        done += self._queue("repositories", self._review_repositories, report, now)
-        done += self._tombstones(report, now)
+        if due & {"uploads", "commits"}:
+            done += self._uploads(report, now)
+        for name, review in (("manifests", self._review_manifests), ("links", self._review_links),
+                             ("blobs", self._review_blobs), ("repositories", self._review_repositories)):
+            # an earlier queue of this step may have made entries of a later one due
+            if name in due or done:
+                done += self._queue(name, review, report, now)
+        if "tombstones" in due or done:
+            done += self._tombstones(report, now)
         if self.progress:
             self.progress(report)
         return done
@@ -305,9 +310,11 @@ class Collector:
     def _finish(self, report: Report) -> None:
         data = report.as_dict()
         data.pop("items", None)
+        worked = report.dry_run or data["totals"]["objects"] or data["totals"]["failures"]
         with self.db.write() as conn:
             q = QueueStore(conn)
-            q.record_run(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
+            if worked:  # idle runs leave no history: a daemon's wake-ups would drown the rest
+                q.record_run(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
             backlog = q.backlog(self.clock.now())
         for queue, counts in backlog.items():
             for state, n in counts.items():

@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-KINDS = ("manifests", "links", "blobs", "repositories", "uploads", "tombstones")
+KINDS = ("images", "tags", "manifests", "links", "blobs", "repositories", "uploads", "tombstones")
 
 
 @dataclass
@@ -38,6 +38,15 @@ class Report:
     def fail(self, kind: str) -> None:
         with self._lock:
             self.kinds[kind].failures += 1
+
+    def merge(self, other: "Report") -> None:
+        with self._lock:
+            for name, k in other.kinds.items():
+                mine = self.kinds[name]
+                mine.objects += k.objects
+                mine.bytes += k.bytes
+                mine.failures += k.failures
+            self.items.extend(other.items)
 
     @property
     def total_objects(self) -> int:

@@ -255,6 +255,16 @@ class QueueStore:
             q = q.with_for_update(skip_locked=True)
         return list(self.conn.execute(q))
 
+    def due_work(self, now: float, stale_before: float) -> set[str]:
+        """Which queues have due entries, in one cheap query (an idle run asks nothing else)."""
+        checks = {name: exists().where(table.c.review_after <= now) for name, table in QUEUES.items()}
+        checks["tombstones"] = exists().where(gc_tombstones.c.next_attempt_at <= now)
+        checks["uploads"] = exists().where(uploads.c.updated_at < stale_before)
+        checks["commits"] = exists().where(blobs.c.state == COMMITTING, blobs.c.created_at < stale_before)
+        names = list(checks)
+        row = self.conn.execute(select(*[checks[n] for n in names])).one()
+        return {n for n, due in zip(names, row) if due}
+
     def done_many(self, name: str, rows) -> None:
         table = QUEUES[name]
         pk = list(table.primary_key.columns)
@@ -349,9 +359,15 @@ class QueueStore:
 
     # ---- run history ------------------------------------------------------------
     def record_run(self, job: str, started: float, finished: float, dry_run: bool, host: str,
-                   report: dict) -> None:
+                   report: dict, keep: int = 500) -> None:
+        """Record a run; only the newest ``keep`` runs of each job are kept, so a daemon
+        that runs for weeks does not grow the table."""
         self.conn.execute(gc_runs.insert().values(job=job, started_at=started, finished_at=finished,
                                                   dry_run=int(dry_run), host=host, report=json.dumps(report)))
+        cutoff = self.conn.execute(select(gc_runs.c.id).where(gc_runs.c.job == job)
+                                   .order_by(gc_runs.c.id.desc()).offset(keep).limit(1)).scalar()
+        if cutoff is not None:
+            self.conn.execute(delete(gc_runs).where(gc_runs.c.job == job, gc_runs.c.id <= cutoff))
 
     def recent_runs(self, job: str, limit: int = 10) -> list[dict]:
         rows = self.conn.execute(select(gc_runs).where(gc_runs.c.job == job)

@@ -129,6 +129,10 @@ class ManifestStore:
         )
         return res.rowcount
 
+    def active(self, repo_id: int) -> list[Manifest]:
+        return [_row(r) for r in self.conn.execute(
+            select(*_COLUMNS).where(t.c.repository_id == repo_id, t.c.state == ACTIVE))]
+
     def active_ids(self, repo_id: int) -> list[int]:
         return list(self.conn.execute(
             select(t.c.id).where(t.c.repository_id == repo_id, t.c.state == ACTIVE)).scalars())

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.trash import TrashStore
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
@@ -17,6 +18,8 @@ from dockyard.oci.digest import compute
 from dockyard.oci.manifest import ManifestInvalid, parse
 from dockyard.registry.common import check_reference, is_digest_reference, require_repo
 from dockyard.registry.context import Registry
+from dockyard.lifecycle.collector import GcOptions
+from dockyard.lifecycle.purge import purge_manifests
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +118,25 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
 
 
 def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -> None:
-    """By tag: untag. By digest: the manifest turns pending_delete and loses its tags."""
+    """By tag: untag (the tag goes to the trash). By digest: the image turns pending_delete
+    and its tags go to the trash with it; without ``delayed_delete`` it is purged at once.
+    Either way no data is deleted here."""
     ref = check_reference(reference)
     now = reg.now()
+    cfg = reg.config
+    scrub_after = now + cfg.scrub_time
     with reg.db.write() as conn:
         repo = require_repo(conn, name)
         tags = TagStore(conn)
+        queue = QueueStore(conn)
         if not is_digest_reference(ref):
             removed_tag = tags.delete(repo.id, ref, now, actor)
             if removed_tag is None:
                 raise manifest_unknown(reference)
-            if reg.config.delete_untagged:
-                QueueStore(conn).review_manifests([removed_tag.manifest_id], now + reg.config.gc_delay, "untagged")
+            if cfg.delayed_delete:
+                TrashStore(conn).add_tags(repo.id, [removed_tag], now, actor, scrub_after, with_manifest=False)
+            if cfg.delete_untagged:
+                queue.review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
         store = ManifestStore(conn)
@@ -134,6 +144,11 @@ def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -
         if manifest is None:
             raise manifest_unknown(reference)
         removed = tags.delete_for_manifests(repo.id, [manifest.id], now, actor)
-        store.mark_pending_delete([manifest.id], now, actor, now + reg.config.scrub_time)
-    log.info("manifest %s@%s deleted by %s (tags: %s)", name, ref, actor or "-",
-             ",".join(t.name for t in removed) or "none")
+        if cfg.delayed_delete:
+            TrashStore(conn).add_tags(repo.id, removed, now, actor, scrub_after, with_manifest=True)
+            store.mark_pending_delete([manifest.id], now, actor, scrub_after)
+        else:
+            purge_manifests(conn, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
+                            GcOptions.from_config(cfg).purge, actor=actor)
+    log.info("manifest %s@%s deleted by %s (tags: %s)%s", name, ref, actor or "-",
+             ",".join(t.name for t in removed) or "none", "" if cfg.delayed_delete else ", purged")

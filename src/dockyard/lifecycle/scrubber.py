@@ -1,0 +1,110 @@
+"""The scrubber: purges pending_delete images whose scrub time has passed, then runs the
+collector so their data goes too, in a pool of ``scrub_pool_size`` under the backend rate
+limit.
+
+Killed at any point it loses nothing: a purge is one transaction (the image is either
+still pending or gone with its reviews queued), and the collector finishes whatever the
+queues and tombstones hold on the next run. It is serialised with ``restore`` on the
+manifest row: it claims images with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or inside an
+exclusive write transaction (SQLite), and a restore locks the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Callable
+
+from dockyard.clock import Clock
+from dockyard.lifecycle.collector import Collector, GcOptions
+from dockyard.lifecycle.purge import purge_manifests
+from dockyard.lifecycle.ratelimit import WindowLimiter
+from dockyard.lifecycle.report import Report
+from dockyard.meta.db import Database
+from dockyard.meta.gc import QueueStore
+from dockyard.meta.trash import TrashStore
+from dockyard.metrics import Metrics
+from dockyard.storage.base import Deleter
+
+log = logging.getLogger(__name__)
+
+
+class Scrubber:
+    job = "scrub"
+
+    def __init__(self, db: Database, storage: Deleter, clock: Clock, opts: GcOptions,
+                 metrics: Metrics | None = None, progress: Callable[[Report], None] | None = None,
+                 limiter: WindowLimiter | None = None):
+        self.db, self.storage, self.clock, self.opts = db, storage, clock, opts
+        self.metrics = metrics or Metrics()
+        self.progress = progress
+        self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
+
+    @classmethod
+    def for_registry(cls, reg, progress=None, **overrides) -> "Scrubber":
+        opts = GcOptions.from_config(reg.config, workers=reg.config.scrub_pool_size, **overrides)
+        return cls(reg.db, reg.storage, reg.clock, opts, metrics=reg.metrics, progress=progress)
+
+    def run(self) -> Report:
+        report = Report(self.job, dry_run=self.opts.dry_run, started=self.clock.now())
+        t0 = time.monotonic()
+        if self.opts.dry_run:
+            self._preview(report)
+        else:
+            while self._purge_batch(report):
+                if self.progress:
+                    self.progress(report)
+            with self.db.write() as conn:
+                expired = TrashStore(conn).expire(self.clock.now(), 100_000)
+            for _ in range(expired):
+                report.add("tags")
+            collector = Collector(self.db, self.storage, self.clock, self.opts, metrics=self.metrics,
+                                  progress=lambda r: self.progress and self.progress(_combined(report, r)),
+                                  limiter=self.limiter)
+            report.merge(collector.run())
+        report.duration = time.monotonic() - t0
+        self._record(report)
+        return report
+
+    def _purge_batch(self, report: Report) -> int:
+        now = self.clock.now()
+        with self.db.write() as conn:
+            targets = QueueStore(conn).due_pending_deletes(now, self.opts.batch_size)
+            # links are reviewed at once: the grace was the scrub time; a client that
+            # relies on a link meanwhile postpones its review (registry.blobs.stat)
+            purge_manifests(conn, targets, now, self.opts.purge, link_delay=0.0, actor="scrubber")
+        for t in targets:
+            report.add("images")
+            log.info("scrub: purged %s from repository %d", t.digest, t.repository_id)
+        self.metrics.inc("dockyard_scrub_images_total", len(targets))
+        return len(targets)
+
+    def _preview(self, report: Report) -> None:
+        now = self.clock.now()
+        with self.db.read() as conn:
+            trash = TrashStore(conn)
+            for image in trash.images(limit=1_000_000):
+                if image.scrub_after <= now:
+                    report.add("images", image.bytes_freed, {"repository": image.repository, "digest": image.digest,
+                                                             "tags": image.tags})
+            for tag in trash.tags(limit=1_000_000):
+                if tag.scrub_after <= now:
+                    report.add("tags", 0, {"repository": tag.repository, "tag": tag.tag})
+        report.merge(Collector(self.db, self.storage, self.clock, replace(self.opts, dry_run=True),
+                               metrics=Metrics()).run())
+
+    def _record(self, report: Report) -> None:
+        data = report.as_dict()
+        data.pop("items", None)
+        if report.dry_run or data["totals"]["objects"] or data["totals"]["failures"]:
+            with self.db.write() as conn:
+                QueueStore(conn).record_run(self.job, report.started, self.clock.now(), report.dry_run, "", data)
+        self.metrics.inc("dockyard_scrub_runs_total")
+
+
+def _combined(outer: Report, inner: Report) -> Report:
+    merged = Report(outer.job, outer.dry_run, outer.started)
+    merged.merge(outer)
+    merged.merge(inner)
+    return merged

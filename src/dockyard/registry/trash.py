@@ -1,0 +1,189 @@
+"""The trash: listing deleted images and tags, restoring them, purging one before its time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+from dockyard.errors import RegistryError
+from dockyard.lifecycle.collector import GcOptions
+from dockyard.lifecycle.purge import purge_manifests
+from dockyard.meta.blobs import BlobStore
+from dockyard.meta.gc import PurgeTarget
+from dockyard.meta.repositories import RepositoryStore
+from dockyard.meta.schema import ACTIVE
+from dockyard.meta.tags import TagStore
+from dockyard.meta.trash import TrashStore
+from dockyard.registry.common import check_digest, check_name, is_digest_reference
+from dockyard.registry.context import Registry
+from dockyard.oci.names import is_valid_tag
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    repository: str
+    digest: str | None = None
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.digest}" if self.digest else f"{self.repository}:{self.tag}"
+
+
+def parse_reference(text: str) -> Reference:
+    """``repo@sha256:...`` or ``repo:tag``."""
+    if "@" in text:
+        name, _, digest = text.partition("@")
+        return Reference(check_name(name), digest=str(check_digest(digest)))
+    name, sep, tag = text.rpartition(":")
+    if not sep or not is_valid_tag(tag):
+        raise RegistryError("NAME_INVALID", "reference must be <repository>@<digest> or <repository>:<tag>",
+                            {"reference": text})
+    return Reference(check_name(name), tag=tag)
+
+
+def listing(reg: Registry, repository: str | None = None, limit: int = 1000) -> dict:
+    now = reg.now()
+    with reg.db.read() as conn:
+        trash = TrashStore(conn)
+        images = trash.images(repository=repository, limit=limit)
+        tags = trash.tags(repository=repository, limit=limit)
+    return {
+        "images": [{**{k: v for k, v in asdict(i).items() if k not in ("repository_id", "manifest_id")},
+                    "seconds_left": max(0.0, i.scrub_after - now)} for i in images],
+        "tags": [{"repository": t.repository, "tag": t.tag, "digest": t.digest, "deleted_at": t.deleted_at,
+                  "deleted_by": t.deleted_by, "scrub_after": t.scrub_after,
+                  "seconds_left": max(0.0, t.scrub_after - now)} for t in tags],
+    }
+
+
+@dataclass
+class RestoreResult:
+    reference: str
+    digest: str
+    restored_tags: list[str] = field(default_factory=list)
+    skipped_tags: dict[str, str] = field(default_factory=dict)
+    """Tags that were not restored, with why (typically: moved to another image since)."""
+    restored_manifests: int = 0
+
+
+def restore(reg: Registry, text: str, actor: str | None = None) -> RestoreResult:
+    ref = parse_reference(text)
+    now = reg.now()
+    with reg.db.write() as conn:
+        repos = RepositoryStore(conn)
+        repo = repos.get(ref.repository, include_deleted=True)
+        if repo is None:
+            raise RegistryError("NAME_UNKNOWN", "repository not known to registry", {"name": ref.repository})
+        trash = TrashStore(conn)
+        tags = TagStore(conn)
+        if ref.digest is None:
+            entry = trash.latest_trashed_tag(repo.id, ref.tag)
+            if entry is None:
+                raise RegistryError("MANIFEST_UNKNOWN", "no such tag in the trash", {"reference": str(ref)})
+            digest = _digest_of(conn, entry.manifest_id)
+            if entry.with_manifest:
+                result = _restore_image(conn, reg, repo.id, digest, actor, now, str(ref))
+            else:
+                result = RestoreResult(str(ref), digest)
+                current = tags.get(repo.id, ref.tag)
+                if current is not None:
+                    result.skipped_tags[ref.tag] = f"now points at {current.digest}"
+                else:
+                    tags.set(repo.id, ref.tag, entry.manifest_id, digest, now, actor)
+                    result.restored_tags.append(ref.tag)
+                trash.drop([entry.id])
+        else:
+            result = _restore_image(conn, reg, repo.id, ref.digest, actor, now, str(ref))
+        if repo.deleted_at is not None:
+            repos.ensure(ref.repository, now)
+    log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
+             result.skipped_tags or "-", actor or "-")
+    return result
+
+
+def _digest_of(conn, manifest_id: int) -> str:
+    from sqlalchemy import select
+
+    from dockyard.meta.schema import manifests
+
+    return conn.execute(select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar_one()
+
+
+def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: float, label: str) -> RestoreResult:
+    trash = TrashStore(conn)
+    row = trash.lock_pending(repo_id, digest)
+    if row is None:
+        raise RegistryError("MANIFEST_UNKNOWN", "image is not in the trash: it was purged or never existed",
+                            {"reference": label})
+    result = RestoreResult(label, digest)
+    if row.state == ACTIVE:
+        raise RegistryError("MANIFEST_INVALID", "image is not deleted", {"reference": label})
+    _activate_tree(conn, reg, repo_id, row.id, digest, now, result)
+    tags = TagStore(conn)
+    entries = trash.tags_of(row.id, with_manifest=True)
+    for _, tag in entries:
+        current = tags.get(repo_id, tag)
+        if current is not None:
+            result.skipped_tags[tag] = f"now points at {current.digest}"
+        else:
+            tags.set(repo_id, tag, row.id, digest, now, actor)
+            result.restored_tags.append(tag)
+    trash.drop([i for i, _ in entries])
+    return result
+
+
+def _activate_tree(conn, reg: Registry, repo_id: int, manifest_id: int, digest: str, now: float,
+                   result: RestoreResult) -> None:
+    """Activate the manifest and every pending child it needs; re-link its blobs.
+
+    Fails (rolling everything back) if a child is gone: never an active image with
+    missing content.
+    """
+    from dockyard.meta.manifests import ManifestStore
+
+    trash = TrashStore(conn)
+    store = ManifestStore(conn)
+    trash.activate(manifest_id)
+    result.restored_manifests += 1
+    refs = store.references(manifest_id)
+    blobs = [d for k, d in refs if k == "blob"]
+    if blobs:
+        BlobStore(conn).link(repo_id, blobs, now)
+    for kind, child in refs:
+        if kind != "manifest":
+            continue
+        row = trash.lock_pending(repo_id, child)
+        if row is None:
+            raise RegistryError("MANIFEST_UNKNOWN", "a child manifest of this index was purged; cannot restore",
+                                {"child": child, "digest": digest})
+        if row.state != ACTIVE:
+            _activate_tree(conn, reg, repo_id, row.id, child, now, result)
+
+
+@dataclass
+class PurgeResult:
+    reference: str
+    dry_run: bool
+    bytes_freed: int
+
+
+def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
+    """Purge one trashed image now (its data goes with the next collection)."""
+    ref = parse_reference(text)
+    if ref.digest is None:
+        raise RegistryError("UNSUPPORTED", "purge takes <repository>@<digest>", {"reference": text})
+    now = reg.now()
+    with reg.db.write() as conn:
+        repo = RepositoryStore(conn).get(ref.repository, include_deleted=True)
+        row = TrashStore(conn).lock_pending(repo.id, ref.digest) if repo else None
+        if row is None or row.state == ACTIVE:
+            raise RegistryError("MANIFEST_UNKNOWN", "image is not in the trash", {"reference": text})
+        freed = TrashStore(conn).bytes_freed(row.id, repo.id)
+        if not dry_run:
+            purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
+                            GcOptions.from_config(reg.config).purge, link_delay=0.0, actor=actor)
+    if not dry_run:
+        log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
+    return PurgeResult(text, dry_run, freed)
