@@ -164,6 +164,47 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from dockyard.config import ConfigError
+    from dockyard.lifecycle import inuse as inuse_mod
+    from dockyard.lifecycle.policies import Policy
+    from dockyard.lifecycle.prune import Pruner, policies
+    from dockyard.progress import progress
+
+    reg = _registry(args)
+    adhoc = {k: v for k, v in {"keep_tag_revisions": args.keep_tag_revisions,
+                               "keep_pushed_within": args.keep_younger_than,
+                               "keep_recent": args.keep_recent}.items() if v is not None}
+    if args.policy:
+        known = policies(reg)
+        if args.policy not in known:
+            raise ConfigError(f"no policy named {args.policy!r} (known: {', '.join(sorted(known)) or 'none'})")
+        policy = known[args.policy]
+        if adhoc:
+            raise ConfigError("--policy cannot be combined with --keep-* flags")
+    else:
+        if not adhoc:
+            raise ConfigError("give --policy NAME or at least one of --keep-tag-revisions, --keep-younger-than, "
+                              "--keep-recent")
+        policy = Policy.parse("ad-hoc", adhoc)
+    sources = []
+    for path in args.in_use or []:
+        sources.append((path, sys.stdin.read() if path == "-" else open(path).read()))
+    found = inuse_mod.load(sources)
+    if found.invalid and not args.ignore_invalid_refs:
+        for text, where in found.invalid[:20]:
+            print(f"dockyard: invalid image reference {text!r} ({where})", file=sys.stderr)
+        print(f"dockyard: {len(found.invalid)} references could not be parsed; nothing was pruned "
+              f"(--ignore-invalid-refs to go on without them)", file=sys.stderr)
+        return 2
+    describe = lambda p: f"{p.totals['repositories']} repositories, {p.totals['deleted']} to delete"
+    with progress("prune", describe) as update:
+        plan = Pruner(reg, policy, found, confirm=args.confirm, actor="cli", repository=args.repository,
+                      progress=update).run()
+    _emit(args, plan.as_dict(), plan.table())
+    return 0
+
+
 def _admin_common(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
@@ -216,6 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("reference")
     tp.add_argument("--dry-run", action="store_true")
     tp.set_defaults(func=cmd_trash_purge)
+
+    prune = sub.add_parser("prune", help="apply a retention policy (a dry run unless --confirm)",
+                           description="A manifest is kept if any keep rule keeps it; the rest goes to the trash.")
+    _admin_common(prune)
+    prune.add_argument("--policy", help="a policy declared in the configuration or through the admin API")
+    prune.add_argument("--keep-tag-revisions", type=int, help="keep the N most recent images of each tag")
+    prune.add_argument("--keep-younger-than", help="keep what was pushed within this duration (e.g. 60m, 7d)")
+    prune.add_argument("--keep-recent", type=int, help="keep the N most recently pushed manifests per repository")
+    prune.add_argument("--repository", help="only this repository")
+    prune.add_argument("--in-use", action="append", metavar="FILE",
+                       help="workload listing (kubectl ... -o json) or reference list; - for stdin; repeatable")
+    prune.add_argument("--ignore-invalid-refs", action="store_true", help="go on when a reference cannot be parsed")
+    prune.add_argument("--confirm", action="store_true", help="delete (into the trash); default is a dry run")
+    prune.set_defaults(func=cmd_prune)
 
     restore = sub.add_parser("restore", help="restore a deleted image (REPO@DIGEST) or tag (REPO:TAG)")
     _admin_common(restore)

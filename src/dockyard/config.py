@@ -74,6 +74,20 @@ def parse_role(value: Any) -> str:
     return text
 
 
+def _policies(value: Any) -> dict:
+    from dockyard.lifecycle.policies import parse_policies
+
+    return parse_policies(value)
+
+
+def _list(value: Any) -> tuple:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"expected a list of strings, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -106,6 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delete_untagged", False, parse_bool, "collect manifests that have no tag (never children of a live index)"),
     Setting("referrers_follow_subject", True, parse_bool, "collect referrers once their subject is gone"),
     Setting("fsck_grace", 3600.0, parse_duration, "fsck leaves storage objects younger than this alone"),
+    Setting("retention", {}, lambda v: _policies(v), "retention policies (TOML [retention.NAME] tables, or JSON in the environment)"),
+    Setting("immutable_tags", (), lambda v: _list(v), "REPO_GLOB:TAG_GLOB patterns no policy, delete or push may touch"),
+    Setting("pull_flush_interval", 10.0, parse_duration, "how often recorded pull times are written to the database"),
     Setting("auth_htpasswd", "", str, "htpasswd file (bcrypt) that turns on authentication"),
     Setting("auth_roles", {}, parse_roles, "role of each user: pull, push or admin (TOML table, or env user=role,...)"),
     Setting("auth_default_role", "push", parse_role, "role of an authenticated user not named in auth_roles"),
@@ -141,6 +158,9 @@ class Config:
     delete_untagged: bool = False
     referrers_follow_subject: bool = True
     fsck_grace: float = 3600.0
+    retention: dict = field(default_factory=dict)
+    immutable_tags: tuple = ()
+    pull_flush_interval: float = 10.0
     auth_htpasswd: str = ""
     auth_roles: dict[str, str] = field(default_factory=dict)
     auth_default_role: str = "push"

@@ -267,7 +267,7 @@ class LayerPool:
         start = int((time.monotonic() - self.t0) / self.period) * 3
         out: list[bytes] = []
         while len(out) < n:
-            if rng.random() < 0.75:
+            if rng.random() < 0.85:
                 layer = self.layers[(start + rng.randrange(self.window)) % len(self.layers)]
             else:
                 layer = rng.choice(self.layers)
@@ -501,8 +501,18 @@ def log_problems(text: str, source: str, limit: int = 4) -> list[str]:
         while j < len(lines) and not lines[j].startswith("time=") and not lines[j].startswith("INFO:"):
             j += 1
         block = lines[i:j]
-        if len(block) > 45:
-            block = block[:20] + [f"    ... {len(block) - 40} lines ..."] + block[-20:]
+        if len(block) > 40:  # keep the first lines, dockyard's own frames and the error itself
+            keep = set(range(6)) | set(range(len(block) - 10, len(block)))
+            for k, line in enumerate(block):
+                if "/dockyard/" in line and line.lstrip().startswith("File "):
+                    keep |= {k, k + 1}
+            out_lines, last = [], -1
+            for k in sorted(x for x in keep if x < len(block)):
+                if k != last + 1:
+                    out_lines.append("    ...")
+                out_lines.append(block[k])
+                last = k
+            block = out_lines
         out.append(f"{source} line {i + 1}:\n" + "\n".join(block))
         i = j
     return out
@@ -626,7 +636,7 @@ class RaceWorkload:
         self.tally = RunTally()
         self.stop = threading.Event()
         self.run_id = f"{s.seed:x}{os.getpid():x}{int(time.time() * 1000) % 100000:x}"
-        self.pool = LayerPool(self.run_id, s.pool_size, period=max(1.0, 1.5 * s.gc_delay))
+        self.pool = LayerPool(self.run_id, s.pool_size, period=max(1.0, s.gc_delay))
         self.app_repos = [f"race/app{i}" for i in range(s.app_repos)]
         self.scratch_repos = [f"race/scratch{i}" for i in range(s.scratch_repos)]
         self.env = dockyard_env(database_url, s.server_env())
@@ -754,6 +764,10 @@ class RaceWorkload:
             res = run_gc(self.data_dir, self.env, timeout=600)
             with self.gc_lock:
                 self.gc_results.append(res)
+                n = len(self.gc_results)
+            logs = self.data_dir / "gc-logs"
+            logs.mkdir(exist_ok=True)
+            (logs / f"gc-{idx}-{n}.log").write_text(res.stderr)
             self.rec.count("gc_process_runs")
             if res.rc != 0 or res.report is None or count_log_problems(res.stderr):
                 self.rec.fail("gc-process", "gc", "exec", "python -m dockyard gc", res.rc,
@@ -859,7 +873,22 @@ class RaceWorkload:
             out.log_problems += log_problems(res.stderr, f"gc process run {i}", 2)
         return out
 
-    def summary(self, out: "RaceOutcome | None" = None) -> str:
+    def resurrections(self, server_log: str) -> tuple[int, int]:
+        """(shared layers deleted by a collector, of which pushed again afterwards), from the logs."""
+        stamp = r"time=(\S+ \S+) .*"
+        deleted: dict[str, str] = {}
+        texts = [server_log] + [r.stderr for r in self.gc_results]
+        for text in texts:
+            for m in re.finditer(stamp + r"gc: deleted blob (sha256:[0-9a-f]{64})", text):
+                if m.group(2) in self.pool.by_digest:
+                    deleted[m.group(2)] = min(deleted.get(m.group(2), m.group(1)), m.group(1))
+        again = set()
+        for m in re.finditer(stamp + r"blob (sha256:[0-9a-f]{64}) committed", server_log):
+            if m.group(2) in deleted and m.group(1) > deleted[m.group(2)]:
+                again.add(m.group(2))
+        return len(deleted), len(again)
+
+    def summary(self, out: "RaceOutcome | None" = None, server_log: str | None = None) -> str:
         c = self.rec.counts
         objects, failures, seen, top = self.tally.totals()
         gc_proc = Counter()
@@ -887,6 +916,9 @@ class RaceWorkload:
         rows.append(("dockyard gc processes (loop)", f"{c['gc_process_runs']} runs, reclaimed "
                                                        f"{sum(gc_proc.values())} objects {dict(gc_proc)}"))
         rows.append(("max backlog pending", dict(self.tally.max_backlog)))
+        if server_log is not None:
+            n_del, n_again = self.resurrections(server_log)
+            rows.append(("shared layers deleted / then pushed again", f"{n_del} / {n_again} (of {len(self.pool.layers)})"))
         with self.rec.lock:
             lat = {k: list(v) for k, v in self.rec.latency.items()}
         rows.append(("request ms p50/p99/max", ", ".join(

@@ -59,3 +59,33 @@ def test_token_flow_and_admin(auth_server):
     assert r.status_code == 401
     r = httpx.get(auth_server.url + "/auth/token", auth=("alice", "nope"))
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/admin/v1/gc"), ("GET", "/admin/v1/gc"), ("POST", "/admin/v1/scrub"), ("GET", "/admin/v1/trash"),
+    ("POST", "/admin/v1/trash/restore?reference=a@sha256:" + "0" * 64),
+    ("POST", "/admin/v1/trash/purge?reference=a@sha256:" + "0" * 64),
+    ("GET", "/admin/v1/policies"), ("PUT", "/admin/v1/policies/x"), ("POST", "/admin/v1/prune?policy=x"),
+    ("GET", "/admin/v1/prune/audit"), ("DELETE", "/admin/v1/repositories/a"),
+])
+def test_every_admin_call_needs_the_admin_role(auth_server, method, path):
+    r = httpx.request(method, auth_server.url + path, auth=("bob", "bob-pw"))
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+    r = httpx.request(method, auth_server.url + path)
+    assert r.status_code == 401
+
+
+def test_admin_calls_work_for_admin(auth_server):
+    alice = httpx.Client(base_url=auth_server.url, auth=("alice", "alice-pw"))
+    r = alice.put("/admin/v1/policies/nightly", json={"keep_tag_revisions": 2, "repositories": ["team/*"]})
+    assert r.status_code == 201
+    assert alice.get("/admin/v1/policies").json()["nightly"]["keep_tag_revisions"] == 2
+    r = alice.put("/admin/v1/policies/bad", json={"repositories": ["*"]})
+    assert r.status_code == 400 and "delete everything" in r.text
+    r = alice.post("/admin/v1/prune", params={"policy": "nightly"})
+    assert r.status_code == 200 and r.json()["confirmed"] is False
+    assert alice.get("/admin/v1/prune/audit").json()[0]["policy"] == "nightly"
+    assert alice.post("/admin/v1/gc", params={"dry_run": "true"}).json()["dry_run"] is True
+    assert "backlog" in alice.get("/admin/v1/gc").json()
+    assert set(alice.get("/admin/v1/trash").json()) == {"images", "tags"}
+    assert alice.delete("/admin/v1/policies/nightly").status_code == 204

@@ -42,6 +42,11 @@ def routes() -> list[Route]:
         Route("/admin/v1/trash", lifecycle.trash_list, methods=["GET"]),
         Route("/admin/v1/trash/restore", lifecycle.trash_restore, methods=["POST"]),
         Route("/admin/v1/trash/purge", lifecycle.trash_purge, methods=["POST"]),
+        Route("/admin/v1/policies", lifecycle.list_policies, methods=["GET"]),
+        Route("/admin/v1/policies/{policy}", lifecycle.put_policy, methods=["PUT"]),
+        Route("/admin/v1/policies/{policy}", lifecycle.delete_policy, methods=["DELETE"]),
+        Route("/admin/v1/prune", lifecycle.run_prune, methods=["POST"]),
+        Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
     ]
 
@@ -57,6 +62,7 @@ def _lifespan(registry: Registry, background: bool):
         finally:
             for r in runners:
                 r.stop()
+            registry.pulls.flush(registry.db)
 
     return lifespan
 
@@ -74,7 +80,26 @@ def background_runners(registry: Registry) -> list:
         from dockyard.lifecycle.scrubber import Scrubber
 
         runners.append(Runner("scrub", lambda: Scrubber.for_registry(registry), cfg.wakeup_time))
+    from dockyard.lifecycle.prune import Pruner
+
+    for policy in cfg.retention.values():
+        if policy.schedule:
+            runners.append(Runner(f"prune-{policy.name}", lambda p=policy: Pruner(registry, p, confirm=True,
+                                                                                  actor="schedule"), policy.schedule))
+    runners.append(Runner("pulls", lambda: _PullFlush(registry), cfg.pull_flush_interval, jitter=0.0))
     return runners
+
+
+class _PullFlush:
+    """Writes the pull times recorded in memory, as one background job."""
+
+    job = "pulls"
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def run(self):
+        return self.registry.pulls.flush(self.registry.db)
 
 
 def create_app(registry: Registry, auth: Authenticator | None = None, *, background: bool = True) -> Starlette:

@@ -9,7 +9,10 @@ from dockyard.api.auth import requires
 from dataclasses import asdict
 
 from dockyard.api.common import actor, registry, run
+from dockyard.lifecycle import inuse, prune
+from dockyard.lifecycle.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
+from dockyard.meta.retention import RetentionStore
 from dockyard.registry import trash
 from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
@@ -21,7 +24,8 @@ def _flag(request: Request, name: str) -> bool:
     try:
         return parse_bool(request.query_params.get(name, "false"))
     except ValueError as exc:
-        raise RegistryError("UNSUPPORTED", f"invalid value for {name}", {name: request.query_params[name]}) from exc
+        raise RegistryError("UNSUPPORTED", f"invalid value for {name}", {name: request.query_params[name]},
+                            status=400) from exc
 
 
 @requires("admin")
@@ -83,6 +87,78 @@ async def trash_purge(request: Request) -> Response:
     result = await run(trash.purge, registry(request), _reference(request), dry_run=_flag(request, "dry_run"),
                        actor=actor(request))
     return JSONResponse(asdict(result))
+
+
+@requires("admin")
+async def list_policies(request: Request) -> Response:
+    found = await run(prune.policies, registry(request))
+    return JSONResponse({name: p.to_doc() for name, p in sorted(found.items())})
+
+
+@requires("admin")
+async def put_policy(request: Request) -> Response:
+    """``PUT /admin/v1/policies/NAME`` with the policy as a JSON object."""
+    name = request.path_params["policy"]
+    try:
+        body = await request.json()
+        policy = Policy.parse(name, body)
+    except ValueError as exc:
+        raise RegistryError("UNSUPPORTED", "invalid policy", {"reason": str(exc)}, status=400) from exc
+    reg = registry(request)
+    if name in reg.config.retention:
+        raise RegistryError("DENIED", "a policy of that name is declared in the configuration file",
+                            {"policy": name}, status=403)
+
+    def store():
+        with reg.db.write() as conn:
+            RetentionStore(conn).put_policy(name, policy.to_doc(), reg.now(), actor(request))
+
+    await run(store)
+    return JSONResponse(policy.to_doc(), status_code=201)
+
+
+@requires("admin")
+async def delete_policy(request: Request) -> Response:
+    reg = registry(request)
+
+    def drop():
+        with reg.db.write() as conn:
+            return RetentionStore(conn).delete_policy(request.path_params["policy"])
+
+    if not await run(drop):
+        raise RegistryError("NAME_UNKNOWN", "no such policy (configured policies cannot be deleted here)",
+                            {"policy": request.path_params["policy"]}, status=404)
+    return Response(status_code=204)
+
+
+@requires("admin")
+async def run_prune(request: Request) -> Response:
+    """``POST /admin/v1/prune?policy=NAME&confirm=true``: preview (default) or run a policy.
+    The body may carry in-use references: kubectl JSON or one reference per line."""
+    reg = registry(request)
+    name = request.query_params.get("policy", "")
+    found = await run(prune.policies, reg)
+    if name not in found:
+        raise RegistryError("NAME_UNKNOWN", "no such policy", {"policy": name, "known": sorted(found)}, status=404)
+    body = (await request.body()).decode("utf-8", errors="replace")
+    used = inuse.load([("request body", body)] if body.strip() else [])
+    if used.invalid and not _flag(request, "ignore_invalid_refs"):
+        raise RegistryError("UNSUPPORTED", "references could not be parsed; nothing was pruned",
+                            {"invalid": [t for t, _ in used.invalid[:50]]}, status=400)
+    pruner = prune.Pruner(reg, found[name], used, confirm=_flag(request, "confirm"), actor=actor(request),
+                          repository=request.query_params.get("repository"))
+    return JSONResponse((await run(pruner.run)).as_dict())
+
+
+@requires("admin")
+async def prune_audit(request: Request) -> Response:
+    reg = registry(request)
+
+    def read():
+        with reg.db.read() as conn:
+            return RetentionStore(conn).audit_log()
+
+    return JSONResponse(await run(read))
 
 
 @requires("pull")

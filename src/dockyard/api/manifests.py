@@ -34,6 +34,8 @@ async def get_manifest(request: Request) -> Response:
     }
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers)
+    reg = registry(request)
+    reg.pulls.record(m.id, reg.now())
     return Response(m.payload, status_code=200, headers=headers, media_type=m.media_type)
 
 

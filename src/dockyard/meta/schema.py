@@ -97,6 +97,7 @@ manifests = Table(
     Column("deleted_at", Float, nullable=True),
     Column("deleted_by", String(255), nullable=True),
     Column("scrub_after", Float, nullable=True),
+    Column("last_pulled_at", Float, nullable=True),
     UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
     Index("ix_manifests_subject", "repository_id", "subject_digest"),
     Index("ix_manifests_state_scrub", "state", "scrub_after"),
@@ -237,4 +238,30 @@ gc_runs = Table(
     Column("host", String(255), nullable=True),
     Column("report", Text, nullable=False),
     Index("ix_gc_runs_job_started", "job", "started_at"),
+)
+
+
+# ---- retention ------------------------------------------------------------------
+# Policies declared through the admin API (the configuration file declares others).
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(255), nullable=True),
+)
+
+# Every prune run: who, when, which policy, what was deleted. Never trimmed.
+prune_audit = Table(
+    "prune_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("policy", String(128), nullable=False),
+    Column("confirmed", Integer, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("deleted", Text, nullable=False),
+    Index("ix_prune_audit_at", "at"),
 )

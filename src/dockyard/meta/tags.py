@@ -73,6 +73,12 @@ class TagStore:
                 self._history(repo_id, r.name, r.digest, "delete", now, actor)
         return [Tag(r.name, r.manifest_id, r.digest) for r in rows]
 
+    def names_of(self, repo_id: int, manifest_ids: list[int]) -> list[str]:
+        if not manifest_ids:
+            return []
+        return list(self.conn.execute(select(t.c.name).where(
+            t.c.repository_id == repo_id, t.c.manifest_id.in_(manifest_ids))).scalars())
+
     def page(self, repo_id: int, last: str | None, limit: int | None) -> list[str]:
         q = select(t.c.name).where(t.c.repository_id == repo_id).order_by(t.c.name)
         if last:

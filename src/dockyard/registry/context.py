@@ -11,6 +11,7 @@ from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
 from dockyard.meta.db import Database
 from dockyard.metrics import Metrics
+from dockyard.registry.pulls import PullTracker
 from dockyard.storage.base import StorageDriver
 
 
@@ -55,6 +56,7 @@ class Registry:
     clock: Clock = field(default_factory=SystemClock)
     hashers: HasherCache = field(default_factory=HasherCache)
     metrics: Metrics = field(default_factory=Metrics)
+    pulls: "PullTracker" = field(default_factory=lambda: PullTracker())
 
     def now(self) -> float:
         return self.clock.now()

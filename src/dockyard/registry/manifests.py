@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.retention import RetentionStore
 from dockyard.meta.trash import TrashStore
+from dockyard.lifecycle.policies import ImmutableRules, Policy
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
@@ -105,6 +107,10 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
         if absent:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to the repository",
                                 {"digest": absent[0], "missing": len(absent)})
+        if tag is not None:
+            current = TagStore(conn).get(repo.id, tag)
+            if current is not None and current.digest != digest:
+                check_mutable(conn, reg.config, name, [tag])
         manifest = store.put(repo.id, digest, parsed, payload, now)
         queue = QueueStore(conn)
         if tag is not None:
@@ -117,6 +123,38 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)
 
 
+def immutable_rules(conn, cfg) -> ImmutableRules:
+    """Immutable tag patterns: the setting, the configured policies and those declared by API."""
+    policies = dict(cfg.retention)
+    for name, body in RetentionStore(conn).policies().items():
+        try:
+            policies.setdefault(name, Policy.parse(name, body))
+        except ValueError:
+            continue
+    return ImmutableRules.build(cfg.immutable_tags, policies)
+
+
+def check_mutable(conn, cfg, repo_name: str, tag_names) -> None:
+    rules = immutable_rules(conn, cfg)
+    frozen = sorted(t for t in tag_names if rules.matches(repo_name, t))
+    if frozen:
+        raise RegistryError("DENIED", "tag is immutable", {"repository": repo_name, "tags": frozen}, status=403)
+
+
+def trash_manifests(conn, cfg, repo_id: int, targets: list[PurgeTarget], now: float, actor: str | None) -> list:
+    """The one delete path for images (API, repository delete, prune): their tags go to the
+    trash and they turn pending_delete; without ``delayed_delete`` they are purged at once.
+    Returns the tags removed."""
+    ids = [t.id for t in targets]
+    removed = TagStore(conn).delete_for_manifests(repo_id, ids, now, actor)
+    if cfg.delayed_delete:
+        TrashStore(conn).add_tags(repo_id, removed, now, actor, now + cfg.scrub_time, with_manifest=True)
+        ManifestStore(conn).mark_pending_delete(ids, now, actor, now + cfg.scrub_time)
+    else:
+        purge_manifests(conn, targets, now, GcOptions.from_config(cfg).purge, actor=actor)
+    return removed
+
+
 def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -> None:
     """By tag: untag (the tag goes to the trash). By digest: the image turns pending_delete
     and its tags go to the trash with it; without ``delayed_delete`` it is purged at once.
@@ -124,31 +162,26 @@ def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -
     ref = check_reference(reference)
     now = reg.now()
     cfg = reg.config
-    scrub_after = now + cfg.scrub_time
     with reg.db.write() as conn:
         repo = require_repo(conn, name)
         tags = TagStore(conn)
-        queue = QueueStore(conn)
         if not is_digest_reference(ref):
-            removed_tag = tags.delete(repo.id, ref, now, actor)
-            if removed_tag is None:
+            if tags.get(repo.id, ref) is None:
                 raise manifest_unknown(reference)
+            check_mutable(conn, cfg, name, [ref])
+            removed_tag = tags.delete(repo.id, ref, now, actor)
             if cfg.delayed_delete:
-                TrashStore(conn).add_tags(repo.id, [removed_tag], now, actor, scrub_after, with_manifest=False)
+                TrashStore(conn).add_tags(repo.id, [removed_tag], now, actor, now + cfg.scrub_time,
+                                          with_manifest=False)
             if cfg.delete_untagged:
-                queue.review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
+                QueueStore(conn).review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
-        store = ManifestStore(conn)
-        manifest = store.get(repo.id, ref)
+        manifest = ManifestStore(conn).get(repo.id, ref)
         if manifest is None:
             raise manifest_unknown(reference)
-        removed = tags.delete_for_manifests(repo.id, [manifest.id], now, actor)
-        if cfg.delayed_delete:
-            TrashStore(conn).add_tags(repo.id, removed, now, actor, scrub_after, with_manifest=True)
-            store.mark_pending_delete([manifest.id], now, actor, scrub_after)
-        else:
-            purge_manifests(conn, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
-                            GcOptions.from_config(cfg).purge, actor=actor)
+        check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
+        removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
+                                  actor)
     log.info("manifest %s@%s deleted by %s (tags: %s)%s", name, ref, actor or "-",
              ",".join(t.name for t in removed) or "none", "" if cfg.delayed_delete else ", purged")

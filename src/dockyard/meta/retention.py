@@ -1,0 +1,107 @@
+"""RetentionStore: what planning a prune reads per repository, declared policies, the audit trail,
+and the batched write of pull times."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, delete, select, update
+
+from dockyard.meta.schema import (
+    ACTIVE,
+    blobs,
+    manifest_references,
+    manifests,
+    prune_audit,
+    repositories,
+    retention_policies,
+    tag_history,
+    tags,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFacts:
+    id: int
+    digest: str
+    media_type: str
+    size: int
+    pushed_at: float
+    last_pulled_at: float | None
+    subject_digest: str | None
+
+
+class RetentionStore:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # ---- planning ------------------------------------------------------------
+    def repositories(self) -> list[tuple[int, str]]:
+        return [(r.id, r.name) for r in self.conn.execute(
+            select(repositories.c.id, repositories.c.name).where(repositories.c.deleted_at.is_(None))
+            .order_by(repositories.c.name))]
+
+    def manifests(self, repo_id: int) -> list[ManifestFacts]:
+        return [ManifestFacts(r.id, r.digest, r.media_type, r.size, r.pushed_at, r.last_pulled_at, r.subject_digest)
+                for r in self.conn.execute(
+                    select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                           manifests.c.pushed_at, manifests.c.last_pulled_at, manifests.c.subject_digest)
+                    .where(manifests.c.repository_id == repo_id, manifests.c.state == ACTIVE))]
+
+    def tags(self, repo_id: int) -> dict[str, int]:
+        return {r.name: r.manifest_id for r in self.conn.execute(
+            select(tags.c.name, tags.c.manifest_id).where(tags.c.repository_id == repo_id))}
+
+    def history(self, repo_id: int) -> list[tuple[str, str]]:
+        """(tag, digest) of every push or move, newest first."""
+        return [(r.tag, r.manifest_digest) for r in self.conn.execute(
+            select(tag_history.c.tag, tag_history.c.manifest_digest)
+            .where(tag_history.c.repository_id == repo_id, tag_history.c.action.in_(("push", "move")))
+            .order_by(tag_history.c.at.desc(), tag_history.c.id.desc()))]
+
+    def references(self, repo_id: int) -> list[tuple[int, str, str]]:
+        """(manifest id, kind, digest) for the repository's active manifests."""
+        return [(r.manifest_id, r.kind, r.digest) for r in self.conn.execute(
+            select(manifest_references.c.manifest_id, manifest_references.c.kind, manifest_references.c.digest)
+            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .where(manifests.c.repository_id == repo_id, manifests.c.state == ACTIVE))]
+
+    def blob_users(self, digests: list[str]) -> list[tuple[str, int, int]]:
+        """(digest, manifest id, size) for every manifest (any repository, any state) using these blobs."""
+        if not digests:
+            return []
+        return [(r.digest, r.manifest_id, r.size) for r in self.conn.execute(
+            select(manifest_references.c.digest, manifest_references.c.manifest_id, blobs.c.size)
+            .join(blobs, blobs.c.digest == manifest_references.c.digest)
+            .where(manifest_references.c.kind == "blob", manifest_references.c.digest.in_(digests)))]
+
+    # ---- policies declared through the API --------------------------------------
+    def policies(self) -> dict[str, dict]:
+        return {r.name: json.loads(r.body) for r in self.conn.execute(select(retention_policies))}
+
+    def put_policy(self, name: str, body: dict, now: float, actor: str | None) -> None:
+        self.conn.execute(delete(retention_policies).where(retention_policies.c.name == name))
+        self.conn.execute(retention_policies.insert().values(name=name, body=json.dumps(body), updated_at=now,
+                                                              updated_by=actor))
+
+    def delete_policy(self, name: str) -> bool:
+        return self.conn.execute(delete(retention_policies).where(retention_policies.c.name == name)).rowcount > 0
+
+    # ---- audit ----------------------------------------------------------------------
+    def audit(self, at: float, actor: str | None, policy: str, confirmed: bool, summary: dict, deleted: list[str]
+              ) -> None:
+        self.conn.execute(prune_audit.insert().values(at=at, actor=actor, policy=policy, confirmed=int(confirmed),
+                                                      summary=json.dumps(summary), deleted=json.dumps(deleted)))
+
+    def audit_log(self, limit: int = 50) -> list[dict]:
+        return [{"at": r.at, "actor": r.actor, "policy": r.policy, "confirmed": bool(r.confirmed),
+                 "summary": json.loads(r.summary), "deleted": json.loads(r.deleted)}
+                for r in self.conn.execute(select(prune_audit).order_by(prune_audit.c.id.desc()).limit(limit))]
+
+    # ---- pull times -------------------------------------------------------------------
+    def record_pulls(self, pulls: dict[int, float]) -> None:
+        if pulls:
+            self.conn.execute(
+                update(manifests).where(manifests.c.id == bindparam("mid")).values(last_pulled_at=bindparam("at")),
+                [{"mid": k, "at": v} for k, v in sorted(pulls.items())])
