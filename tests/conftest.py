@@ -5,11 +5,12 @@ import pytest
 
 from tests.support import postgres_database, start_server
 
-BACKENDS = ["sqlite", "postgres"]
+# sqlite: SQLite + filesystem; postgres: PostgreSQL + filesystem; s3: PostgreSQL + S3 (moto server)
+BACKENDS = ["sqlite", "postgres", "s3"]
 
 
 def pytest_addoption(parser):
-    parser.addoption("--backends", default=os.environ.get("DOCKYARD_TEST_BACKENDS", "sqlite,postgres"),
+    parser.addoption("--backends", default=os.environ.get("DOCKYARD_TEST_BACKENDS", "sqlite,postgres,s3"),
                      help="comma-separated database backends to run server tests on")
 
 
@@ -29,12 +30,34 @@ def database_url(backend):
 
 
 @pytest.fixture(scope="session")
-def server(backend, database_url, tmp_path_factory):
+def storage_env(backend, request):
+    """Settings that select the storage driver of a backend (and a fresh bucket for s3)."""
+    if backend != "s3":
+        return {}
+    import uuid
+
+    moto = request.getfixturevalue("moto")
+    bucket = f"dockyard-{uuid.uuid4().hex[:10]}"
+    moto.make_bucket(bucket)
+    return moto.env(bucket, prefix="registry")
+
+
+@pytest.fixture(scope="session")
+def server(backend, database_url, storage_env, tmp_path_factory):
     """A real `dockyard serve` process, one per backend for the whole session."""
     data = tmp_path_factory.mktemp(f"server-{backend}")
-    proc = start_server(data, database_url=database_url)
+    proc = start_server(data, database_url=database_url, extra_env=storage_env)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    from tests.support import start_moto
+
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -18,14 +18,27 @@ from tests.support import OCI_MANIFEST, image_manifest, make_config, make_layer,
 
 
 @contextmanager
-def make_registry(tmp: Path, backend: str, **settings):
+def make_registry(tmp: Path, backend: str, *, moto=None, **settings):
+    """backend: sqlite | postgres | s3 (PostgreSQL + the S3 driver on ``moto``)."""
     cfg_settings = {"data_dir": str(tmp), "gc_delay": 60, "upload_ttl": 3600, **settings}
-    with (postgres_database() if backend == "postgres" else _nullctx("")) as url:
+    with (postgres_database() if backend in ("postgres", "s3") else _nullctx("")) as url:
         cfg = load(env={}, database_url=url or None, **cfg_settings)
         db = Database(cfg.effective_database_url)
         db.migrate()
-        reg = Registry(config=cfg, db=db, storage=CheckedDriver(FilesystemDriver(tmp / "storage")),
-                       clock=FakeClock())
+        if backend == "s3":
+            import os
+            import uuid
+
+            from dockyard.storage.s3 import S3Driver
+            from tests.support import AWS_TEST_ENV
+
+            os.environ.update({k: v for k, v in AWS_TEST_ENV.items() if k not in os.environ})
+            bucket = f"b-{uuid.uuid4().hex[:12]}"
+            moto.make_bucket(bucket)
+            driver = S3Driver(bucket, endpoint_url=moto.url, region="us-east-1", path_style=True)
+        else:
+            driver = FilesystemDriver(tmp / "storage")
+        reg = Registry(config=cfg, db=db, storage=CheckedDriver(driver), clock=FakeClock())
         try:
             yield reg
         finally:

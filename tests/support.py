@@ -165,3 +165,60 @@ def push_image(client: httpx.Client, name: str, tag: str | None, seed: str, laye
                    headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 201, r.text
     return sha256(manifest), manifest, [config, *blobs]
+
+
+@dataclass
+class MotoServer:
+    """moto in server mode: a separate process speaking the S3 HTTP API on loopback.
+    No real S3 can run here; nothing in dockyard depends on moto."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def env(self, bucket: str, prefix: str = "") -> dict:
+        return {"DOCKYARD_STORAGE": "s3", "DOCKYARD_S3_ENDPOINT_URL": self.url, "DOCKYARD_S3_BUCKET": bucket,
+                "DOCKYARD_S3_PREFIX": prefix, "DOCKYARD_S3_REGION": "us-east-1", "DOCKYARD_S3_PATH_STYLE": "true",
+                **AWS_TEST_ENV}
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=name)
+
+    def delete_calls(self) -> list[str]:
+        """Paths of every DELETE request the store answered (from its request log)."""
+        import re
+
+        return re.findall(r'"DELETE (/\S+) HTTP', self.log_path.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_moto(log_dir: Path) -> MotoServer:
+    import shutil
+
+    port = free_port()
+    log_path = log_dir / f"moto-{port}.log"
+    exe = shutil.which("moto_server")
+    cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
+    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=open(log_path, "wb"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/", timeout=1)
+            return MotoServer(url, proc, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"moto server did not start: {log_path.read_text()}")

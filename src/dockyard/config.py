@@ -100,7 +100,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./dockyard-data", str, "directory for the embedded database and filesystem storage"),
     Setting("listen", "127.0.0.1:5000", str, "HOST:PORT the HTTP API listens on"),
     Setting("database_url", "", str, "SQLAlchemy URL; empty = SQLite file in data_dir (e.g. postgresql://127.0.0.1/test)"),
-    Setting("storage", "filesystem", str, "storage driver: filesystem"),
+    Setting("storage", "filesystem", str, "storage driver: filesystem or s3"),
+    Setting("s3_endpoint_url", "", str, "S3 endpoint URL (empty = AWS); credentials from the usual AWS chain"),
+    Setting("s3_bucket", "", str, "S3 bucket"),
+    Setting("s3_prefix", "", str, "key prefix inside the bucket"),
+    Setting("s3_region", "", str, "S3 region"),
+    Setting("s3_path_style", False, parse_bool, "path-style addressing (most S3-compatible stores want it)"),
+    Setting("s3_redirect", False, parse_bool, "answer blob downloads with a redirect to a presigned URL"),
+    Setting("s3_redirect_ttl", 600.0, parse_duration, "lifetime of presigned download URLs"),
     Setting("storage_root", "", str, "filesystem driver root; empty = data_dir/storage"),
     Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
     Setting("workers", 1, int, "HTTP worker processes"),
@@ -140,6 +147,13 @@ class Config:
     database_url: str = ""
     storage: str = "filesystem"
     storage_root: str = ""
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = ""
+    s3_path_style: bool = False
+    s3_redirect: bool = False
+    s3_redirect_ttl: float = 600.0
     storage_latency: float = 0.0
     workers: int = 1
     log_level: str = "info"

@@ -21,7 +21,8 @@ DELAY = 60
 @pytest.fixture
 def reg(tmp_path, backend, request):
     settings = getattr(request, "param", {})
-    with make_registry(tmp_path, backend, **settings) as r:
+    moto = request.getfixturevalue("moto") if backend == "s3" else None
+    with make_registry(tmp_path, backend, moto=moto, **settings) as r:
         yield r
 
 
@@ -187,12 +188,7 @@ def test_failed_deletes_are_retried_with_backoff(reg):
 def test_tombstones_left_by_a_crash_are_finished(reg):
     d = put_blob(reg, "crash", b"half done")
     reg.clock.advance(DELAY + 1)
-    c = Collector.for_registry(reg)
-    from dockyard.lifecycle.report import Report
-    r = Report("gc")
-    now = reg.now()
-    c._queue("links", c._review_links, r, now)
-    c._queue("blobs", c._review_blobs, r, now)  # row gone, tombstone written; "crash" before deleting data
+    _collect_rows_only(reg)  # row gone, tombstone written; "crash" before deleting data
     assert d in stored_blobs(reg)
     with reg.db.read() as conn:
         assert QueueStore(conn).tombstone_for_digest(d)
@@ -200,26 +196,64 @@ def test_tombstones_left_by_a_crash_are_finished(reg):
     assert d not in stored_blobs(reg)
 
 
-def test_push_waits_for_a_tombstone_then_writes_the_data_again(reg):
-    import threading
-
-    data = b"resurrected"
-    d = put_blob(reg, "race", data)
-    reg.clock.advance(DELAY + 1)
+def _collect_rows_only(reg):
+    """Run the review queues but not the storage deletes: rows gone, tombstones written."""
     from dockyard.lifecycle.report import Report
     c = Collector.for_registry(reg)
     r = Report("gc")
     c._queue("links", c._review_links, r, reg.now())
     c._queue("blobs", c._review_blobs, r, reg.now())
+
+
+def test_push_cancels_a_waiting_tombstone_and_keeps_the_data(reg):
+    data = b"wanted again"
+    d = put_blob(reg, "race", data)
+    reg.clock.advance(DELAY + 1)
+    _collect_rows_only(reg)
+    with reg.db.read() as conn:
+        assert QueueStore(conn).tombstone_for_digest(d)
+    up = uploads.write(reg, uploads.start(reg, "race"), [data])
+    assert uploads.finish(reg, "race", up, d).digest == d  # no wait: nobody was deleting it
+    with reg.db.read() as conn:
+        assert not QueueStore(conn).tombstone_for_digest(d)
+    gc(reg)
+    assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
+
+
+def test_push_waits_while_a_collector_deletes_then_writes_the_data_again(reg):
+    import threading
+
+    data = b"resurrected"
+    d = put_blob(reg, "race", data)
+    reg.clock.advance(DELAY + 1)
+    _collect_rows_only(reg)
+    with reg.db.write() as conn:  # a collector claims the tombstone: its delete is in flight
+        claimed = QueueStore(conn).claim_tombstones(reg.now(), 10, "other-collector", 120)
+    assert [t.digest for t in claimed] == [d]
     up = uploads.write(reg, uploads.start(reg, "race"), [data])
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("blob", uploads.finish(reg, "race", up, d)))
     t.start()
     t.join(0.5)
     assert t.is_alive(), "the push must wait while the digest's data is being deleted"
-    c._tombstones(r, reg.now())
+    reg.storage.delete(claimed[0].key)
+    with reg.db.write() as conn:
+        QueueStore(conn).drop_tombstone(claimed[0].key)
     t.join(10)
     assert result["blob"].digest == d
+    assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
+
+
+def test_push_takes_over_a_tombstone_whose_lease_expired(reg):
+    data = b"dead collector"
+    d = put_blob(reg, "race", data)
+    reg.clock.advance(DELAY + 1)
+    _collect_rows_only(reg)
+    with reg.db.write() as conn:
+        QueueStore(conn).claim_tombstones(reg.now(), 10, "killed-collector", 120)
+    reg.clock.advance(121)  # the collector died; its lease ran out
+    up = uploads.write(reg, uploads.start(reg, "race"), [data])
+    assert uploads.finish(reg, "race", up, d).digest == d
     assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
 
 

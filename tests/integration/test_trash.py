@@ -18,7 +18,8 @@ DAY = 86400
 
 @pytest.fixture
 def reg(tmp_path, backend, request):
-    with make_registry(tmp_path, backend, scrub_time=7 * DAY, **getattr(request, "param", {})) as r:
+    moto = request.getfixturevalue("moto") if backend == "s3" else None
+    with make_registry(tmp_path, backend, moto=moto, scrub_time=7 * DAY, **getattr(request, "param", {})) as r:
         yield r
 
 

@@ -59,6 +59,10 @@ async def get_blob(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
+    if reg.config.s3_redirect and not span:
+        url = blobs.redirect_url(reg, blob)
+        if url:
+            return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": blob.digest})
     chunks = await run(blobs.read, reg, blob, start, length)
     return StreamingResponse(iterate_in_thread(chunks), status_code=status, headers=headers)
 

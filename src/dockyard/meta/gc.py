@@ -328,6 +328,21 @@ class QueueStore:
     def tombstone_for_digest(self, digest: str) -> bool:
         return bool(self.conn.execute(select(exists().where(gc_tombstones.c.digest == digest))).scalar())
 
+    def cancel_idle_tombstone(self, digest: str, now: float) -> str:
+        """For a push that needs ``digest`` again: "none" if no tombstone exists; "cancelled"
+        if one existed but no collector was deleting its data (never claimed, waiting for a
+        retry, or its lease has expired), so the data is kept; "busy" if a collector holds a
+        live lease on it (the push must wait for the delete to finish)."""
+        row = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.lease_owner,
+                                       gc_tombstones.c.next_attempt_at)
+                                .where(gc_tombstones.c.digest == digest).with_for_update()).first()
+        if row is None:
+            return "none"
+        if row.lease_owner is not None and row.next_attempt_at > now:
+            return "busy"
+        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == row.key))
+        return "cancelled"
+
     def claim_tombstones(self, now: float, limit: int, owner: str, lease: float) -> list[Tombstone]:
         rows = list(self.conn.execute(
             select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest, gc_tombstones.c.size,

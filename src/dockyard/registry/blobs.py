@@ -48,8 +48,9 @@ def read(reg: Registry, blob: Blob, offset: int = 0, length: int | None = None) 
         raise blob_unknown(blob.digest) from exc
 
 
-def local_path(reg: Registry, blob: Blob) -> str | None:
-    return reg.storage.local_path(paths.blob_key(blob.digest))
+def redirect_url(reg: Registry, blob: Blob) -> str | None:
+    make = getattr(reg.storage, "redirect_url", None)
+    return make(paths.blob_key(blob.digest), int(reg.config.s3_redirect_ttl)) if make else None
 
 
 def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob | None:

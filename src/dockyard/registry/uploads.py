@@ -83,10 +83,11 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
     """Verify the staged bytes and commit them as a blob of the repository.
 
     Serialised with the collector on the blob row: if the registry already holds the
-    blob, linking it protects it; if the collector is deleting that digest right now
-    (a tombstone exists) the push waits until the data is gone and then writes it
-    again; otherwise the row is written as ``committing`` (invisible, skipped by the
-    collector), the data is moved into place, and the row turns ``ready``.
+    blob, linking it protects it. If the collector removed the row and its tombstone still
+    waits, the push cancels the tombstone (the data is kept); if a collector is deleting
+    that data right now (a live lease), the push waits until the delete is done. Then the
+    row is written as ``committing`` (invisible, skipped by the collector), the staged data
+    is moved into place, and the row turns ``ready``.
     """
     if not digest:
         raise digest_invalid("digest parameter is required to finish an upload")
@@ -107,7 +108,7 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
             if UploadStore(conn).get(upload.id) is None:
                 raise upload_unknown(upload.id)
             row = queue.lock_blob(digest)
-            if row is None and queue.tombstone_for_digest(digest):
+            if row is None and queue.cancel_idle_tombstone(digest, now) == "busy":
                 waiting = True
             else:
                 waiting = False

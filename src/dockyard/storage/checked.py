@@ -48,3 +48,8 @@ class CheckedDriver:
 
     def local_path(self, key: str) -> str | None:
         return self.inner.local_path(check_key(key))
+
+    def redirect_url(self, key: str, ttl: int) -> str | None:
+        """A presigned download URL, where the driver can make one."""
+        make = getattr(self.inner, "redirect_url", None)
+        return make(check_key(key), ttl) if make else None

@@ -12,6 +12,13 @@ def open_driver(cfg: Config) -> StorageDriver:
         from dockyard.storage.filesystem import FilesystemDriver
 
         driver: StorageDriver = FilesystemDriver(cfg.effective_storage_root)
+    elif cfg.storage == "s3":
+        from dockyard.storage.s3 import S3Driver
+
+        if not cfg.s3_bucket:
+            raise ConfigError("storage = s3 needs s3_bucket")
+        driver = S3Driver(cfg.s3_bucket, prefix=cfg.s3_prefix, endpoint_url=cfg.s3_endpoint_url,
+                          region=cfg.s3_region, path_style=cfg.s3_path_style)
     else:
         raise ConfigError(f"unknown storage driver {cfg.storage!r}")
     if cfg.storage_latency > 0:

@@ -53,3 +53,7 @@ class LatencyDriver:
 
     def local_path(self, key: str) -> str | None:
         return self.inner.local_path(key)
+
+    def redirect_url(self, key: str, ttl: int) -> str | None:
+        make = getattr(self.inner, "redirect_url", None)
+        return make(key, ttl) if make else None
