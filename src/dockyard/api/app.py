@@ -81,11 +81,15 @@ def background_runners(registry: Registry) -> list:
 
         runners.append(Runner("scrub", lambda: Scrubber.for_registry(registry), cfg.wakeup_time))
     from dockyard.lifecycle.prune import Pruner
+    from dockyard.lifecycle.runner import lease_gate
 
     for policy in cfg.retention.values():
-        if policy.schedule:
-            runners.append(Runner(f"prune-{policy.name}", lambda p=policy: Pruner(registry, p, confirm=True,
-                                                                                  actor="schedule"), policy.schedule))
+        if policy.schedule:  # a singleton: one replica at a time, through a database lease
+            runners.append(Runner(f"prune-{policy.name}",
+                                  lambda p=policy: Pruner(registry, p, confirm=True, actor="schedule"),
+                                  policy.schedule,
+                                  gate=lease_gate(registry.db, f"prune:{policy.name}", policy.schedule * 1.5,
+                                                  registry.clock)))
     runners.append(Runner("pulls", lambda: _PullFlush(registry), cfg.pull_flush_interval, jitter=0.0))
     return runners
 

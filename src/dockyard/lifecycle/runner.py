@@ -22,10 +22,30 @@ class Job(Protocol):
     def run(self) -> Report: ...
 
 
+def lease_gate(db, name: str, ttl: float, clock=None) -> Callable[[], bool]:
+    """A gate that lets a singleton job run only in the replica holding the database lease."""
+    import os
+    import socket
+    import time
+    import uuid
+
+    from dockyard.meta.leases import LeaseStore
+
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = clock.now if clock else time.time
+
+    def gate() -> bool:
+        with db.write() as conn:
+            return LeaseStore(conn).acquire(name, holder, now(), ttl)
+
+    return gate
+
+
 class Runner:
     def __init__(self, name: str, make_job: Callable[[], Job], interval: float, *, jitter: float = 0.2,
                  backoff_max: float = 600.0, stop: threading.Event | None = None,
-                 wait: Callable[[threading.Event, float], bool] | None = None):
+                 wait: Callable[[threading.Event, float], bool] | None = None,
+                 gate: Callable[[], bool] | None = None):
         self.name = name
         self.make_job = make_job
         self.interval = interval
@@ -33,7 +53,9 @@ class Runner:
         self.backoff_max = backoff_max
         self.stop_event = stop or threading.Event()
         self.wait = wait or (lambda ev, t: ev.wait(t))
+        self.gate = gate
         self.cycles = 0
+        self.skipped = 0
         self.failures = 0
         self._thread: threading.Thread | None = None
 
@@ -44,6 +66,9 @@ class Runner:
 
     def run_cycle(self) -> Report | None:
         try:
+            if self.gate is not None and not self.gate():
+                self.skipped += 1  # another replica holds the lease
+                return None
             report = self.make_job().run()
         except Exception:  # the runner is the boundary: log, back off, keep the daemon alive
             self.failures += 1

@@ -265,3 +265,14 @@ prune_audit = Table(
     Column("deleted", Text, nullable=False),
     Index("ix_prune_audit_at", "at"),
 )
+
+
+# Leases: a singleton job (a scheduled prune) runs in one replica at a time. A replica
+# that dies stops renewing its lease, and another takes over once it has expired.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
