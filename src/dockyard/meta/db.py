@@ -94,8 +94,9 @@ class Database:
                     conn.commit()
 
 
-def insert_ignore(conn: Connection, table, values: dict | list[dict]):
-    """INSERT ... ON CONFLICT DO NOTHING, on either dialect."""
+def insert_ignore(conn: Connection, table, values: dict | list[dict]) -> list:
+    """INSERT ... ON CONFLICT DO NOTHING, on either dialect; returns the primary keys of the
+    rows it inserted (rowcount is not reliable for this statement on every driver)."""
     name = conn.dialect.name
     if name == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing()
@@ -103,4 +104,9 @@ def insert_ignore(conn: Connection, table, values: dict | list[dict]):
         stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover
         raise NotImplementedError(name)
-    return conn.execute(stmt, values)
+    stmt = stmt.returning(*table.primary_key.columns)
+    if isinstance(values, list):
+        if not values:
+            return []
+        return list(conn.execute(stmt, values).all()) if len(values) > 1 else list(conn.execute(stmt, values[0]).all())
+    return list(conn.execute(stmt, values).all())

@@ -19,7 +19,7 @@ class LeaseStore:
         ).values(holder=holder, expires_at=now + ttl))
         if res.rowcount:
             return True
-        return insert_ignore(self.conn, leases, {"name": name, "holder": holder, "expires_at": now + ttl}).rowcount == 1
+        return bool(insert_ignore(self.conn, leases, {"name": name, "holder": holder, "expires_at": now + ttl}))
 
     def release(self, name: str, holder: str) -> None:
         self.conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))

@@ -90,13 +90,12 @@ class ManifestStore:
             created_at=now,
             pushed_at=now,
         )
-        res = insert_ignore(self.conn, t, values)
-        if res.rowcount == 0:  # a concurrent push of the same manifest won
+        inserted = insert_ignore(self.conn, t, values)
+        if not inserted:  # a concurrent push of the same manifest won
             got = self.get(repo_id, digest, any_state=True)
             assert got is not None
             return got
-        manifest_id = res.inserted_primary_key[0] if res.inserted_primary_key else self.get(
-            repo_id, digest, any_state=True).id
+        manifest_id = inserted[0][0]
         refs = {("blob", d.digest) for d in parsed.blobs} | {("manifest", d.digest) for d in parsed.children}
         if refs:
             self.conn.execute(

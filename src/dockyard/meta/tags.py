@@ -36,10 +36,10 @@ class TagStore:
         if current is not None and current.manifest_id == manifest_id:
             return None
         if current is None:
-            res = insert_ignore(self.conn, t, {"repository_id": repo_id, "name": name,
-                                               "manifest_id": manifest_id, "updated_at": now})
+            inserted = insert_ignore(self.conn, t, {"repository_id": repo_id, "name": name,
+                                                    "manifest_id": manifest_id, "updated_at": now})
             action = "push"
-            if res.rowcount == 0:  # created concurrently: move it
+            if not inserted:  # created concurrently: move it
                 current = self.get(repo_id, name)
         if current is not None:
             self.conn.execute(
