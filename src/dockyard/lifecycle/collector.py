@@ -162,7 +162,7 @@ class Collector:
                 q.review_manifests([m.id], m.pushed_at + delay, "young")
         rest = [m for m in rows if m.pushed_at <= now - delay]
         tagged = q.kept_by_tags([m.id for m in rest])
-        children = q.children_among([(m.repository_id, m.digest) for m in rest])
+        children = q.referenced_in_repository([(m.repository_id, m.digest) for m in rest], "manifest")
         subjects = q.existing_manifests([(m.repository_id, m.subject_digest) for m in rest if m.subject_digest])
         targets = []
         for m in rest:
@@ -186,7 +186,7 @@ class Collector:
         if apply:
             q.lock_blobs([d for _, d in pairs])
         links = q.links_of(pairs)
-        needed = q.needed_links(list(links))
+        needed = q.referenced_in_repository(list(links), "blob")
         delay = self.opts.gc_delay
         remove = []
         for pair, created in sorted(links.items()):

@@ -171,15 +171,17 @@ class QueueStore:
                                  .where(tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs)))
         return {(r.repository_id, r.digest): r.created_at for r in rows}
 
-    def needed_links(self, pairs) -> set[tuple[int, str]]:
-        """Those (repository, digest) pairs some manifest of the repository (any state) references."""
+    def referenced_in_repository(self, pairs, kind: str) -> set[tuple[int, str]]:
+        """Those (repository, digest) pairs that some manifest of that repository (any state:
+        pending ones can be restored) references as ``kind``: "blob" (a needed layer link) or
+        "manifest" (a child of an index)."""
         pairs = sorted(set(pairs))
         if not pairs:
             return set()
         rows = self.conn.execute(
             select(manifests.c.repository_id, manifest_references.c.digest).distinct()
             .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
-            .where(manifest_references.c.kind == "blob",
+            .where(manifest_references.c.kind == kind,
                    tuple_(manifests.c.repository_id, manifest_references.c.digest).in_(pairs)))
         return {(r.repository_id, r.digest) for r in rows}
 
@@ -226,18 +228,6 @@ class QueueStore:
         live = select(tags.c.manifest_id).where(tags.c.manifest_id.in_(wanted))
         trashed = select(trashed_tags.c.manifest_id).where(trashed_tags.c.manifest_id.in_(wanted))
         return set(self.conn.execute(live.union(trashed)).scalars())
-
-    def children_among(self, pairs) -> set[tuple[int, str]]:
-        """Those (repository, digest) pairs that some manifest of the repository lists as a child."""
-        pairs = sorted(set(pairs))
-        if not pairs:
-            return set()
-        rows = self.conn.execute(
-            select(manifests.c.repository_id, manifest_references.c.digest).distinct()
-            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
-            .where(manifest_references.c.kind == "manifest",
-                   tuple_(manifests.c.repository_id, manifest_references.c.digest).in_(pairs)))
-        return {(r.repository_id, r.digest) for r in rows}
 
     def existing_manifests(self, pairs) -> set[tuple[int, str]]:
         pairs = sorted(set(pairs))
