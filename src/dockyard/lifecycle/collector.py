@@ -77,6 +77,19 @@ class GcOptions:
         return PurgeOptions(self.gc_delay, self.delete_untagged, self.referrers_follow_subject)
 
 
+def _process_alive(owner: str) -> bool:
+    """Is the process named in a lease (``host:pid``) of this host still running?"""
+    try:
+        os.kill(int(owner.split(":")[1]), 0)
+    except (IndexError, ValueError):
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Collector:
     job = "gc"
 
@@ -107,6 +120,8 @@ class Collector:
             if self.opts.dry_run:
                 self._dry_run(report)
             else:
+                with self.db.write() as conn:  # a killed collector of this host: take its work over now
+                    QueueStore(conn).release_leases_of_dead(socket.gethostname(), _process_alive, self.clock.now())
                 steps = 0
                 while self.step(report) and (max_steps is None or (steps := steps + 1) < max_steps):
                     pass

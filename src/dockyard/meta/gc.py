@@ -344,6 +344,17 @@ class QueueStore:
                               .values(next_attempt_at=now + lease, lease_owner=owner))
         return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
 
+    def release_leases_of_dead(self, host: str, alive, now: float) -> int:
+        """Leases on tombstones held by processes of this host that no longer exist are
+        released at once (other hosts' leases simply expire)."""
+        rows = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.lease_owner).where(
+            gc_tombstones.c.lease_owner.like(f"{host}:%"), gc_tombstones.c.next_attempt_at > now))
+        dead = [r.key for r in rows if not alive(r.lease_owner)]
+        if dead:
+            self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key.in_(dead))
+                              .values(lease_owner=None, next_attempt_at=now))
+        return len(dead)
+
     def pending_tombstones(self, limit: int) -> list[Tombstone]:
         rows = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest,
                                         gc_tombstones.c.size, gc_tombstones.c.attempts).limit(limit))
