@@ -41,7 +41,7 @@ async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T
                 return
             if isinstance(item, BaseException):
                 raise _Aborted() from item
-            yield item
+            yield from item
 
     task = loop.run_in_executor(None, consumer, chunks())
 
@@ -59,15 +59,19 @@ async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T
         return True
 
     try:
-        buf = bytearray()
+        batch: list[bytes] = []  # chunks are handed over as they came: no copy
+        size = 0
         async for chunk in request.stream():
-            buf += chunk
-            if len(buf) >= BATCH:
-                if not await send(bytes(buf)):
+            if not chunk:
+                continue
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= BATCH:
+                if not await send(batch):
                     break
-                buf.clear()
+                batch, size = [], 0
         else:
-            if (not buf or await send(bytes(buf))):
+            if (not batch or await send(batch)):
                 await send(_END)
     except ClientDisconnect as exc:
         q.put(exc)

@@ -38,18 +38,18 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 16):
+    def __init__(self, url: str):
         self.url = url
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            # as many connections as request threads: opening one costs four PRAGMAs
+            self.engine = create_engine(url, pool_size=40, max_overflow=40)
             _sqlite_setup(self.engine)
         else:
-            self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            # a server shared by replicas: keep each process's share of max_connections modest
+            self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
 
     @property

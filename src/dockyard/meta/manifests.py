@@ -56,6 +56,22 @@ class ManifestStore:
         row = self.conn.execute(q).first()
         return _row(row, payload) if row else None
 
+    def lookup(self, repo_name: str, *, tag: str | None = None, digest: str | None = None) -> Manifest | None:
+        """The active manifest a live repository's tag or digest names, with its payload: one
+        query, for the pull hot path."""
+        from dockyard.meta.schema import repositories, tags
+
+        q = (select(*_COLUMNS, t.c.payload).select_from(repositories)
+             .join(t, t.c.repository_id == repositories.c.id)
+             .where(repositories.c.name == repo_name, repositories.c.deleted_at.is_(None), t.c.state == ACTIVE))
+        if tag is not None:
+            q = q.join(tags, (tags.c.repository_id == repositories.c.id) & (tags.c.manifest_id == t.c.id)).where(
+                tags.c.name == tag)
+        else:
+            q = q.where(t.c.digest == digest)
+        row = self.conn.execute(q).first()
+        return _row(row, True) if row else None
+
     def active_among(self, repo_id: int, digests: Iterable[str]) -> set[str]:
         wanted = list(set(digests))
         if not wanted:

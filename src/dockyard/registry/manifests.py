@@ -40,21 +40,19 @@ def get(reg: Registry, name: str, reference: str, accept: list[str] | None = Non
     """
     ref = check_reference(reference)
     with reg.db.read() as conn:
-        repo = require_repo(conn, name)
         store = ManifestStore(conn)
-        if is_digest_reference(ref):
-            manifest = store.get(repo.id, ref, payload=True)
-        else:
-            tag = TagStore(conn).get(repo.id, ref)
-            manifest = store.get(repo.id, tag.digest, payload=True) if tag else None
+        by_digest = is_digest_reference(ref)
+        manifest = store.lookup(name, digest=ref) if by_digest else store.lookup(name, tag=ref)
         if manifest is None:
+            require_repo(conn, name)  # NAME_UNKNOWN if it is the repository that is missing
             raise manifest_unknown(reference)
+        repo_id = manifest.repository_id
         if (not is_digest_reference(ref) and manifest.media_type in mt.INDEXES
                 and not _accepts(accept, manifest.media_type)
                 and any(_accepts(accept, t) for t in mt.IMAGE_MANIFESTS)):
             child = _platform_child(manifest.payload)
             if child:
-                found = store.get(repo.id, child, payload=True)
+                found = store.get(repo_id, child, payload=True)
                 if found is not None and _accepts(accept, found.media_type):
                     return found
         return manifest
