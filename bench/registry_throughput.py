@@ -1,44 +1,52 @@
 #!/usr/bin/env python3
 """Registry throughput: dockyard side by side with the CNCF distribution registry.
 
-Run:  python bench/registry_throughput.py [--quick]
+Run:  python bench/registry_throughput.py [--quick]      (--help for the knobs)
 
-Both registries run on this machine, in the same run, each on a fresh temporary data
-directory and a free port on 127.0.0.1: dockyard with its default server configuration
-(``python -m dockyard serve``: SQLite + filesystem, 1 worker; plus, unless
-``--no-workers2``, a second dockyard run with ``--workers 2``), and distribution from
+Both registries run on this machine, in the same run, one after the other, each on a
+fresh temporary data directory and a free port on 127.0.0.1: dockyard with its default
+server configuration (``python -m dockyard serve``: SQLite + filesystem, 1 worker, no
+DOCKYARD_* variables passed through), then, unless ``--no-workers2``, dockyard again with
+``--workers 2`` (shown as the "└ dockyard --workers 2" rows), and distribution 2.8 from
 Debian's ``docker-registry`` package (``/usr/bin/docker-registry``) with a minimal
 config: filesystem storage, deletes enabled, in-memory blob descriptor cache, log level
 warn, access log off (dockyard also runs without an access log).
 
 What is measured, for every registry:
 
-1. Blob push / pull, MB/s (1 MB = 10^6 bytes) of one 1 GiB blob (256 MiB with
-   ``--quick``). Push is monolithic: ``POST /v2/<name>/blobs/uploads/`` then
-   ``PUT <Location>&digest=...`` with the body streamed from a generator (the digest is
-   computed beforehand, outside the timing). Pull is a streamed ``GET`` whose bytes are
-   discarded. The client is http.client with 4 MiB writes/reads; its own CPU use is
-   reported so it can be seen not to be the bottleneck. ``sync`` runs between push and
-   pull (outside the timing) so both registries pull from the page cache and neither's
-   write-back disturbs later phases.
+1. Blob push / pull, MB/s (1 MB = 10^6 bytes), of a 1 GiB blob (256 MiB with
+   ``--quick``); median of 3 different blobs (2 with ``--quick``). Push is monolithic:
+   ``POST /v2/<name>/blobs/uploads/`` then ``PUT <Location>&digest=...`` with the body
+   streamed from a generator (digest computed beforehand, outside the timing); the
+   time runs from the POST to the 201, so it includes whatever the registry does after
+   the last byte (for dockyard: fsync + rename + commit; "last byte -> 201" in the
+   details). Pull is a streamed ``GET`` whose bytes are discarded. The client is
+   http.client with 4 MiB writes/reads; its CPU use is printed in the details (well
+   under one core, so it is not the bottleneck). Untimed: ``sync`` before each push
+   and before each pull, and, before a registry's first push, writing + deleting a
+   scratch file as large as its pushes (see ``_common.prefault_page_cache``: on these
+   VMs a first write into never-touched memory is ~10x slower than into recycled
+   memory, which would otherwise penalise whichever registry runs first).
 2. Requests/s and p50/p99 latency of ``HEAD /v2/<name>/blobs/<digest>`` and of
-   ``GET /v2/<name>/manifests/<tag>`` (with an OCI/Docker ``Accept`` header), at 1 and
-   32 concurrent connections for a fixed duration (5 s; 2 s with ``--quick``), after a
-   short warm-up. Load comes from ``wrk`` (one thread; Debian package ``wrk``) when it is
-   installed, else from a Python asyncio generator (much weaker; printed).
-3. Small-image push rate, images/s, with 16 concurrent clients (threads, one
-   keep-alive connection each, one repository per client): each image is a config blob
-   plus 3 layers of 4 KiB of unique random content, each blob pushed with POST + PUT,
-   then the manifest PUT by tag; for a fixed duration (10 s; 3 s with ``--quick``).
+   ``GET /v2/<name>/manifests/<tag>`` (OCI/Docker ``Accept`` header), at 1 and 32
+   concurrent keep-alive connections, 5 s per run after a 1 s warm-up, median of 3
+   runs (2 s, 1 run with ``--quick``). GET load comes from ``wrk -t1`` (Debian
+   ``wrk``); HEAD load from ``hey -cpus 1`` (Debian ``hey``), because Debian's wrk 4.1
+   never completes a HEAD response (it waits for a Content-Length body); hey reports
+   latency with 0.1 ms resolution. Without those tools a Python asyncio generator is
+   used instead (much weaker; printed under "machine").
+3. Small-image push rate, images/s, 16 concurrent clients (threads, one keep-alive
+   http.client connection each, one repository per client) for 10 s (3 s with
+   ``--quick``): each image is a config blob plus 3 layers of 4 KiB of unique random
+   content, each blob pushed with POST + PUT, then the manifest PUT by tag.
 
-The ratio column is dockyard / distribution for throughputs; for latencies it is
-distribution / dockyard, so that in every row a ratio >= 1.0 means dockyard is at
-least as good.
+The ratio column is dockyard / distribution for throughputs and distribution / dockyard
+for latencies, so in every row a ratio >= 1.0 means dockyard is at least as good.
 
 Issue targets: blob push >= 3x the reference (ratio >= 3.0); every other ratio >= 1.0.
 
-The machine's core count matters: client and servers share the same cores (2 on the
-project machines), so absolute numbers are only comparable within one run.
+Client and servers share the machine's cores (2 on the project machines) and results
+vary from run to run by 10-30%; compare numbers within one run only.
 """
 
 from __future__ import annotations
@@ -65,9 +73,11 @@ from typing import Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HOST, CpuMeter, ServerProcess, cpu_seconds, free_port, machine_info, tool_version  # noqa: E402
+from _common import (HOST, CpuMeter, ServerProcess, busy_cores, cpu_seconds, free_port, machine_info,
+                     prefault_page_cache, system_busy_seconds, tool_version)  # noqa: E402
 
 MiB = 1024 * 1024
+OTHER_LOAD_WARN = 0.3  # cores used by other processes during a phase above which results are flagged
 CHUNK = 4 * MiB
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -253,12 +263,13 @@ class Transfer:
     seconds: float
     client_cores: float
     server_cores: float
+    other_cores: float
     tail: float = 0.0  # push: seconds from the last body byte sent to the response (server finalizing)
 
     def describe(self) -> str:
         tail = f" (last byte -> 201: {self.tail:.2f}s)" if self.tail else ""
         return (f"{self.mbps:,.0f} MB/s in {self.seconds:.2f}s{tail}, client {self.client_cores:.2f} cores, "
-                f"server {self.server_cores:.2f} cores")
+                f"server {self.server_cores:.2f} cores, other {self.other_cores:.2f} cores")
 
 
 def push_big_blob(target: Target, blob: BigBlob, repo: str = "bench/big") -> Transfer:
@@ -279,7 +290,8 @@ def push_big_blob(target: Target, blob: BigBlob, repo: str = "bench/big") -> Tra
             raise RuntimeError(f"registry reports digest {got}, expected {blob.digest}")
     finally:
         client.close()
-    return Transfer(blob.size / m.wall / 1e6, m.wall, m.client_cores, m.server_cores, done - blob.body_sent_at)
+    return Transfer(blob.size / m.wall / 1e6, m.wall, m.client_cores, m.server_cores, m.other_cores,
+                    done - blob.body_sent_at)
 
 
 def pull_big_blob(target: Target, blob: BigBlob, repo: str = "bench/big") -> Transfer:
@@ -301,7 +313,7 @@ def pull_big_blob(target: Target, blob: BigBlob, repo: str = "bench/big") -> Tra
         client.close()
     if total != blob.size:
         raise RuntimeError(f"pulled {total} bytes, expected {blob.size}")
-    return Transfer(blob.size / m.wall / 1e6, m.wall, m.client_cores, m.server_cores)
+    return Transfer(blob.size / m.wall / 1e6, m.wall, m.client_cores, m.server_cores, m.other_cores)
 
 
 # =============================================================================================
@@ -317,6 +329,7 @@ class LoadResult:
     errors: int
     server_cores: float
     client_cores: float
+    other_cores: float
 
 
 WRK_DONE = r"""
@@ -344,14 +357,14 @@ def run_wrk(target: Target, case: "LoadCase", url_path: str, connections: int, s
     script = wrk_script(workdir, f"{target.key}-{case.key}", case.method, case.headers)
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
             "-s", str(script), f"{target.server.base_url}{url_path}"]
-    out, server_cores, client_cores = _run_tool(target, argv, seconds)
+    out, server_cores, client_cores, other_cores = _run_tool(target, argv, seconds)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     r = json.loads(line[len("BENCHJSON "):])
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     return LoadResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000,
-                      r["requests"], errors, server_cores, client_cores)
+                      r["requests"], errors, server_cores, client_cores, other_cores)
 
 
 _HEY_PCT = re.compile(r"^\s*(\d+)% in ([\d.]+) secs", re.M)
@@ -369,7 +382,7 @@ def run_hey(target: Target, case: "LoadCase", url_path: str, connections: int, s
     for k, v in case.headers.items():
         argv += ["-H", f"{k}: {v}"]
     argv.append(f"{target.server.base_url}{url_path}")
-    out, server_cores, client_cores = _run_tool(target, argv, seconds)
+    out, server_cores, client_cores, other_cores = _run_tool(target, argv, seconds)
     text = out.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     pct = {int(p): float(v) for p, v in _HEY_PCT.findall(text)}
@@ -382,16 +395,18 @@ def run_hey(target: Target, case: "LoadCase", url_path: str, connections: int, s
     if len(err_section) == 2:
         errors += sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", err_section[1], re.M))
     return LoadResult(float(rps.group(1)), pct[50] * 1000, pct[99] * 1000, sum(statuses.values()), errors,
-                      server_cores, client_cores)
+                      server_cores, client_cores, other_cores)
 
 
-def _run_tool(target: Target, argv: list[str], seconds: float) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run a load generator; also return the server's and the tool's CPU use (cores)."""
+def _run_tool(target: Target, argv: list[str], seconds: float
+              ) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run a load generator; also return the CPU use (cores) of the server, of the tool and of anything else."""
     pids = target.server.tree()
-    s0, t0, c0 = cpu_seconds(pids), time.perf_counter(), _children_cpu()
+    s0, t0, c0, a0 = cpu_seconds(pids), time.perf_counter(), _children_cpu(), system_busy_seconds()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     wall = time.perf_counter() - t0
-    return out, (cpu_seconds(pids) - s0) / wall, (_children_cpu() - c0) / wall  # the tool was reaped by run()
+    server, tool, total = cpu_seconds(pids) - s0, _children_cpu() - c0, system_busy_seconds() - a0  # tool reaped
+    return out, server / wall, tool / wall, max(0.0, total - server - tool) / wall
 
 
 def _children_cpu() -> float:
@@ -439,7 +454,7 @@ def run_python_load(target: Target, case: "LoadCase", url_path: str, connections
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     return LoadResult(len(latencies) / wall, q[49] * 1000, q[98] * 1000, len(latencies), errors,
-                      m.server_cores, m.client_cores)
+                      m.server_cores, m.client_cores, m.other_cores)
 
 
 @dataclass
@@ -504,6 +519,7 @@ class PushRate:
     errors: int
     client_cores: float
     server_cores: float
+    other_cores: float
     first_error: str = ""
 
 
@@ -546,7 +562,7 @@ def push_small_images(target: Target, clients: int, seconds: float) -> PushRate:
         for t in threads:
             t.join()
     total = sum(counts)
-    return PushRate(total / m.wall, total, sum(errors), m.client_cores, m.server_cores,
+    return PushRate(total / m.wall, total, sum(errors), m.client_cores, m.server_cores, m.other_cores,
                     first_error[0] if first_error else "")
 
 
@@ -562,6 +578,8 @@ class Settings:
     push_seconds: float
     push_clients: int
     blob_repeats: int = 3
+    load_repeats: int = 1
+    prefault: bool = True
     concurrency: tuple[int, ...] = (1, 32)
     python_only: bool = False
 
@@ -571,6 +589,24 @@ class Results:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)     # per-metric detail (cpu, errors)
     raw: dict[str, object] = field(default_factory=dict)
+    other: dict[str, float] = field(default_factory=dict)   # phase -> cores used by other processes (max)
+
+
+def dockyard_version() -> str:
+    import dockyard
+
+    text = f"{getattr(dockyard, '__version__', '?')} from {Path(dockyard.__file__).parent}"
+    try:
+        root = Path(dockyard.__file__).resolve().parents[2]
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if head:
+            text += f", git {head}" + (f" + {len(dirty.splitlines())} uncommitted file(s) under src/" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return text
 
 
 def log(msg: str) -> None:
@@ -581,6 +617,10 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
     res = Results()
     m = res.metrics
 
+    if settings.prefault:
+        scratch = settings.blob_bytes * len(blobs) + 512 * MiB
+        took = prefault_page_cache(target.data_dir, scratch)
+        log(f"[{target.label}] pre-faulted {scratch // MiB} MiB of page cache in {took:.1f}s (not timed)")
     pushes, pulls = [], []
     for i, blob in enumerate(blobs):
         repo = f"bench/big-{i}"
@@ -592,6 +632,8 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
         pulls.append(pull_big_blob(target, blob, repo))
     m["blob_push"] = statistics.median(t.mbps for t in pushes)
     m["blob_pull"] = statistics.median(t.mbps for t in pulls)
+    res.other["blob push"] = max(t.other_cores for t in pushes)
+    res.other["blob pull"] = max(t.other_cores for t in pulls)
     res.notes["blob_push"] = " | ".join(t.describe() for t in pushes)
     res.notes["blob_pull"] = " | ".join(t.describe() for t in pulls)
     res.raw["blob_push_runs"] = [vars(t) for t in pushes]
@@ -607,21 +649,33 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
             log(f"[{target.label}] {case.title}, {conc} connection(s), {settings.load_seconds:g}s")
             if settings.warmup_seconds:
                 run_load(target, case, path, conc, settings.warmup_seconds, workdir)
-            r = run_load(target, case, path, conc, settings.load_seconds, workdir)
-            m[f"{key}_rps"], m[f"{key}_p50"], m[f"{key}_p99"] = r.rps, r.p50_ms, r.p99_ms
-            note = (f"{r.requests} requests, client ({tool}) "
-                    f"{r.client_cores:.2f} cores, server {r.server_cores:.2f} cores")
-            if r.errors:
-                note += f", {r.errors} ERRORS"
-            res.notes[f"{key}_rps"] = note
+            runs = [run_load(target, case, path, conc, settings.load_seconds, workdir)
+                    for _ in range(settings.load_repeats)]
+            m[f"{key}_rps"] = statistics.median(r.rps for r in runs)
+            m[f"{key}_p50"] = statistics.median(r.p50_ms for r in runs)
+            m[f"{key}_p99"] = statistics.median(r.p99_ms for r in runs)
+            notes = []
+            for r in runs:
+                note = (f"{r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms ({r.requests} requests), "
+                        f"client ({tool}) {r.client_cores:.2f} cores, server {r.server_cores:.2f} cores, "
+                        f"other {r.other_cores:.2f} cores")
+                if r.errors:
+                    note += f", {r.errors} ERRORS"
+                notes.append(note)
+            res.notes[key] = " | ".join(notes)
+            res.other[f"{case.title} c={conc}"] = max(r.other_cores for r in runs)
+            res.raw[key] = [vars(r) for r in runs]
 
     log(f"[{target.label}] small-image push, {settings.push_clients} clients, {settings.push_seconds:g}s")
     p = push_small_images(target, settings.push_clients, settings.push_seconds)
     m["small_push"] = p.images_per_s
-    note = f"{p.images} images, client {p.client_cores:.2f} cores, server {p.server_cores:.2f} cores"
+    note = (f"{p.images} images, client {p.client_cores:.2f} cores, server {p.server_cores:.2f} cores, "
+            f"other {p.other_cores:.2f} cores")
     if p.errors:
         note += f", {p.errors} ERRORS (first: {p.first_error})"
     res.notes["small_push"] = note
+    res.raw["small_push"] = vars(p)
+    res.other["small-image push"] = p.other_cores
     return res
 
 
@@ -642,7 +696,7 @@ def metric_list(settings: Settings) -> list[Metric]:
            Metric("blob_pull", f"blob pull, {size}{med}", "MB/s", True)]
     for case in LOAD_CASES:
         for conc in settings.concurrency:
-            base = f"{case.title}, c={conc}"
+            base = f"{case.title}, c={conc}" + (f", median of {settings.load_repeats}" if settings.load_repeats > 1 else "")
             out += [Metric(f"{case.key}_c{conc}_rps", base, "req/s", True),
                     Metric(f"{case.key}_c{conc}_p50", f"{base} p50", "ms", False),
                     Metric(f"{case.key}_c{conc}_p99", f"{base} p99", "ms", False)]
@@ -719,6 +773,13 @@ def render(results: dict[str, Results], labels: dict[str, str], metrics: list[Me
     print("\nmachine:")
     for k, v in info.items():
         print(f"  {k:<15} {v}")
+    noisy = [(labels[k], phase, cores) for k, res in results.items() for phase, cores in res.other.items()
+             if cores > OTHER_LOAD_WARN]
+    if noisy:
+        worst = max(noisy, key=lambda x: x[2])
+        print(f"\nWARNING: other processes kept > {OTHER_LOAD_WARN} cores busy in {len(noisy)} phase(s) "
+              f"(worst: {worst[2]:.2f} cores, {worst[0]}, {worst[1]}); those numbers are not reliable. "
+              "Run again on an idle machine.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -730,11 +791,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="push+pull each registry this many times, with different blobs, and report the median "
                          "(default 3, 2 with --quick)")
     ap.add_argument("--seconds", type=float, help="duration of each request-rate run (default 5, 2 with --quick)")
+    ap.add_argument("--load-repeats", type=int,
+                    help="repeat each request-rate run this many times and report medians (default 3, 1 with --quick)")
     ap.add_argument("--push-seconds", type=float, help="duration of the small-image push (default 10, 3 with --quick)")
     ap.add_argument("--clients", type=int, default=16, help="small-image push clients (default 16)")
     ap.add_argument("--no-workers2", action="store_true", help="skip the extra dockyard --workers 2 run")
     ap.add_argument("--python-load", action="store_true",
                     help="use the Python load generator even if wrk/hey are installed")
+    ap.add_argument("--no-prefault", action="store_true",
+                    help="do not write+delete a scratch file before the blob pushes (see prefault_page_cache)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     ap.add_argument("--json", help="also write the raw results to this file")
     args = ap.parse_args(argv)
@@ -749,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
         push_seconds=args.push_seconds or (3.0 if args.quick else 10.0),
         push_clients=args.clients,
         blob_repeats=args.blob_repeats or (2 if args.quick else 3),
+        load_repeats=args.load_repeats or (1 if args.quick else 3),
+        prefault=not args.no_prefault,
         python_only=args.python_load,
     )
     info = machine_info()
@@ -758,7 +825,12 @@ def main(argv: list[str] | None = None) -> int:
     info["load generator"] = "; ".join(f"{c.title}: {versions[pick_tool(c, args.python_load)]}"
                                        for c in LOAD_CASES)
     info["distribution"] = tool_version([DISTRIBUTION_BIN, "--version"])
+    info["dockyard"] = dockyard_version()
     log("load generator: " + info["load generator"])
+    idle = busy_cores(1.0)
+    info["busy at start"] = f"{idle:.2f} cores busy during the 1 s before the run"
+    if idle > OTHER_LOAD_WARN:
+        log(f"WARNING: the machine is busy ({idle:.2f} cores) before the benchmark starts; results will be noisy")
 
     log(f"preparing {settings.blob_repeats} blob(s) of {settings.blob_bytes // MiB} MiB and their digests (not timed)")
     blobs = [BigBlob.make(settings.blob_bytes) for _ in range(settings.blob_repeats)]
