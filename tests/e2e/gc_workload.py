@@ -918,7 +918,8 @@ class RaceWorkload:
         rows.append(("max backlog pending", dict(self.tally.max_backlog)))
         if server_log is not None:
             n_del, n_again = self.resurrections(server_log)
-            rows.append(("shared layers deleted / then pushed again", f"{n_del} / {n_again} (of {len(self.pool.layers)})"))
+            rows.append(("shared layers deleted / then pushed again",
+                         f"{n_del} / {n_again} (of {len(self.pool.layers)})"))
         with self.rec.lock:
             lat = {k: list(v) for k, v in self.rec.latency.items()}
         rows.append(("request ms p50/p99/max", ", ".join(
@@ -978,8 +979,8 @@ class RaceOutcome:
                                   + lines(({k: v for k, v in r.items() if k not in ('report', 'stderr')}
                                            for r in self.settle["runs"][-5:]))))
         if self.fsck.get("leaks") or self.fsck.get("missing") or self.fsck.get("corrupt") or "error" in self.fsck:
-            out.append(("fsck", json.dumps({k: self.fsck.get(k) for k in
-                                            ("leaks", "leaked_bytes", "leak_keys", "missing", "corrupt", "error")})[:4000]))
+            keys = ("leaks", "leaked_bytes", "leak_keys", "missing", "corrupt", "error")
+            out.append(("fsck", json.dumps({k: self.fsck.get(k) for k in keys})[:4000]))
         if self.lost:
             out.append(("live blobs lost", lines(self.lost)))
         if self.garbage_left:

@@ -15,7 +15,8 @@ round runs two at once. The delay is uniform(0.05, 0.6) s after the command's st
 is estimated as the running median time from spawn to a collector's first log line (its
 first purge or link removal) minus 0.2 s, per round size (about 0.7-1.5 s on a 2-CPU
 machine), so most kills land in the collector's work (claiming reviews, purging, writing
-tombstones, deleting data, settling tombstones) rather than in the interpreter's start-up. A run that ends before its kill time is not counted.
+tombstones, deleting data, settling tombstones) rather than in the interpreter's start-up.
+A run that ends before its kill time is not counted.
 
 The server serves throughout: a reader keeps pulling the images nobody touches, and a
 pusher pushes new images that reuse layers of deleted ones (HEAD, then upload: the push
@@ -415,7 +416,8 @@ def test_killed_collectors_lose_and_leak_nothing(backend, database_url, crash_se
     print(f"[{backend}] crash test: {kills} running gc processes SIGKILLed in {rounds} rounds ({completed} runs "
           f"ended before their kill time), kill delays {min(delays, default=0):.2f}-{max(delays, default=0):.2f}s "
           f"(imports {t_import:.2f}s; first collector log after "
-          f"{', '.join(f'{statistics.median(v):.2f}s' for v in offsets.values() if v)} from spawn), kill phase {kill_phase:.0f}s\n"
+          f"{', '.join(f'{statistics.median(v):.2f}s' for v in offsets.values() if v)} from spawn), "
+          f"kill phase {kill_phase:.0f}s\n"
           f"  kills that landed in collector work: {worked}; kills that left claimed tombstones behind: "
           f"{stranding_kills} ({stranded} tombstones)\n"
           f"  during the kills: {c['pulls']} pulls ({c['pull_problems']} problems), {c['churn_untags']} untags, "

@@ -21,10 +21,10 @@ Timing. A HEAD that says "exists" protects the layer link for ``gc_delay / 2`` o
 (``registry.blobs.stat`` postpones a pending review to ``now + gc_delay`` when it is due
 within ``gc_delay / 2``, and leaves a later one alone), so a push must be finished within
 ``gc_delay / 2`` of its first HEAD, or a failure says nothing about the collector. Measured
-on a 2-CPU machine with this load, pushes take p50 0.4 s / p99 1.7 s / max 2.5 s on SQLite
-(write-lock waits) and p50 0.75 s / p99 2.2 s on PostgreSQL (plus the gc processes' CPU),
-so ``gc_delay`` is 6 s (budget 3 s) rather than 1-2 s; ``DOCKYARD_RACE_GC_DELAY``
-overrides it. Every failure reports its push's duration and whether it was within budget,
+on a shared 2-CPU machine with this load, pushes take p50 0.25-0.4 s / p99 1.6 s / max 2.5 s
+on SQLite (write-lock waits) and p50 0.6-0.75 s / p99 1.1-4.2 s / max 5.2 s on PostgreSQL
+(plus the gc processes' CPU), so ``gc_delay`` is 8 s (budget 4 s) rather than 1-2 s;
+``DOCKYARD_RACE_GC_DELAY`` overrides it. Every failure reports its push's duration and whether it was within budget,
 and the summary prints the push-time percentiles.
 
 Checks, all gathered before asserting (push failures are asserted first): no push step
@@ -54,7 +54,7 @@ from tests.e2e.gc_workload import RaceSettings, RaceWorkload
 from tests.support import postgres_database, start_server
 
 RACE_SECONDS = float(os.environ.get("DOCKYARD_RACE_SECONDS", "75"))
-GC_DELAY = float(os.environ.get("DOCKYARD_RACE_GC_DELAY", "6"))
+GC_DELAY = float(os.environ.get("DOCKYARD_RACE_GC_DELAY", "8"))
 
 
 @pytest.fixture
@@ -92,6 +92,10 @@ def test_collector_races_pushes_deletes_and_other_collectors(backend, database_u
     print(f"\n[{backend}] race test, {race_settings.seconds:.0f}s workload, {time.monotonic() - started:.0f}s "
           f"in all (data dir {gc_server.data_dir})\n{wl.summary(out, gc_server.log())}", flush=True)
 
+    if wl.rec.counts["pushes_over_budget"]:
+        print(f"[{backend}] WARNING: {wl.rec.counts['pushes_over_budget']} pushes took longer than gc_delay/2 = "
+              f"{race_settings.push_budget:.1f}s; a failure of such a push may be the workload's, not the collector's",
+              flush=True)
     problems = dict(out.problems())
     assert "push failures" not in problems, problems["push failures"] + f"\nserver log: {gc_server.log_path}"
     assert not problems, "\n\n".join(f"{k}: {v}" for k, v in problems.items()) + f"\nserver log: {gc_server.log_path}"

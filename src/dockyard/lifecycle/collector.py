@@ -61,7 +61,7 @@ class GcOptions:
     workers: int = 4
     max_deletes_per_second: float = 0.0
     dry_run: bool = False
-    lease: float = 120.0
+    lease: float = 60.0
     retry_base: float = 5.0
     retry_max: float = 3600.0
 

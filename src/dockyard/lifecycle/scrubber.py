@@ -71,9 +71,9 @@ class Scrubber:
         now = self.clock.now()
         with self.db.write() as conn:
             targets = QueueStore(conn).due_pending_deletes(now, self.opts.batch_size)
-            # links are reviewed at once: the grace was the scrub time; a client that
-            # relies on a link meanwhile postpones its review (registry.blobs.stat)
-            purge_manifests(conn, targets, now, self.opts.purge, link_delay=0.0, actor="scrubber")
+            # the links get the usual gc_delay: a push that saw a layer exist a moment ago
+            # (HEAD, then manifest PUT) must still find it linked
+            purge_manifests(conn, targets, now, self.opts.purge, actor="scrubber")
         for t in targets:
             report.add("images")
             log.info("scrub: purged %s from repository %d", t.digest, t.repository_id)

@@ -170,7 +170,7 @@ class PurgeResult:
 
 
 def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
-    """Purge one trashed image now (its data goes with the next collection)."""
+    """Purge one trashed image now; its data goes with the first collection after gc_delay."""
     ref = parse_reference(text)
     if ref.digest is None:
         raise RegistryError("UNSUPPORTED", "purge takes <repository>@<digest>", {"reference": text})
@@ -183,7 +183,7 @@ def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None 
         freed = TrashStore(conn).bytes_freed(row.id, repo.id)
         if not dry_run:
             purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
-                            GcOptions.from_config(reg.config).purge, link_delay=0.0, actor=actor)
+                            GcOptions.from_config(reg.config).purge, actor=actor)
     if not dry_run:
         log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
     return PurgeResult(text, dry_run, freed)

@@ -25,7 +25,7 @@ from dockyard.registry.context import Registry
 from dockyard.storage import paths
 
 log = logging.getLogger(__name__)
-TOMBSTONE_WAIT = 60.0
+TOMBSTONE_WAIT = 90.0  # longer than the collector's lease: a dead collector's claim expires first
 
 
 def start(reg: Registry, name: str) -> Upload:
@@ -121,6 +121,7 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
         if not waiting:
             break
         if time.monotonic() > deadline:
+            log.warning("push of %s to %s gave up waiting for a tombstone", digest, name)
             raise RegistryError("TOOMANYREQUESTS", "blob is being garbage collected; retry the upload",
                                 {"digest": digest})
         time.sleep(0.05)

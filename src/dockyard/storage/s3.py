@@ -67,7 +67,7 @@ class S3Driver:
     name = "s3"
 
     def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
-                 path_style: bool = False, max_attempts: int = 5, client=None):
+                 path_style: bool = False, max_attempts: int = 3, client=None):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         # bounded timeouts: a delete never outlives the collector's lease on its tombstone
@@ -95,14 +95,15 @@ class S3Driver:
     def _is_upload(key: str) -> bool:
         return key.startswith(UPLOADS) and key.count("/") == 1
 
-    def _index(self, key: str) -> list[list] | None:
+    def _index(self, key: str, *, pending: bool = False) -> list[list] | None:
+        """The parts of an upload; a part being written (size -1) only with ``pending``."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self._k(key + "/index"))["Body"].read()
         except ClientError as exc:
             if _is_missing(exc):
                 return None
             raise self._err(exc, key) from exc
-        return json.loads(body)
+        return [p for p in json.loads(body) if pending or p[1] >= 0]
 
     def _put_index(self, key: str, parts: list[list]) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=self._k(key + "/index"), Body=json.dumps(parts).encode())
@@ -112,20 +113,24 @@ class S3Driver:
         if not self._is_upload(key):
             raise StorageError("write_at is for upload staging keys only", driver=self.name, key=key)
         try:
-            parts = self._index(key) or []
+            listed = self._index(key, pending=True) or []
+            parts = [p for p in listed if p[1] >= 0]
             size = sum(p[1] for p in parts)
             if offset > size:
                 raise StorageError(f"write at {offset} past end {size}", driver=self.name, key=key)
             keep = [p for p in parts if p[0] + p[1] <= offset]
-            drop = [p for p in parts if p not in keep]
+            drop = [p for p in listed if p not in keep]  # incl. parts a crashed write left pending
             for start, size, part_key in drop:
-                if start < offset < start + size:  # rare (a client rewinding): keep the part's head
+                if size >= 0 and start < offset < start + size:  # rare (a client rewinding): keep the part's head
                     head_key = f"{key}/p{start:020d}-{offset}"
                     self.s3.upload_fileobj(_IterReader(self._read_object(self._k(part_key), 0, offset - start)),
                                            self.bucket, self._k(head_key), Config=self.transfer)
                     keep.append([start, offset - start, head_key])
             reader = _IterReader(chunks)
             part_key = f"{key}/p{offset:020d}"
+            # the index names the part before it is written, so a crash in between leaves
+            # nothing that delete() would not find
+            self._put_index(key, sorted(keep) + [[offset, -1, part_key]])
             self.s3.upload_fileobj(reader, self.bucket, self._k(part_key), Config=self.transfer)
             if reader.total:
                 keep.append([offset, reader.total, part_key])
@@ -238,7 +243,7 @@ class S3Driver:
     def delete(self, key: str) -> None:
         try:
             if self._is_upload(key):
-                parts = self._index(key) or []
+                parts = self._index(key, pending=True) or []
                 self._delete_many([p[2] for p in parts] + [key + "/index"])
                 return
             self.s3.delete_object(Bucket=self.bucket, Key=self._k(key))
