@@ -290,3 +290,78 @@ def tool_version(argv: Sequence[str]) -> str:
         return "?"
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[0] if text else "?"
+
+
+# ---- stores: PostgreSQL scratch databases and the filesystem driver's blobs ----------------------
+
+def pg_admin():
+    """An autocommit engine on the test server's maintenance database (tests.support.PG_URL)."""
+    import sqlalchemy as sa
+    from tests.support import PG_URL
+
+    return sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+
+
+def pg_url(name: str) -> str:
+    from tests.support import PG_URL
+
+    return f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def pg_create(name: str, template: str | None = None) -> str:
+    """(Re)create database ``name``, optionally as a copy of ``template``; its URL."""
+    eng = pg_admin()
+    with eng.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    eng.dispose()
+    return pg_url(name)
+
+
+def pg_drop(name: str) -> None:
+    eng = pg_admin()
+    with eng.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    eng.dispose()
+
+
+def sa_url(database_url: str, data_dir: Path) -> str:
+    """The SQLAlchemy URL dockyard uses for ``database_url`` (empty: SQLite in ``data_dir``)."""
+    if database_url:
+        return database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"sqlite:///{data_dir / 'dockyard.db'}"
+
+
+def blob_files(data_dir: Path) -> set[str]:
+    """Digests of the blob objects in dockyard's filesystem storage under ``data_dir``."""
+    root = data_dir / "storage" / "blobs"
+    out = set()
+    for dirpath, _dirs, files in os.walk(root):
+        alg = Path(dirpath).relative_to(root).parts[:1]
+        for name in files:
+            out.add(f"{alg[0]}:{name}")
+    return out
+
+
+def distribution_config(path: Path, root: Path, *, port: int = 5000, log_level: str = "info",
+                        access_log: bool = True) -> Path:
+    """Write a config for the reference registry (Debian's ``docker-registry``, distribution
+    2.8): filesystem storage under ``root``, deletes enabled, in-memory blob descriptor cache."""
+    access = "" if access_log else "  accesslog:\n    disabled: true\n"
+    path.write_text(f"""version: 0.1
+log:
+  level: {log_level}
+{access}  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: {HOST}:{port}
+  secret: dockyard-bench
+""")
+    return path

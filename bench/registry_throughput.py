@@ -73,8 +73,8 @@ from typing import Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (HOST, CpuMeter, ServerProcess, busy_cores, cpu_seconds, free_port, machine_info,
-                     prefault_page_cache, system_busy_seconds, tool_version)  # noqa: E402
+from _common import (HOST, CpuMeter, ServerProcess, busy_cores, cpu_seconds, distribution_config, free_port,
+                     machine_info, prefault_page_cache, system_busy_seconds, tool_version)  # noqa: E402
 
 MiB = 1024 * 1024
 OTHER_LOAD_WARN = 0.3  # cores used by other processes during a phase above which results are flagged
@@ -121,30 +121,12 @@ def start_dockyard(workdir: Path, workers: int | None) -> Target:
     return Target(key, label, server, data)
 
 
-DISTRIBUTION_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: {host}:{port}
-"""
-
-
 def start_distribution(workdir: Path) -> Target:
     data = workdir / "distribution"
     data.mkdir()
     port = free_port()
     cfg = workdir / "distribution-config.yml"
-    cfg.write_text(DISTRIBUTION_CONFIG.format(root=data, host=HOST, port=port))
+    distribution_config(cfg, data, port=port, log_level="warn", access_log=False)
     server = ServerProcess("distribution", [DISTRIBUTION_BIN, "serve", str(cfg)], port=port,
                            log_path=workdir / "distribution.log", cwd=workdir)
     server.start()

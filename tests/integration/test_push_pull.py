@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.support import (OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, descriptor, image_manifest,
+from tests.support import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, descriptor, image_manifest,
                            make_config, make_layer, push_blob, push_image, sha256)
 
 
@@ -253,7 +253,7 @@ def test_unknown_things_are_404(client, repo):
     push_blob(client, repo, b"make the repo exist")
     for path in (f"/v2/{repo}/manifests/.INVALID_MANIFEST_NAME", f"/v2/{repo}/manifests/nope",
                  f"/v2/{repo}/manifests/{sha256(b'nothing')}", f"/v2/{repo}/blobs/{sha256(b'nothing')}",
-                 f"/v2/never/pushed/manifests/latest"):
+                 "/v2/never/pushed/manifests/latest"):
         assert client.get(path).status_code == 404, path
         assert client.head(path).status_code == 404, path
     r = client.get(f"/v2/{repo}/manifests/nope")

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, case, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.meta.schema import (
