@@ -361,6 +361,7 @@ def _proc_cpu(pid: int) -> float:
 def child(spec: dict) -> dict:
     import cProfile
 
+    from dockyard.lifecycle.collector import Collector
     from dockyard.lifecycle.ratelimit import WindowLimiter
     from dockyard.lifecycle.scrubber import Scrubber
     from dockyard.logsetup import setup
@@ -433,6 +434,12 @@ def child(spec: dict) -> dict:
         threading.setprofile(start_thread_profile)
         prof.enable()
     report = scrubber.run()
+    # A purged image's layer links keep gc_delay (a push may have HEADed a layer a moment
+    # ago and PUT its manifest next), so its blobs go in the scrubber's collection after
+    # gc_delay: that collection (the scrubber's, with its pool and limiter; not its purge
+    # step, which would find later images due by then) is part of the scrub, and timed.
+    reg.clock.advance(GC_DELAY + 1)
+    report.merge(Collector(reg.db, reg.storage, reg.clock, scrubber.opts, limiter=scrubber.limiter).run())
     if prof:
         prof.disable()
         threading.setprofile(None)

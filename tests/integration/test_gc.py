@@ -238,7 +238,7 @@ def test_push_waits_while_a_collector_deletes_then_writes_the_data_again(reg):
     assert t.is_alive(), "the push must wait while the digest's data is being deleted"
     reg.storage.delete(claimed[0].key)
     with reg.db.write() as conn:
-        QueueStore(conn).drop_tombstone(claimed[0].key)
+        QueueStore(conn).drop_tombstones([claimed[0].key])
     t.join(10)
     assert result["blob"].digest == d
     assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data

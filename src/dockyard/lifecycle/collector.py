@@ -274,15 +274,16 @@ class Collector:
         results = self._pool.delete_all(claimed)
         with self.db.write() as conn:
             q = QueueStore(conn)
+            q.drop_tombstones([r.tombstone.key for r in results if r.error is None])
             for r in results:
                 self._settle(q, r, report, now)
         return len(claimed)
 
     def _settle(self, q: QueueStore, r: DeleteResult, report: Report, now: float) -> None:
+        """Report a delete (its tombstone is dropped by the caller) or schedule its retry."""
         t = r.tombstone
         kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
         if r.error is None:
-            q.drop_tombstone(t.key)
             report.add(kind, t.size)
             if t.attempts:
                 report.add("tombstones", 0)

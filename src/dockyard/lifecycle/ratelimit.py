@@ -4,6 +4,10 @@ A token bucket lets up to twice its rate through a window that straddles a refil
 this keeps the times of the last ``rate`` operations and waits until the oldest is a
 full second old, so the bound holds for every window, as a throttling object store
 counts it. A rate below 1 spaces operations ``1/rate`` seconds apart. 0 = unlimited.
+
+The window is ``MARGIN`` longer than a second: an operation reaches the store a little
+after its grant (the issuing thread may be scheduled late), and a grant that left late
+followed by one that left on time must still not fit in one second as the store sees them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import threading
 import time
 from typing import Callable
 
+MARGIN = 0.01
+
 
 class WindowLimiter:
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
@@ -20,7 +26,7 @@ class WindowLimiter:
         self.rate = rate
         self.clock = clock
         self.sleep = sleep
-        self.window = 1.0 if rate >= 1 else 1.0 / rate if rate > 0 else 0.0
+        self.window = (1.0 if rate >= 1 else 1.0 / rate) + MARGIN if rate > 0 else 0.0
         self.capacity = max(1, int(rate)) if rate > 0 else 0
         self._times: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()

@@ -360,8 +360,9 @@ class QueueStore:
                                         gc_tombstones.c.size, gc_tombstones.c.attempts).limit(limit))
         return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
 
-    def drop_tombstone(self, key: str) -> None:
-        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == key))
+    def drop_tombstones(self, keys: list[str], chunk: int = 500) -> None:
+        for i in range(0, len(keys), chunk):
+            self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key.in_(keys[i:i + chunk])))
 
     def tombstone_failed(self, key: str, error: str, retry_at: float) -> None:
         self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key == key).values(

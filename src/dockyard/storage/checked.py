@@ -11,14 +11,16 @@ from typing import Iterable, Iterator
 
 from dockyard.storage.base import InvalidKey, ObjectInfo, StorageDriver
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# components start with a letter, digit or "_", so "." and ".." can never match
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 
 
 def check_key(key: str, *, prefix: bool = False) -> str:
-    parts = key.split("/")
-    if prefix and parts and parts[-1] == "":
-        parts = parts[:-1]
-    if not parts or not all(_COMPONENT.match(p) and p not in (".", "..") for p in parts):
+    if prefix and key.endswith("/"):
+        ok = _KEY.fullmatch(key, 0, len(key) - 1)
+    else:
+        ok = _KEY.fullmatch(key)
+    if not ok:
         raise InvalidKey(f"invalid storage key {key!r}", key=key)
     return key
 

@@ -18,6 +18,7 @@ class FilesystemDriver:
     def __init__(self, root: str | os.PathLike, *, fsync: bool = True):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
         self.fsync = fsync
 
     def _path(self, key: str) -> Path:
@@ -96,7 +97,7 @@ class FilesystemDriver:
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
+        path = os.path.join(self._root, key)  # plain strings: the collector's hot path
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -104,13 +105,13 @@ class FilesystemDriver:
         except OSError as exc:
             raise self._error(exc, key) from exc
         # Prune now-empty fan-out directories, never the root.
-        parent = path.parent
-        while parent != self.root:
+        parent = os.path.dirname(path)
+        while parent != self._root and len(parent) > len(self._root):
             try:
                 os.rmdir(parent)
             except OSError:
                 break
-            parent = parent.parent
+            parent = os.path.dirname(parent)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
