@@ -196,13 +196,11 @@ _PLAN: Plan | None = None  # inherited by forked build workers
 def _put_blob(reg, name: str, data: bytes, digest: str) -> int:
     """One blob push (POST, PATCH, PUT); returns how many times the POST had to be retried.
 
-    With several processes pushing, ``uploads.start`` can fail: the filesystem driver's
-    ``delete`` of another push's staged upload (``finish`` of a blob the registry already
-    has) prunes the then-empty ``uploads/`` directory, and if that lands between this
-    ``write_at``'s ``mkdir`` and its ``open`` the open fails with PathNotFound (or, if it
-    lands inside pathlib's ``mkdir(exist_ok=True)``, with StorageError "File exists").
-    Nothing is written before that point, so the POST is simply repeated, as a client
-    would after the 500.
+    With several processes pushing, the filesystem driver's ``delete`` of another push's
+    staged upload prunes the then-empty ``uploads/`` directory. The driver re-creates a
+    directory pruned under a write (``FilesystemDriver._retry_in_dir``); this function still
+    repeats a failed POST, as a client would after a 500, and the bench prints how often it
+    had to (expected: 0).
     """
     from dockyard.registry import uploads
     from dockyard.storage.base import InvalidKey, StorageError

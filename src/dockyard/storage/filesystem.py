@@ -31,8 +31,7 @@ class FilesystemDriver:
     def write_at(self, key: str, offset: int, chunks: Iterable[bytes]) -> int:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = self._retry_in_dir(path, lambda: os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
             try:
                 size = os.fstat(fd).st_size
                 if offset > size:
@@ -62,10 +61,22 @@ class FilesystemDriver:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            d.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(s, d)
+            self._retry_in_dir(d, lambda: os.replace(s, d), source=s)
         except OSError as exc:
             raise self._error(exc, src) from exc
+
+    @staticmethod
+    def _retry_in_dir(path: Path, op, source: Path | None = None, attempts: int = 8):
+        """Run ``op``, which creates ``path``, after creating its directory. A concurrent
+        ``delete`` prunes directories it empties, so the directory may vanish between the
+        two steps (or while it is being made): then both are simply done again."""
+        for attempt in range(attempts):
+            try:
+                os.makedirs(path.parent, exist_ok=True)
+                return op()
+            except (FileNotFoundError, FileExistsError):
+                if attempt == attempts - 1 or (source is not None and not source.exists()):
+                    raise
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:

@@ -82,6 +82,42 @@ class TestFilesystemDriver(DriverSuite):
         return CheckedDriver(FilesystemDriver(tmp_path / "root"))
 
 
+def test_filesystem_writes_race_directory_pruning(tmp_path):
+    """A delete prunes the directories it empties; a write or move into the same directory
+    at that moment must still succeed (threads really race here, for a second)."""
+    import threading
+    import time
+
+    fs = FilesystemDriver(tmp_path, fsync=False)
+    errors, counts = [], {"writes": 0, "moves": 0}
+    stop = time.monotonic() + 1.0
+
+    def worker(n):
+        i = 0
+        try:
+            while time.monotonic() < stop:
+                i += 1
+                key = f"uploads/w{n}-{i}"
+                fs.write_at(key, 0, [b"x"])
+                counts["writes"] += 1
+                if i % 2:
+                    fs.move(key, f"blobs/sha256/ab/w{n}-{i}")
+                    counts["moves"] += 1
+                    fs.delete(f"blobs/sha256/ab/w{n}-{i}")  # empties and prunes blobs/sha256/ab, ...
+                else:
+                    fs.delete(key)  # empties and prunes uploads/
+        except Exception as exc:  # pragma: no cover - the failure this test looks for
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert counts["writes"] > 100 and counts["moves"] > 50
+
+
 class TestS3Driver(DriverSuite):
     """The same contract against the S3 driver, on moto in server mode (no real S3 here)."""
 
