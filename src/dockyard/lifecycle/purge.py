@@ -24,14 +24,15 @@ class PurgeOptions:
 
 
 def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float, opts: PurgeOptions,
-                    *, link_delay: float | None = None, actor: str | None = "gc") -> None:
-    """Purge ``targets``. Their layer links are reviewed after ``link_delay`` (default
-    ``gc_delay``); a client that relies on such a link meanwhile postpones its review."""
+                    *, actor: str | None = "gc") -> None:
+    """Purge ``targets``. Their layer links are reviewed after ``gc_delay``, like any other
+    link: a push may have just seen such a layer exist (HEAD) and be about to PUT a manifest
+    that needs it; a client that relies on the link later postpones its review."""
     if not targets:
         return
     q = QueueStore(conn)
     refs = q.purge_rows(targets, now, actor)
-    when = now + (opts.gc_delay if link_delay is None else link_delay)
+    when = now + opts.gc_delay
     by_repo: dict[int, list[str]] = {}
     children: list[tuple[int, str]] = []
     for repo_id, kind, digest in refs:
