@@ -216,8 +216,7 @@ class Collector:
         if apply and remove:
             q.delete_links(remove)
             q.review_blobs([d for _, d in remove], now, "unlinked")
-            for repo_id in {r for r, _ in remove}:
-                q.review_repository(repo_id, now)
+            q.review_repositories([r for r, _ in remove], now)
             for repo_id, digest in remove:
                 log.info("gc: removed layer link %s from repository %d", digest, repo_id)
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(remove), kind="links")
@@ -239,14 +238,14 @@ class Collector:
 
     def _review_repositories(self, conn, q: QueueStore, entries, report: Report, now: float, *,
                              apply: bool = True) -> None:
-        store = RepositoryStore(conn)
-        for entry in entries:
-            repo = store.lock(entry.repository_id) if apply else store.by_id(entry.repository_id)
-            if repo is None or not q.repository_empty(entry.repository_id):
+        repos = RepositoryStore(conn).by_ids([e.repository_id for e in entries], lock=apply)
+        busy = q.nonempty_repositories(list(repos))
+        for repo_id, repo in sorted(repos.items()):
+            if repo_id in busy:
                 continue
             report.add("repositories", 0, {"repository": repo.name})
             if apply:
-                q.delete_repository(entry.repository_id)
+                q.delete_repository(repo_id)
                 log.info("gc: removed empty repository %s", repo.name)
                 self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="repositories")
 
@@ -256,7 +255,7 @@ class Collector:
             stale = q.stale_uploads(now - self.opts.upload_ttl, self.opts.batch_size)
             for up in stale:
                 q.delete_upload(up.id)
-                q.review_repository(up.repository_id, now + self.opts.gc_delay)
+            q.review_repositories([up.repository_id for up in stale], now + self.opts.gc_delay)
             q.add_tombstones([{"key": paths.upload_key(up.id), "kind": "upload", "digest": None, "size": up.size,
                                "created_at": now, "next_attempt_at": now} for up in stale])
             for digest in q.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):

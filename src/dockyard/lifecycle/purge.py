@@ -45,5 +45,4 @@ def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float
         q.review_manifests(q.manifest_ids_of(children), now + opts.gc_delay, "parent_purged")
     if opts.referrers_follow_subject:
         q.review_manifests(q.referrer_ids_of([(t.repository_id, t.digest) for t in targets]), now, "subject_purged")
-    for repo_id in {t.repository_id for t in targets}:
-        q.review_repository(repo_id, when)
+    q.review_repositories([t.repository_id for t in targets], when)

@@ -9,10 +9,12 @@ open while streaming blob bytes.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import (ColumnElement, Connection, Engine, bindparam, create_engine, event, func, literal_column,
+                        select, text, tuple_)
 from sqlalchemy.dialects import postgresql, sqlite
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -103,6 +105,23 @@ class Database:
                 if self.is_postgres:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                     conn.commit()
+
+
+def in_pairs(conn: Connection, a, b, pairs) -> ColumnElement:
+    """``(a, b) IN pairs``, written so that each dialect answers it with index searches.
+
+    PostgreSQL plans a row-value IN list on a composite index. SQLite plans one as a scan of
+    the whole table (200 pairs against 113,000 layer links: 47 ms, growing with the store);
+    given the pairs as one JSON parameter read by ``json_each`` it searches the index (2.5
+    ms), and the statement costs nothing to build (an OR of 200 ANDs costs SQLAlchemy 50 ms).
+    """
+    pairs = list(pairs)
+    if conn.dialect.name != "sqlite":
+        return tuple_(a, b).in_(pairs)
+    value = literal_column("value")
+    rows = (select(func.json_extract(value, "$[0]"), func.json_extract(value, "$[1]"))
+            .select_from(func.json_each(bindparam(None, json.dumps(pairs), unique=True))))
+    return tuple_(a, b).in_(rows)
 
 
 def insert_ignore(conn: Connection, table, values: dict | list[dict]) -> list:

@@ -15,9 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dockyard.meta.db import in_pairs
 from dockyard.meta.schema import (
     COMMITTING,
     PENDING_DELETE,
@@ -96,9 +97,9 @@ class QueueStore:
         _upsert_later(self.conn, gc_manifest_reviews, ["manifest_id"],
                       [{"manifest_id": i, "review_after": when, "reason": reason} for i in sorted(set(manifest_ids))])
 
-    def review_repository(self, repo_id: int, when: float) -> None:
+    def review_repositories(self, repo_ids, when: float) -> None:
         _upsert_later(self.conn, gc_repository_reviews, ["repository_id"],
-                      [{"repository_id": repo_id, "review_after": when}])
+                      [{"repository_id": r, "review_after": when} for r in sorted(set(repo_ids))])
 
     def postpone_link_review(self, repo_id: int, digest: str, until: float) -> bool:
         """Push a pending link review back (a client just relied on the link). False if none is pending."""
@@ -136,13 +137,13 @@ class QueueStore:
         if not pairs:
             return []
         return list(self.conn.execute(select(manifests.c.id).where(
-            tuple_(manifests.c.repository_id, manifests.c.digest).in_(sorted(set(pairs))))).scalars())
+            in_pairs(self.conn, manifests.c.repository_id, manifests.c.digest, sorted(set(pairs))))).scalars())
 
     def referrer_ids_of(self, subjects: list[tuple[int, str]]) -> list[int]:
         if not subjects:
             return []
         return list(self.conn.execute(select(manifests.c.id).where(
-            tuple_(manifests.c.repository_id, manifests.c.subject_digest).in_(sorted(set(subjects))))).scalars())
+            in_pairs(self.conn, manifests.c.repository_id, manifests.c.subject_digest, sorted(set(subjects))))).scalars())
 
     def due_pending_deletes(self, now: float, limit: int) -> list[PurgeTarget]:
         """pending_delete images whose scrub time has passed, claimed (SKIP LOCKED)."""
@@ -168,7 +169,8 @@ class QueueStore:
             return {}
         rows = self.conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
                                         repository_blobs.c.created_at)
-                                 .where(tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs)))
+                                 .where(in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest,
+                                                 pairs)))
         return {(r.repository_id, r.digest): r.created_at for r in rows}
 
     def referenced_in_repository(self, pairs, kind: str) -> set[tuple[int, str]]:
@@ -178,18 +180,17 @@ class QueueStore:
         pairs = sorted(set(pairs))
         if not pairs:
             return set()
+        refs = manifest_references.c
         rows = self.conn.execute(
-            select(manifests.c.repository_id, manifest_references.c.digest).distinct()
-            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
-            .where(manifest_references.c.kind == kind,
-                   tuple_(manifests.c.repository_id, manifest_references.c.digest).in_(pairs)))
+            select(refs.repository_id, refs.digest).distinct()
+            .where(refs.kind == kind, in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
         return {(r.repository_id, r.digest) for r in rows}
 
     def delete_links(self, pairs) -> None:
         pairs = sorted(set(pairs))
         if pairs:
             self.conn.execute(delete(repository_blobs).where(
-                tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs)))
+                in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest, pairs)))
 
     def referenced_blobs(self, digests) -> set[str]:
         wanted = sorted(set(digests))
@@ -234,7 +235,7 @@ class QueueStore:
         if not pairs:
             return set()
         rows = self.conn.execute(select(manifests.c.repository_id, manifests.c.digest).where(
-            tuple_(manifests.c.repository_id, manifests.c.digest).in_(pairs)))
+            in_pairs(self.conn, manifests.c.repository_id, manifests.c.digest, pairs)))
         return {(r.repository_id, r.digest) for r in rows}
 
     # ---- claiming ------------------------------------------------------------
@@ -264,7 +265,7 @@ class QueueStore:
         if len(pk) == 1:
             self.conn.execute(delete(table).where(pk[0].in_([k[0] for k in keys])))
         else:
-            self.conn.execute(delete(table).where(tuple_(*pk).in_(keys)))
+            self.conn.execute(delete(table).where(in_pairs(self.conn, *pk, keys)))
 
     def backlog(self, now: float) -> dict[str, dict[str, int]]:
         out = {}
@@ -292,9 +293,15 @@ class QueueStore:
             by_link = by_link.where(repository_blobs.c.repository_id.not_in(ignoring_repositories))
         return bool(self.conn.execute(select(or_(by_manifest, by_link))).scalar())
 
-    def repository_empty(self, repo_id: int) -> bool:
-        checks = [exists().where(t.c.repository_id == repo_id) for t in (tags, manifests, repository_blobs, uploads)]
-        return not self.conn.execute(select(or_(*checks))).scalar()
+    def nonempty_repositories(self, repo_ids) -> set[int]:
+        """Those of ``repo_ids`` that still have a tag, a manifest, a layer link or an upload
+        (one statement; each check stops at the first row an index finds)."""
+        ids = sorted(set(repo_ids))
+        if not ids:
+            return set()
+        rid = repositories.c.id
+        used = or_(*(exists().where(t.c.repository_id == rid) for t in (tags, manifests, repository_blobs, uploads)))
+        return set(self.conn.execute(select(rid).where(rid.in_(ids), used)).scalars())
 
     def delete_repository(self, repo_id: int) -> None:
         self.conn.execute(delete(repositories).where(repositories.c.id == repo_id))

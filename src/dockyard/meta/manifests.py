@@ -116,7 +116,7 @@ class ManifestStore:
         if refs:
             self.conn.execute(
                 manifest_references.insert(),
-                [{"manifest_id": manifest_id, "kind": k, "digest": d} for k, d in sorted(refs)],
+                [{"manifest_id": manifest_id, "repository_id": repo_id, "kind": k, "digest": d} for k, d in sorted(refs)],
             )
         return Manifest(manifest_id, repo_id, digest, parsed.media_type, len(payload), ACTIVE,
                         parsed.artifact_type, values["subject_digest"])

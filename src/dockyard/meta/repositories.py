@@ -27,14 +27,12 @@ class RepositoryStore:
             return None
         return Repository(row.id, row.name, row.deleted_at)
 
-    def by_id(self, repo_id: int) -> Repository | None:
-        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)).first()
-        return Repository(row.id, row.name, row.deleted_at) if row else None
-
-    def lock(self, repo_id: int) -> Repository | None:
-        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)
-                                .with_for_update()).first()
-        return Repository(row.id, row.name, row.deleted_at) if row else None
+    def by_ids(self, repo_ids, *, lock: bool = False) -> dict[int, Repository]:
+        """The repositories that exist among ``repo_ids``; with ``lock``, locked (in id order)."""
+        q = (select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id.in_(sorted(set(repo_ids))))
+             .order_by(t.c.id))
+        rows = self.conn.execute(q.with_for_update() if lock else q)
+        return {r.id: Repository(r.id, r.name, r.deleted_at) for r in rows}
 
     def ensure(self, name: str, now: float) -> Repository:
         """The repository, created or revived as needed, and share-locked for this transaction

@@ -111,7 +111,10 @@ manifest_references = Table(
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
     Column("kind", String(8), primary_key=True),
     Column("digest", String(150), primary_key=True),
+    # the manifest's repository, copied: "is D needed in R" is one index search
+    Column("repository_id", Integer, nullable=True),
     Index("ix_manifest_references_digest", "digest", "kind"),
+    Index("ix_manifest_references_repository", "repository_id", "digest", "kind"),
 )
 
 tags = Table(
@@ -165,6 +168,7 @@ uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_uploads_updated", "updated_at"),
+    Index("ix_uploads_repository", "repository_id"),
 )
 
 

@@ -84,7 +84,7 @@ def delete(reg: Registry, name: str, digest: str) -> None:
             raise blob_unknown(d)
         queue = QueueStore(conn)
         queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
-        queue.review_repository(repo.id, reg.now() + reg.config.gc_delay)
+        queue.review_repositories([repo.id], reg.now() + reg.config.gc_delay)
     log.info("unlinked blob %s from %s", d, name)
 
 
