@@ -391,8 +391,9 @@ class StoreBuilder:
                                      "pushed_at": m["pushed_at"], "deleted_at": None, "deleted_by": None,
                                      "scrub_after": None, "last_pulled_at": m["last_pulled_at"]}
                                     for mi in m_order for m in (self.manifests[mi],)))
-            put(conn, s.manifest_references, ({"manifest_id": m_id[mi], "kind": k, "digest": d}
-                                              for mi in m_order for k, d in self.manifests[mi]["refs"]))
+            put(conn, s.manifest_references, ({"manifest_id": m_id[mi], "repository_id": repo_id[m["repo"]],
+                                               "kind": k, "digest": d}
+                                              for mi in m_order for m in (self.manifests[mi],) for k, d in m["refs"]))
             put(conn, s.tags, ({"repository_id": repo_id[r], "name": tag, "manifest_id": m_id[mi], "updated_at": t}
                                for (r, tag), (mi, t) in sorted(self.tags.items(), key=lambda kv: kv[1][1])))
             put(conn, s.tag_history, ({"id": n + 1, "repository_id": repo_id[r], "tag": tag, "manifest_digest": d,

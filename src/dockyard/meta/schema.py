@@ -101,6 +101,7 @@ manifests = Table(
     UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
     Index("ix_manifests_subject", "repository_id", "subject_digest"),
     Index("ix_manifests_state_scrub", "state", "scrub_after"),
+    Index("ix_manifests_repository_state", "repository_id", "state"),
     Index("ix_manifests_digest", "digest"),
 )
 
