@@ -86,7 +86,11 @@ def database_url(backend):
 
 
 def crash_env() -> dict[str, str]:
-    return {**delete_semantics()[0], "DOCKYARD_GC_ENABLED": "false", "DOCKYARD_STORAGE_LATENCY": "20ms",
+    # no background collection in the server (nor the scrubber's): the killed `dockyard gc`
+    # processes are the only collectors, and a slow push while the store is built cannot lose
+    # its links to one
+    return {**delete_semantics()[0], "DOCKYARD_GC_ENABLED": "false", "DOCKYARD_SCRUB_ENABLED": "false",
+            "DOCKYARD_STORAGE_LATENCY": "20ms",
             "DOCKYARD_GC_WORKERS": "2", "DOCKYARD_GC_DELAY": f"{GC_DELAY}s", "DOCKYARD_DELETE_UNTAGGED": "true",
             "DOCKYARD_UPLOAD_TTL": f"{UPLOAD_TTL}s", "DOCKYARD_GC_BATCH_SIZE": "25",
             "DOCKYARD_GC_MAX_DELETES_PER_SECOND": "30"}
