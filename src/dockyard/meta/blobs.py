@@ -72,9 +72,16 @@ class BlobStore:
         self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=READY))
 
     def link(self, repo_id: int, digests: Iterable[str], now: float) -> None:
-        rows = [{"repository_id": repo_id, "digest": d, "created_at": now} for d in set(digests)]
-        if rows:
-            insert_ignore(self.conn, repository_blobs, rows)
+        wanted = sorted(set(digests))
+        if not wanted:
+            return
+        # Take the lock the foreign-key check will take (KEY SHARE on the blob rows), in digest
+        # order, before the link's index entry exists: taken after it (by the check), a
+        # concurrent push holding the blob row and inserting the same link deadlocked with us.
+        self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest)
+                          .with_for_update(read=True, key_share=True))
+        insert_ignore(self.conn, repository_blobs,
+                      [{"repository_id": repo_id, "digest": d, "created_at": now} for d in wanted])
 
     def unlink(self, repo_id: int, digest: str) -> bool:
         res = self.conn.execute(
