@@ -15,18 +15,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="database URL (setting database_url)")
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k, None) for k in ("data_dir", "database_url", "listen", "workers")}
+
+
 def _load(args: argparse.Namespace) -> config_mod.Config:
-    overrides = {k: getattr(args, k, None) for k in ("data_dir", "database_url", "listen", "workers")}
-    return config_mod.load(args.config, **overrides)
+    return config_mod.load(args.config, **_overrides(args))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from dockyard.logsetup import setup
     from dockyard.server import serve
 
-    cfg = _load(args)
+    values = config_mod.gather(args.config, **_overrides(args))
+    cfg = config_mod.from_values(values)
     setup(cfg.log_level)
-    serve(cfg, args.config)
+    serve(cfg, config_mod.dumps(values))  # workers get exactly these settings
     return 0
 
 

@@ -8,6 +8,7 @@ documentation cannot drift from the code.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -216,6 +217,13 @@ class Config:
 
 def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     """Defaults <- TOML file <- environment <- explicit overrides (command-line flags)."""
+    return from_values(gather(path, env, **overrides))
+
+
+def gather(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+           **overrides: Any) -> dict[str, Any]:
+    """The settings as written (TOML values, environment text, flags), merged but not parsed:
+    the one form every setting round-trips through JSON in (see :func:`dumps`)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     if path:
@@ -233,6 +241,14 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
         if key in env:
             values[setting.name] = env[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def from_values(values: Mapping[str, Any]) -> Config:
+    """Parse and validate settings as :func:`gather` returns them."""
+    unknown = set(values) - set(_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
     parsed: dict[str, Any] = {}
     for name, raw in values.items():
         setting = _BY_NAME[name]
@@ -243,6 +259,21 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
     cfg = Config(**parsed)
     cfg.host_port  # validate early
     return cfg
+
+
+def dumps(values: Mapping[str, Any]) -> str:
+    """The whole configuration as one JSON text, for worker processes (``dockyard serve
+    --workers N``): :func:`loads` gives every worker the Config the parent parsed, with no
+    per-setting encoding (TOML dates, the only non-JSON values, are no setting's type)."""
+    return json.dumps(dict(values), default=str)
+
+
+def loads(text: str) -> Config:
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"settings are not JSON: {exc}") from exc
+    return from_values(values)
 
 
 def describe() -> str:

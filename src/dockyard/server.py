@@ -11,7 +11,8 @@ from dockyard.registry.context import Registry
 from dockyard.storage import open_driver
 
 log = logging.getLogger(__name__)
-CONFIG_ENV = "DOCKYARD_CONFIG_FILE"
+# the parent's whole configuration, as config.dumps() wrote it, read back by every worker
+SETTINGS_ENV = "DOCKYARD_SERVE_SETTINGS"
 
 
 def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
@@ -23,17 +24,19 @@ def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
 
 
 def app_factory():
-    """uvicorn factory used by worker processes: settings come from the environment."""
+    """uvicorn factory used by worker processes: the parent's settings, every one of them,
+    from one JSON environment variable (workers never re-read the file or the flags)."""
     from dockyard import config as config_mod
     from dockyard.api.app import create_app
     from dockyard.logsetup import setup
 
-    cfg = config_mod.load(os.environ.get(CONFIG_ENV) or None)
+    cfg = config_mod.loads(os.environ[SETTINGS_ENV])
     setup(cfg.log_level)
     return create_app(build_registry(cfg, migrate=False))
 
 
-def serve(cfg: Config, config_path: str | None) -> None:
+def serve(cfg: Config, settings: str) -> None:
+    """Run the HTTP server; ``settings`` is ``config.dumps()`` of what ``cfg`` was parsed from."""
     import uvicorn
 
     from dockyard.api.app import create_app
@@ -45,20 +48,8 @@ def serve(cfg: Config, config_path: str | None) -> None:
     common = dict(host=host, port=port, log_level=cfg.log_level, access_log=False,
                   http="httptools", loop="uvloop", proxy_headers=False)
     if cfg.workers > 1:
-        if config_path:
-            os.environ[CONFIG_ENV] = config_path
-        _export(cfg)
+        os.environ[SETTINGS_ENV] = settings
         uvicorn.run("dockyard.server:app_factory", factory=True, workers=cfg.workers, **common)
     else:
         uvicorn.run(create_app(registry), **common)
 
-
-def _export(cfg: Config) -> None:
-    """Pass command-line overrides to worker processes through the environment."""
-    from dataclasses import fields
-
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        os.environ[f"DOCKYARD_{f.name.upper()}"] = str(value)
