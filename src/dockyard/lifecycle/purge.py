@@ -25,9 +25,10 @@ class PurgeOptions:
 
 def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float, opts: PurgeOptions,
                     *, actor: str | None = "gc") -> None:
-    """Purge ``targets``. Their layer links are reviewed after ``gc_delay``, like any other
-    link: a push may have just seen such a layer exist (HEAD) and be about to PUT a manifest
-    that needs it; a client that relies on the link later postpones its review."""
+    """Purge ``targets``. Their layer links and their blobs are reviewed after ``gc_delay``,
+    like any other link: a push may have just seen such a layer exist (HEAD) and be about to
+    PUT a manifest that needs it; a client that relies on the link later postpones its review.
+    Every reference the purge removes queues a review of its object, in this transaction."""
     if not targets:
         return
     q = QueueStore(conn)
@@ -41,6 +42,9 @@ def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float
         else:
             children.append((repo_id, digest))
     q.review_link_pairs([(r, d) for r, ds in by_repo.items() for d in ds], when, "manifest_purged")
+    # the blobs lost a reference too: their links may be gone already (a client unlinked a
+    # layer while this manifest still referenced it), and then no link review queues them
+    q.review_blobs([d for ds in by_repo.values() for d in ds], when, "manifest_purged")
     if children and opts.delete_untagged:
         q.review_manifests(q.manifest_ids_of(children), now + opts.gc_delay, "parent_purged")
     if opts.referrers_follow_subject:
