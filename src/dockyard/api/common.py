@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dockyard.errors import RegistryError
+from dockyard.meta.db import retrying
 from dockyard.registry.common import check_name
 from dockyard.registry.context import Registry
 
@@ -28,7 +29,9 @@ def actor(request: Request) -> str | None:
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
+    """A blocking service call in the thread pool, run again after a deadlock or
+    serialization failure that happened before it committed anything (``db.retrying``)."""
+    return await run_in_threadpool(retrying, fn, *args, **kwargs)
 
 
 def page_params(request: Request) -> tuple[int | None, str | None]:

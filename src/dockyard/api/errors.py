@@ -28,6 +28,7 @@ STATUS = {
     "TOOMANYREQUESTS": 429,
     "PAGINATION_NUMBER_INVALID": 400,
     "UNKNOWN": 500,
+    "UNAVAILABLE": 503,  # the database (or another dependency) fails: retry after Retry-After
 }
 
 
@@ -44,7 +45,11 @@ def render(exc: RegistryError, request: Request | None = None) -> Response:
 
 async def registry_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)
-    return render(exc, request)
+    response = render(exc, request)
+    if response.status_code >= 500:  # a fault, not the client's: one line, no traceback
+        log.warning("%s %s: %d %s (%s)", request.method, request.url.path, response.status_code, exc.code,
+                    getattr(exc, "reason", None) or exc.message)
+    return response
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

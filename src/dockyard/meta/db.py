@@ -4,19 +4,39 @@
 writers queue instead of failing on a lock upgrade); ``Database.read()`` is a read
 transaction. Both commit on success and roll back on an exception. Never hold one
 open while streaming blob bytes.
+
+Database faults leave this module as domain errors (the boundary for SQLAlchemy errors)::
+
+    RegistryError("UNAVAILABLE")  (api/errors.py: 503 + Retry-After, one log line)
+      DatabaseUnavailable         cannot connect, connection lost, read-only, disk full
+        DatabaseConflict          deadlock (40P01) or serialization failure (40001): the
+                                  transaction was rolled back and may simply run again
+
+Anything else (an integrity error, bad SQL) is a bug and stays a 500.
+:func:`retrying` runs a unit of work again after a conflict, as long as none of its
+transactions has committed yet.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import random
+import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import (ColumnElement, Connection, Engine, bindparam, create_engine, event, func, literal_column,
                         select, text, tuple_)
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dockyard.errors import RegistryError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x646F636B  # "dock"
 
@@ -36,6 +56,80 @@ def _sqlite_setup(engine: Engine) -> None:
     def _begin(conn):
         immediate = conn.get_execution_options().get("dockyard_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+RETRY_AFTER_SECONDS = 5
+RETRY_ATTEMPTS = 5
+_CONFLICT_STATES = ("40P01", "40001")  # deadlock_detected, serialization_failure
+# connection exceptions, insufficient resources (disk full), operator intervention, read-only
+_UNAVAILABLE_STATES = ("08", "53", "57P", "25006")
+
+
+class DatabaseUnavailable(RegistryError):
+    """The database cannot do the work now; the same request later may succeed."""
+
+    def __init__(self, reason: str):
+        super().__init__("UNAVAILABLE", "the registry's database is unavailable; retry later",
+                         status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        self.reason = reason
+
+
+class DatabaseConflict(DatabaseUnavailable):
+    """The transaction lost a deadlock or a serialization check and was rolled back."""
+
+
+def _translate(exc: sa_exc.DBAPIError) -> DatabaseUnavailable | None:
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+    reason = (str(orig) or type(orig).__name__).strip().splitlines()[0]
+    if state in _CONFLICT_STATES:
+        return DatabaseConflict(reason)
+    if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError) or state.startswith(
+            _UNAVAILABLE_STATES):
+        return DatabaseUnavailable(reason)  # SQLite: locked, read-only, disk full, cannot open
+    return None
+
+
+@contextlib.contextmanager
+def _database_faults() -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        fault = _translate(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+_unit = threading.local()  # per thread: has a transaction of the current unit of work committed?
+
+
+def retrying(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, run again (at most :data:`RETRY_ATTEMPTS` times in all, with
+    a short random pause) when a transaction of it fails with a deadlock or serialization
+    failure before any of its transactions committed: the failed one was rolled back, so
+    the retry starts from the same database state (services move or delete storage data
+    only after a commit). A conflict after a commit, or the last one, is raised (a 503).
+    Runs in the calling thread; the HTTP layer runs every service call through it."""
+    attempts = RETRY_ATTEMPTS
+    try:
+        for attempt in range(1, attempts + 1):
+            _unit.committed = False
+            try:
+                return fn(*args, **kwargs)
+            except DatabaseConflict as exc:
+                if _unit.committed or attempt == attempts:
+                    raise
+                log.info("transaction conflict (%s); running it again (attempt %d)", exc.reason, attempt + 1)
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+    finally:
+        _unit.committed = None
+    raise AssertionError("unreachable")
+
+
+def _mark_committed() -> None:
+    if getattr(_unit, "committed", None) is not None:
+        _unit.committed = True
 
 
 class Database:
@@ -59,14 +153,15 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with _database_faults(), self.engine.connect() as conn:
             conn = conn.execution_options(dockyard_write=True)
             with conn.begin():
                 yield conn
+        _mark_committed()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with _database_faults(), self.engine.connect() as conn:
             with conn.begin():
                 yield conn
 

@@ -7,14 +7,17 @@ from typing import Iterator
 
 from dockyard.errors import RegistryError, blob_unknown
 from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
+from dockyard.meta.db import DatabaseConflict, DatabaseUnavailable
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry.common import check_digest, require_repo
 from dockyard.registry.context import Registry
+from dockyard.registry.pulls import Throttled
 from dockyard.storage import paths
 from dockyard.storage.base import PathNotFound
 
 log = logging.getLogger(__name__)
+_postpone_failures = Throttled(log, 60.0)
 
 
 def stat(reg: Registry, name: str, digest: str) -> Blob:
@@ -32,9 +35,16 @@ def stat(reg: Registry, name: str, digest: str) -> Blob:
         now = reg.now()
         until = now + reg.config.gc_delay
         if found.review_after < now + reg.config.gc_delay / 2:
-            with reg.db.write() as conn:
-                QueueStore(conn).postpone_link_review(found.repository_id, d, until)
-                found = get_linked_by_name(conn, name, d)
+            try:
+                with reg.db.write() as conn:
+                    QueueStore(conn).postpone_link_review(found.repository_id, d, until)
+                    found = get_linked_by_name(conn, name, d)
+            except DatabaseConflict:
+                raise  # rolled back: the request runs again (db.retrying)
+            except DatabaseUnavailable as exc:
+                # a pull needs no writable database: the postponement is best effort (a
+                # collector cannot delete anything through a read-only database either)
+                _postpone_failures.warn("cannot postpone link reviews (%s); serving anyway", exc.reason)
     if found is None:
         raise blob_unknown(d)
     return found.blob
