@@ -85,3 +85,18 @@ def test_blobs_unlinked_around_a_manifest_delete_are_reclaimed(reg, blobs_first)
     drain(reg)
     assert not set(digests) & stored_blobs(reg)
     assert rows(reg) == EMPTY
+
+
+# ---- 2. an expiring trashed tag queues a review of its manifest ----------------------------
+@pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
+def test_image_kept_only_by_a_trashed_tag_is_collected_when_the_tag_expires(reg):
+    d, content = put_image(reg, "app", "v1", "one")
+    manifests.delete(reg, "app", "v1")
+    reg.clock.advance(DELAY + 1)
+    gc(reg)
+    assert manifests.get(reg, "app", d).digest == d  # the tag can still be restored
+    drain(reg)
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", d)
+    assert not {sha256(c) for c in content} & stored_blobs(reg)
+    assert rows(reg) == EMPTY

@@ -1,5 +1,6 @@
-"""The scrubber: purges pending_delete images whose scrub time has passed, then runs the
-collector so their data goes too, in a pool of ``scrub_pool_size`` under the backend rate
+"""The scrubber: purges pending_delete images whose scrub time has passed, drops deleted
+tags past theirs (queueing a review of their images), then runs the collector so their
+data goes too, in a pool of ``scrub_pool_size`` under the backend rate
 limit.
 
 Killed at any point it loses nothing: a purge is one transaction (the image is either
@@ -55,10 +56,9 @@ class Scrubber:
             while self._purge_batch(report):
                 if self.progress:
                     self.progress(report)
-            with self.db.write() as conn:
-                expired = TrashStore(conn).expire(self.clock.now(), 100_000)
-            for _ in range(expired):
-                report.add("tags")
+            while expired := self._expire_tags(report):
+                if expired < self.opts.batch_size:
+                    break
             collector = Collector(self.db, self.storage, self.clock, self.opts, metrics=self.metrics,
                                   progress=lambda r: self.progress and self.progress(_combined(report, r)),
                                   limiter=self.limiter)
@@ -79,6 +79,17 @@ class Scrubber:
             log.info("scrub: purged %s from repository %d", t.digest, t.repository_id)
         self.metrics.inc("dockyard_scrub_images_total", len(targets))
         return len(targets)
+
+    def _expire_tags(self, report: Report) -> int:
+        """Drop a batch of deleted tags past their scrub time. Each kept its image from the
+        collector (it could be restored): the image is reviewed now, in the same transaction."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            manifest_ids = TrashStore(conn).expire(now, self.opts.batch_size)
+            QueueStore(conn).review_manifests(manifest_ids, now, "tag_expired")
+        for _ in manifest_ids:
+            report.add("tags")
+        return len(manifest_ids)
 
     def _preview(self, report: Report) -> None:
         now = self.clock.now()

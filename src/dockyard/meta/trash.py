@@ -131,11 +131,14 @@ class TrashStore:
         if manifest_ids:
             self.conn.execute(delete(trashed_tags).where(trashed_tags.c.manifest_id.in_(manifest_ids)))
 
-    def expire(self, now: float, limit: int) -> int:
-        ids = list(self.conn.execute(select(trashed_tags.c.id).where(
-            trashed_tags.c.scrub_after <= now, trashed_tags.c.with_manifest == 0).limit(limit)).scalars())
-        self.drop(ids)
-        return len(ids)
+    def expire(self, now: float, limit: int) -> list[int]:
+        """Drop up to ``limit`` deleted tags whose scrub time has passed; returns the manifest
+        of each (they lost a reference the caller must queue for review)."""
+        rows = list(self.conn.execute(select(trashed_tags.c.id, trashed_tags.c.manifest_id).where(
+            trashed_tags.c.scrub_after <= now, trashed_tags.c.with_manifest == 0)
+            .order_by(trashed_tags.c.scrub_after).limit(limit)))
+        self.drop([r.id for r in rows])
+        return [r.manifest_id for r in rows]
 
     def blob_digests(self, manifest_id: int) -> list[str]:
         return list(self.conn.execute(select(manifest_references.c.digest).where(
