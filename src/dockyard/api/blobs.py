@@ -8,27 +8,34 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dockyard.api.auth import requires
-from dockyard.api.common import registry, repo_name, run
+from dockyard.api.common import parse_uint, registry, repo_name, run
 from dockyard.api.streaming import iterate_in_thread
 from dockyard.registry import blobs
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` inclusive for a single byte range, None for the whole blob."""
+    """``(start, end)`` inclusive for a single byte range, None for the whole blob.
+
+    Numbers past 2**63-1 (say 5,000 digits) are past every blob: a start there is a 416,
+    an end or a suffix length there means "to the end" (RFC 9110, 14.1.2)."""
     if not header:
         return None
     m = _RANGE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None  # not a single-range request: serve the whole blob
+
+    def number(text: str) -> int:
+        return parse_uint(text, lambda: blobs.range_error(size), saturate=True)
+
     if not m.group(1):
-        suffix = int(m.group(2))
+        suffix = number(m.group(2))
         if suffix == 0:
             raise blobs.range_error(size)
         return max(0, size - suffix), size - 1
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
+    start = number(m.group(1))
+    end = number(m.group(2)) if m.group(2) else size - 1
     if start >= size or end < start:
         raise blobs.range_error(size)
     return start, min(end, size - 1)

@@ -34,18 +34,45 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(retrying, fn, *args, **kwargs)
 
 
+MAX_UINT = 2**63 - 1
+"""The largest number a client may send anywhere (a signed 64-bit database integer)."""
+MAX_PAGE = 10_000
+"""The most items one page of a listing holds, whatever the client asks for."""
+
+
+def parse_uint(text: str, error: Callable[[], RegistryError], *, maximum: int = MAX_UINT,
+               saturate: bool = False) -> int:
+    """``text`` (a header or query value) as a non-negative decimal integer of ASCII digits.
+
+    Beyond ``maximum`` the value is ``maximum`` if ``saturate`` (a position past every blob
+    means "to the end"), else ``error()`` is raised, as it is for anything not a number. The
+    length is checked before ``int()`` runs: Python refuses over 4,300 digits with a
+    ValueError, and no database column holds more than 19.
+    """
+    if not text or not text.isascii() or not text.isdigit():
+        raise error()
+    digits = text.lstrip("0") or "0"
+    value = int(digits) if len(digits) <= 19 else maximum + 1
+    if value > maximum:
+        if saturate:
+            return maximum
+        raise error()
+    return value
+
+
+def page_size(value: str, name: str) -> int:
+    """A page size query parameter, clamped to :data:`MAX_PAGE`; a 400 if not a bounded number."""
+    return min(MAX_PAGE, parse_uint(value, lambda: RegistryError(
+        "PAGINATION_NUMBER_INVALID", f"{name} must be a non-negative integer of at most 19 digits",
+        {name: value[:40]})))
+
+
 def page_params(request: Request) -> tuple[int | None, str | None]:
     n = request.query_params.get("n")
     last = request.query_params.get("last") or None
     if n is None or n == "":
         return None, last
-    try:
-        limit = int(n)
-    except ValueError:
-        limit = -1
-    if limit < 0:
-        raise RegistryError("PAGINATION_NUMBER_INVALID", "n must be a non-negative integer", {"n": n})
-    return min(limit, 10_000), last
+    return page_size(n, "n"), last
 
 
 def next_link(path: str, items: list[str], limit: int | None, more: bool) -> dict[str, str]:

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from dockyard.api.auth import requires
 from dataclasses import asdict
 
-from dockyard.api.common import actor, registry, run
+from dockyard.api.common import actor, page_size, registry, run
 from dockyard.lifecycle import inuse, prune
 from dockyard.lifecycle.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
@@ -18,6 +18,7 @@ from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.meta.gc import QueueStore
+from dockyard.oci.manifest import JSONTooDeep, loads_bounded
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -60,11 +61,8 @@ async def start_scrub(request: Request) -> Response:
 @requires("admin")
 async def trash_list(request: Request) -> Response:
     """``GET /admin/v1/trash?repository=team/*&limit=100``."""
-    limit = request.query_params.get("limit", "1000")
-    if not limit.isdigit():
-        raise RegistryError("PAGINATION_NUMBER_INVALID", "limit must be a number", {"limit": limit})
-    return JSONResponse(await run(trash.listing, registry(request), request.query_params.get("repository"),
-                                  int(limit)))
+    limit = page_size(request.query_params.get("limit", "1000"), "limit")
+    return JSONResponse(await run(trash.listing, registry(request), request.query_params.get("repository"), limit))
 
 
 def _reference(request: Request) -> str:
@@ -100,7 +98,7 @@ async def put_policy(request: Request) -> Response:
     """``PUT /admin/v1/policies/NAME`` with the policy as a JSON object."""
     name = request.path_params["policy"]
     try:
-        body = await request.json()
+        body = loads_bounded(await request.body())
         policy = Policy.parse(name, body)
     except ValueError as exc:
         raise RegistryError("UNSUPPORTED", "invalid policy", {"reason": str(exc)}, status=400) from exc
@@ -131,6 +129,43 @@ async def delete_policy(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _check_inuse_body(body: str) -> None:
+    """A JSON body of in-use references must have the shape of kubectl's output (what
+    :func:`dockyard.lifecycle.inuse.load` reads): a 400 here, not a TypeError there."""
+    if not body.lstrip().startswith(("{", "[")):
+        return  # one reference per line
+
+    def bad(reason: str) -> RegistryError:
+        return RegistryError("UNSUPPORTED", "the body is neither kubectl JSON nor a list of references",
+                             {"reason": reason}, status=400)
+
+    try:
+        doc = loads_bounded(body)
+    except JSONTooDeep as exc:
+        raise bad(str(exc)) from exc
+    except ValueError:
+        return  # inuse reports it as an invalid reference source (ignore_invalid_refs applies)
+    items = doc.get("items", [doc]) if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise bad("items must be a list of Kubernetes objects")
+    for item in items:
+        if not isinstance(item.get("metadata") or {}, dict):
+            raise bad("metadata must be an object")
+    lists = inuse._CONTAINER_LISTS + inuse._STATUS_LISTS  # the keys inuse iterates without looking
+    level = list(items)  # every object at any depth, as inuse walks them
+    while level:
+        below = []
+        for node in level:
+            if isinstance(node, dict):
+                for key in lists:
+                    if not isinstance(node.get(key) or [], list):
+                        raise bad(f"{key} must be a list")
+                below.extend(v for k, v in node.items() if k not in lists)
+            elif isinstance(node, list):
+                below.extend(node)
+        level = below
+
+
 @requires("admin")
 async def run_prune(request: Request) -> Response:
     """``POST /admin/v1/prune?policy=NAME&confirm=true``: preview (default) or run a policy.
@@ -141,6 +176,7 @@ async def run_prune(request: Request) -> Response:
     if name not in found:
         raise RegistryError("NAME_UNKNOWN", "no such policy", {"policy": name, "known": sorted(found)}, status=404)
     body = (await request.body()).decode("utf-8", errors="replace")
+    _check_inuse_body(body)
     used = inuse.load([("request body", body)] if body.strip() else [])
     if used.invalid and not _flag(request, "ignore_invalid_refs"):
         raise RegistryError("UNSUPPORTED", "references could not be parsed; nothing was pruned",

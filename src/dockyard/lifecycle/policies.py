@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -43,12 +44,28 @@ def _globs(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+MAX_COUNT = 2**31 - 1
+MAX_DURATION = 100 * 365 * 86400.0
+"""Longer than any registry keeps anything: larger values (or NaN, Infinity) are typos or attacks,
+and a non-finite one cannot even be written back as JSON."""
+
+
 def _count(value: Any, key: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key} must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ConfigError(f"{key} must be an integer from 0 to {MAX_COUNT}")
     return value
+
+
+def _duration(value: Any, key: str) -> float:
+    too_long = ConfigError(f"{key} must be a duration from 0 to 100 years (36500d)")
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DURATION:
+        raise too_long  # before float(): an int of 400 digits overflows it
+    seconds = parse_duration(value)
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
+        raise too_long
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -83,11 +100,11 @@ class Policy:
                 tags_exclude=_globs(doc.get("tags_exclude", []), "tags_exclude") if doc.get("tags_exclude") else (),
                 keep_tag_revisions=_count(doc.get("keep_tag_revisions"), "keep_tag_revisions"),
                 keep_recent=_count(doc.get("keep_recent"), "keep_recent"),
-                keep_pushed_within=parse_duration(doc["keep_pushed_within"]) if doc.get("keep_pushed_within") is not None else None,
-                keep_pulled_within=parse_duration(doc["keep_pulled_within"]) if doc.get("keep_pulled_within") is not None else None,
+                keep_pushed_within=_duration(doc["keep_pushed_within"], "keep_pushed_within") if doc.get("keep_pushed_within") is not None else None,
+                keep_pulled_within=_duration(doc["keep_pulled_within"], "keep_pulled_within") if doc.get("keep_pulled_within") is not None else None,
                 untagged=untagged,
                 immutable_tags=_globs(doc.get("immutable_tags", []), "immutable_tags") if doc.get("immutable_tags") else (),
-                schedule=parse_duration(doc["schedule"]) if doc.get("schedule") else None,
+                schedule=_duration(doc["schedule"], "schedule") if doc.get("schedule") else None,
             )
         except ConfigError as exc:
             raise ConfigError(f"policy {name}: {exc}") from exc

@@ -15,6 +15,42 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest, InvalidDigest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+"""Real manifests nest 4 levels (index, descriptor, platform, features); Python's parser gives
+up with RecursionError near 1,000 and recursive code walking a document near that fails too."""
+
+
+def nesting(doc: Any, stop_after: int | None = None) -> int:
+    """How deep the lists and objects of a parsed JSON document nest, one level at a time (no
+    recursion); counting stops once past ``stop_after``."""
+    depth, level = 0, [doc]
+    while True:
+        level = [n for n in level if isinstance(n, (list, dict))]
+        if not level or (stop_after is not None and depth > stop_after):
+            return depth
+        depth += 1
+        below: list = []
+        for n in level:
+            below.extend(n.values() if isinstance(n, dict) else n)
+        level = below
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than a caller allows."""
+
+
+def loads_bounded(payload: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted input: :class:`JSONTooDeep` (a ValueError, as for any JSON
+    that does not parse) when lists and objects nest deeper than ``max_depth``. Past ~1,000 levels the parser
+    itself gives up with RecursionError (before using much stack or time); below that the
+    parsed document is measured, so no later recursive walk over it can fail."""
+    try:
+        doc = json.loads(payload)
+    except RecursionError as exc:
+        raise JSONTooDeep(f"JSON nested too deep (at most {max_depth} levels allowed)") from exc
+    if nesting(doc, max_depth) > max_depth:
+        raise JSONTooDeep(f"JSON nested too deep (at most {max_depth} levels allowed)")
+    return doc
 
 
 class ManifestInvalid(ValueError):
@@ -102,7 +138,7 @@ def parse(payload: bytes, content_type: str | None = None) -> ParsedManifest:
     if len(payload) > MAX_MANIFEST_BYTES:
         raise ManifestInvalid(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        doc = json.loads(payload)
+        doc = loads_bounded(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
