@@ -13,8 +13,10 @@ from sqlalchemy import delete, func, select
 
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
+from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.meta import schema
+from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry import blobs, manifests, trash
@@ -100,3 +102,87 @@ def test_image_kept_only_by_a_trashed_tag_is_collected_when_the_tag_expires(reg)
         manifests.get(reg, "app", d)
     assert not {sha256(c) for c in content} & stored_blobs(reg)
     assert rows(reg) == EMPTY
+
+
+# ---- 3. a restore queues reviews for what it restored -------------------------------------
+@pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
+def test_image_restored_without_its_tag_is_collected(reg):
+    old, content = put_image(reg, "app", "latest", "old")
+    manifests.delete(reg, "app", old)
+    new, kept = put_image(reg, "app", "latest", "new")
+    result = trash.restore(reg, f"app@{old}")
+    assert result.skipped_tags == {"latest": f"now points at {new}"}
+    pull_all(reg, "app", old, content)
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg).kinds["manifests"].objects == 1
+    drain(reg)
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", old)
+    assert not {sha256(c) for c in content[:1] + content[-1:]} & stored_blobs(reg)
+    pull_all(reg, "app", new, kept)
+
+
+@pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
+def test_tag_restore_that_finds_the_tag_moved_queues_its_manifest(reg):
+    old, _ = put_image(reg, "app", "latest", "old")
+    manifests.delete(reg, "app", "latest")
+    new, _ = put_image(reg, "app", "latest", "new")
+    reg.clock.advance(DELAY + 1)
+    gc(reg)  # the review of old finds its tag in the trash and is used up
+    assert manifests.get(reg, "app", old).digest == old
+    result = trash.restore(reg, "app:latest")
+    assert result.skipped_tags == {"latest": f"now points at {new}"}
+    reg.clock.advance(DELAY + 1)
+    gc(reg)
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", old)
+
+
+def test_referrer_restored_after_its_subject_was_purged_is_collected(reg):
+    subject, _ = put_image(reg, "app", "v1", "subject")
+    ref = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 10}
+    sig, sig_content = put_image(reg, "app", None, "sig", subject=ref)
+    manifests.delete(reg, "app", sig)
+    manifests.delete(reg, "app", subject)
+    trash.purge(reg, f"app@{subject}")
+    reg.clock.advance(DELAY + 1)
+    gc(reg)  # the referrer is pending: its review finds nothing to do
+    trash.restore(reg, f"app@{sig}")
+    assert manifests.get(reg, "app", sig).digest == sig
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg).kinds["manifests"].objects == 1
+    drain(reg)
+    assert rows(reg) == EMPTY
+
+
+# ---- 5. restoring a tag whose image was deleted since restores the image too ------------------
+def test_tag_restore_brings_back_the_image_deleted_after_the_tag(reg):
+    d, content = put_image(reg, "app", "v1", "one")
+    manifests.put(reg, "app", "v2", manifests.get(reg, "app", "v1").payload,
+                  "application/vnd.oci.image.manifest.v1+json")
+    manifests.delete(reg, "app", "v1")
+    manifests.delete(reg, "app", d)  # v2 goes to the trash with the image
+    result = trash.restore(reg, "app:v1")
+    assert sorted(result.restored_tags) == ["v1", "v2"] and result.restored_manifests == 1
+    pull_all(reg, "app", d, content)
+    assert manifests.get(reg, "app", "v1").digest == d
+    assert trash.listing(reg) == {"images": [], "tags": []}
+    drain(reg)
+    pull_all(reg, "app", d, content)
+
+
+def test_tag_restore_fails_cleanly_when_its_image_cannot_come_back(reg):
+    amd, _ = put_image(reg, "app", None, "amd")
+    idx = put_index(reg, "app", "v1", [amd])
+    manifests.delete(reg, "app", "v1")
+    manifests.delete(reg, "app", idx)
+    child_id = manifest_id(reg, "app", amd)
+    with reg.db.write() as conn:  # the child was purged under the index (as an older version could)
+        repo = RepositoryStore(conn).get("app", include_deleted=True)
+        purge_manifests(conn, [PurgeTarget(child_id, repo.id, amd)], reg.now(),
+                        Collector.for_registry(reg).opts.purge)
+    with pytest.raises(RegistryError, match="child manifest"):
+        trash.restore(reg, "app:v1")
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", "v1")
+    assert [t["tag"] for t in trash.listing(reg)["tags"]] == ["v1"]  # nothing changed

@@ -9,7 +9,7 @@ from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import PurgeTarget
+from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE
 from dockyard.meta.tags import TagStore
@@ -78,24 +78,35 @@ def restore(reg: Registry, text: str, actor: str | None = None) -> RestoreResult
             raise RegistryError("NAME_UNKNOWN", "repository not known to registry", {"name": ref.repository})
         trash = TrashStore(conn)
         tags = TagStore(conn)
+        reviews: list[int] = []
         if ref.digest is None:
             entry = trash.latest_trashed_tag(repo.id, ref.tag)
             if entry is None:
                 raise RegistryError("MANIFEST_UNKNOWN", "no such tag in the trash", {"reference": str(ref)})
             digest = _digest_of(conn, entry.manifest_id)
-            if entry.with_manifest:
-                result = _restore_image(conn, reg, repo.id, digest, actor, now, str(ref))
+            image = trash.lock_pending(repo.id, digest)
+            if entry.with_manifest or image.state != ACTIVE:
+                # a tag deleted on its own, then its image: the image comes back too (with the
+                # tags deleted with it), or the restore fails; never a tag on a deleted image
+                result = _restore_image(conn, reg, repo.id, digest, actor, now, str(ref), reviews)
             else:
                 result = RestoreResult(str(ref), digest)
+            if not entry.with_manifest:
                 current = tags.get(repo.id, ref.tag)
-                if current is not None:
+                if current is not None and current.digest != digest:
                     result.skipped_tags[ref.tag] = f"now points at {current.digest}"
                 else:
-                    tags.set(repo.id, ref.tag, entry.manifest_id, digest, now, actor)
-                    result.restored_tags.append(ref.tag)
+                    if current is None:
+                        tags.set(repo.id, ref.tag, entry.manifest_id, digest, now, actor)
+                    if ref.tag not in result.restored_tags:
+                        result.restored_tags.append(ref.tag)
                 trash.drop([entry.id])
+                reviews.append(entry.manifest_id)  # it lost the trashed tag that kept it
         else:
-            result = _restore_image(conn, reg, repo.id, ref.digest, actor, now, str(ref))
+            result = _restore_image(conn, reg, repo.id, ref.digest, actor, now, str(ref), reviews)
+        # a restored image may be kept by nothing now (its tags moved; its subject was purged):
+        # the collector decides, after the usual grace
+        QueueStore(conn).review_manifests(reviews, now + reg.config.gc_delay, "restored")
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
@@ -111,7 +122,8 @@ def _digest_of(conn, manifest_id: int) -> str:
     return conn.execute(select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar_one()
 
 
-def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: float, label: str) -> RestoreResult:
+def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: float, label: str,
+                   restored_ids: list[int]) -> RestoreResult:
     trash = TrashStore(conn)
     row = trash.lock_pending(repo_id, digest)
     if row is None:
@@ -120,7 +132,7 @@ def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: f
     result = RestoreResult(label, digest)
     if row.state == ACTIVE:
         raise RegistryError("MANIFEST_INVALID", "image is not deleted", {"reference": label})
-    _activate_tree(conn, reg, repo_id, row.id, digest, now, result)
+    _activate_tree(conn, reg, repo_id, row.id, digest, now, result, restored_ids)
     tags = TagStore(conn)
     entries = trash.tags_of(row.id, with_manifest=True)
     for _, tag in entries:
@@ -135,7 +147,7 @@ def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: f
 
 
 def _activate_tree(conn, reg: Registry, repo_id: int, manifest_id: int, digest: str, now: float,
-                   result: RestoreResult) -> None:
+                   result: RestoreResult, restored_ids: list[int]) -> None:
     """Activate the manifest and every pending child it needs; re-link its blobs.
 
     Fails (rolling everything back) if a child is gone: never an active image with
@@ -146,6 +158,7 @@ def _activate_tree(conn, reg: Registry, repo_id: int, manifest_id: int, digest: 
     trash = TrashStore(conn)
     store = ManifestStore(conn)
     trash.activate(manifest_id)
+    restored_ids.append(manifest_id)
     result.restored_manifests += 1
     refs = store.references(manifest_id)
     blobs = [d for k, d in refs if k == "blob"]
@@ -159,7 +172,7 @@ def _activate_tree(conn, reg: Registry, repo_id: int, manifest_id: int, digest: 
             raise RegistryError("MANIFEST_UNKNOWN", "a child manifest of this index was purged; cannot restore",
                                 {"child": child, "digest": digest})
         if row.state != ACTIVE:
-            _activate_tree(conn, reg, repo_id, row.id, child, now, result)
+            _activate_tree(conn, reg, repo_id, row.id, child, now, result, restored_ids)
 
 
 @dataclass
