@@ -89,6 +89,34 @@ def _list(value: Any) -> tuple:
     raise ConfigError(f"expected a list of strings, got {value!r}")
 
 
+def parse_public_url(value: Any) -> str:
+    """``https://registry.example.com[:port][/prefix]``; trailing slash dropped; empty = unset."""
+    from urllib.parse import urlsplit
+
+    text = str(value).strip().rstrip("/")
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    parts.port  # raises ValueError on a port that is not a number in 0..65535
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or parts.username or parts.password:
+        raise ConfigError(f"public_url must be http(s)://HOST[:PORT][/PATH], got {value!r}")
+    return text
+
+
+def parse_networks(value: Any) -> tuple:
+    """Addresses or CIDRs (``10.0.0.1``, ``10.0.0.0/8``, ``fd00::/8``), as a list or comma-separated."""
+    import ipaddress
+
+    items = _list(value)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{item!r} is not an IP address or CIDR network") from exc
+    return items
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -137,6 +165,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("anonymous_role", "", parse_role, "role of unauthenticated requests; empty = admin without auth_htpasswd, none with it"),
     Setting("token_secret", "", str, "HMAC secret for bearer tokens; empty = generated once into data_dir (replicas must share one)"),
     Setting("token_ttl", 300.0, parse_duration, "lifetime of a bearer token"),
+    Setting("public_url", "", parse_public_url, "external base URL (e.g. https://registry.example.com); the auth realm and absolute URLs use it"),
+    Setting("trusted_proxies", (), parse_networks, "addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -182,6 +212,8 @@ class Config:
     anonymous_role: str = ""
     token_secret: str = ""
     token_ttl: float = 300.0
+    public_url: str = ""
+    trusted_proxies: tuple = ()
 
     # ---- derived values -------------------------------------------------
     @property

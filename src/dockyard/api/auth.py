@@ -7,6 +7,19 @@ Without ``auth_htpasswd`` every request has ``anonymous_role`` (default admin: t
 embedded default listens on loopback only). With it, clients log in with basic
 auth, or follow the ``WWW-Authenticate: Bearer`` challenge to ``/auth/token``
 (as ``docker login`` and ``skopeo login`` do) and send the token.
+
+Guessing passwords is made slow and harmless to everyone else: bcrypt runs in worker
+threads, at most :data:`VERIFY_SLOTS` at a time with a bounded queue (beyond it: 429);
+an unknown user costs one bcrypt of the same cost as a real one (no enumeration by
+timing); and each client address gets :data:`FREE_FAILURES` failed logins before it
+is locked out for 2, 4, 8 ... :data:`MAX_LOCKOUT` seconds (429 with ``Retry-After``,
+without checking the password). Only correct passwords are cached, so the cache
+answers a known client without bcrypt and cannot be flooded by guesses.
+
+The client address and the external URL (the ``WWW-Authenticate`` realm) come from
+the connection, never from headers a client chose: ``public_url`` when set, else
+``X-Forwarded-*`` when the direct peer is in ``trusted_proxies``, else the scheme and
+address the server was reached on.
 """
 
 from __future__ import annotations
@@ -15,22 +28,43 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
+import logging
+import math
+import os
+import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import anyio
+import anyio.to_thread
 import bcrypt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dockyard.config import Config
+from dockyard.config import Config, ConfigError
 from dockyard.errors import RegistryError
 
+log = logging.getLogger(__name__)
+
 RANK = {"none": 0, "pull": 1, "push": 2, "admin": 3}
+
+VERIFY_SLOTS = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity")
+                   else (os.cpu_count() or 1) // 2)  # concurrent bcrypt checks: half the CPUs
+VERIFY_QUEUE = 16 * VERIFY_SLOTS  # checks that may wait for a slot; more are refused (429)
+FREE_FAILURES = 5  # failed logins an address gets before it is locked out
+MAX_LOCKOUT = 300.0  # seconds; the lockout doubles with each further failure, up to this
+FAILURE_MEMORY = 900.0  # an address's failures are forgotten this long after its last one
+TRACKED_ADDRESSES = 10_000  # addresses the throttle remembers (least recently failed go first)
+BCRYPT_MAX = 72  # bcrypt reads this many password bytes (htpasswd -B truncates the same way)
+_BCRYPT_COST = re.compile(rb"^\$2[abxy]?\$(\d\d)\$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +84,84 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def too_many(retry_after: float, message: str) -> RegistryError:
+    return RegistryError("TOOMANYREQUESTS", message, status=429,
+                         headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class FailureThrottle:
+    """Failed logins per client address: the first ``free`` cost nothing, then each
+    further one locks the address out for 2, 4, 8 ... ``max_lockout`` seconds. Memory is
+    bounded: at most ``capacity`` addresses, the least recently failed forgotten first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, free: int = FREE_FAILURES,
+                 max_lockout: float = MAX_LOCKOUT, memory: float = FAILURE_MEMORY,
+                 capacity: int = TRACKED_ADDRESSES):
+        self.clock = clock
+        self.free = free
+        self.max_lockout = max_lockout
+        self.memory = memory
+        self.capacity = capacity
+        self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # -> count, last, locked until
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str) -> float:
+        """Seconds before a login from ``address`` is checked again; 0 = now."""
+        with self._lock:
+            entry = self._failures.get(address)
+            if entry is None:
+                return 0.0
+            now = self.clock()
+            if now - entry[1] > self.memory:
+                del self._failures[address]
+                return 0.0
+            return max(0.0, entry[2] - now)
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            now = self.clock()
+            count, last, until = self._failures.pop(address, (0, now, now))
+            count = 1 if now - last > self.memory else count + 1
+            if count >= self.free:
+                until = now + min(2.0 ** (count - self.free + 1), self.max_lockout)
+            self._failures[address] = (count, now, until)
+            while len(self._failures) > self.capacity:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+def _create_private(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``, mode 0600 from its first instant, atomically: it
+    appears complete or not at all. The first creator wins (``os.link`` never replaces),
+    so worker processes starting together agree on one file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: keep its file
+        except OSError:  # a filesystem without hard links: last writer wins, still complete and 0600
+            os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Authenticator:
     def __init__(self, cfg: Config, clock: Callable[[], float] = time.time):
         self.cfg = cfg
@@ -60,8 +172,13 @@ class Authenticator:
         if self.enabled:
             self.users = self._load_htpasswd(Path(cfg.auth_htpasswd))
         self.secret = self._secret(cfg)
-        self._verified: dict[tuple[str, bytes], bool] = {}
+        self.proxies = tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_proxies)
+        self.throttle = FailureThrottle()
+        self._dummy = self._dummy_hash(self.users.values()) if self.enabled else b""
+        self._verified: set[tuple[str, bytes]] = set()  # (user, sha256(password)) known to be right
         self._lock = threading.Lock()
+        self._slots: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        self._queued = 0
 
     @staticmethod
     def _load_htpasswd(path: Path) -> dict[str, bytes]:
@@ -74,38 +191,69 @@ class Authenticator:
         return users
 
     @staticmethod
+    def _dummy_hash(hashes) -> bytes:
+        """What an unknown user's password is checked against: a bcrypt hash of the highest
+        cost in the file, so that 'no such user' takes as long as 'wrong password'."""
+        costs = [int(m.group(1)) for h in hashes if (m := _BCRYPT_COST.match(h))]
+        return bcrypt.hashpw(secrets.token_hex(16).encode(), bcrypt.gensalt(rounds=max(costs, default=12)))
+
+    @staticmethod
     def _secret(cfg: Config) -> bytes:
         if cfg.token_secret:
             return cfg.token_secret.encode()
         path = cfg.data_path / "token-secret"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+            _create_private(path, secrets.token_hex(32).encode())
+        secret = path.read_text().strip()
+        if len(secret) < 32:
+            raise ConfigError(f"{path} holds no usable secret (remove it to have a new one made, or set token_secret)")
+        return secret.encode()
 
     def role_of(self, user: str) -> str:
         return self.cfg.auth_roles.get(user, self.cfg.auth_default_role)
 
     # ---- credentials -----------------------------------------------------
-    def check_password(self, user: str, password: str) -> bool:
-        hashed = self.users.get(user)
-        if hashed is None:
-            return False
+    async def verify(self, address: str, user: str, password: str) -> bool:
+        """Check a password for a client at ``address`` without blocking the event loop.
+
+        Raises TOOMANYREQUESTS (429) while the address is locked out, or when more checks
+        wait for a thread than :data:`VERIFY_QUEUE`."""
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            raise too_many(wait, "too many failed logins from this address")
         key = (user, hashlib.sha256(password.encode()).digest())
         with self._lock:
-            cached = self._verified.get(key)
-        if cached is not None:
-            return cached
+            if key in self._verified:
+                return True
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(VERIFY_SLOTS)
+        if self._queued >= VERIFY_QUEUE:
+            raise too_many(1, "too many logins in progress")
+        self._queued += 1
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed.replace(b"$2y$", b"$2b$", 1))
-        except ValueError:
-            ok = False
+            ok = await anyio.to_thread.run_sync(self._checkpw, user, password, limiter=self._slots)
+        finally:
+            self._queued -= 1
+        if not ok:
+            self.throttle.failed(address)
+            return False
+        self.throttle.succeeded(address)
         with self._lock:
-            if len(self._verified) > 10_000:
+            if len(self._verified) >= 10_000:
                 self._verified.clear()
-            self._verified[key] = ok
-        return ok
+            self._verified.add(key)
+        return True
+
+    def _checkpw(self, user: str, password: str) -> bool:
+        """One bcrypt check (in a worker thread), of the same cost whether the user exists or not."""
+        hashed = self.users.get(user)
+        try:
+            ok = bcrypt.checkpw(password.encode()[:BCRYPT_MAX],
+                                (hashed or self._dummy).replace(b"$2y$", b"$2b$", 1))
+        except ValueError:  # a malformed hash in the file
+            ok = False
+        return ok and hashed is not None
 
     def issue_token(self, user: str) -> dict:
         """The token endpoint's answer: token, lifetime and issue time (clients compute expiry from both)."""
@@ -119,6 +267,8 @@ class Authenticator:
         return {"token": token, "access_token": token, "expires_in": ttl, "issued_at": issued}
 
     def check_token(self, token: str) -> Identity | None:
+        if not token.isascii():  # headers arrive as latin-1: any byte >= 0x80 is no token of ours
+            return None
         body, _, sig = token.partition(".")
         expected = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
         if not sig or not hmac.compare_digest(sig, expected):
@@ -127,8 +277,10 @@ class Authenticator:
             claims = json.loads(_unb64(body))
         except ValueError:
             return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), (int, float)):
+            return None
         sub = claims.get("sub")
-        if claims.get("exp", 0) < self.clock():
+        if not isinstance(sub, str) or claims["exp"] < self.clock():
             return None
         if sub not in self.users:
             return self.anonymous if sub == "anonymous" else None
@@ -141,8 +293,49 @@ class Authenticator:
             return None
         return user, password
 
+    # ---- the client and the URL it used ----------------------------------
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.proxies)
+
+    def client_address(self, request: Request) -> str:
+        """The direct peer; behind trusted proxies, the nearest X-Forwarded-For hop that is
+        not one of them (the hop the outermost trusted proxy saw)."""
+        peer = request.client.host if request.client else ""
+        if not self.proxies or not self._trusted(peer):
+            return peer
+        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop[:64]
+        return peer
+
+    def external_url(self, request: Request) -> str:
+        """Base URL clients reach this registry at: ``public_url``; else what a trusted proxy
+        forwarded; else the scheme and address the connection came in on. Never the Host
+        header (an attacker's client chooses it)."""
+        if self.cfg.public_url:
+            return self.cfg.public_url
+        scheme = request.scope.get("scheme", "http")
+        host, port = request.scope.get("server") or self.cfg.host_port
+        netloc = f"[{host}]" if ":" in host else host
+        if (scheme, port) not in (("http", 80), ("https", 443)):
+            netloc = f"{netloc}:{port}"
+        if self.proxies and request.client and self._trusted(request.client.host):
+            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            forwarded_host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+            if proto in ("http", "https"):
+                scheme = proto
+            if forwarded_host and len(forwarded_host) <= 255 and _HOST.fullmatch(forwarded_host):
+                netloc = forwarded_host
+        return f"{scheme}://{netloc}"
+
     # ---- per request -----------------------------------------------------
-    def identify(self, request: Request) -> Identity:
+    async def authenticate(self, request: Request) -> Identity:
+        """Who sent the request, from its Authorization header (basic or bearer)."""
         if not self.enabled:
             return self.anonymous
         header = request.headers.get("authorization", "")
@@ -150,7 +343,7 @@ class Authenticator:
         scheme = scheme.lower()
         if scheme == "basic":
             creds = self._basic(value.strip())
-            if creds and self.check_password(*creds):
+            if creds and await self.verify(self.client_address(request), *creds):
                 return Identity(creds[0], self.role_of(creds[0]))
             raise self.challenge(request, "invalid credentials")
         if scheme == "bearer":
@@ -160,8 +353,12 @@ class Authenticator:
             return identity
         return self.anonymous
 
+    def identify(self, request: Request) -> Identity:
+        """The identity :func:`requires` established for this request (anonymous before it)."""
+        return getattr(request.state, "identity", None) or self.anonymous
+
     def challenge(self, request: Request, message: str = "authentication required") -> RegistryError:
-        realm = f"{request.url.scheme}://{request.url.netloc}/auth/token"
+        realm = f"{self.external_url(request)}/auth/token"
         return RegistryError("UNAUTHORIZED", message, status=401, headers={
             "WWW-Authenticate": f'Bearer realm="{realm}",service="dockyard"',
         })
@@ -190,7 +387,7 @@ def requires(role: str):
         async def inner(request: Request) -> Response:
             auth: Authenticator = request.app.state.auth
             try:
-                identity = auth.identify(request)
+                identity = await auth.authenticate(request)
                 if not identity.allows(role):
                     if identity.user is None:
                         raise auth.challenge(request)
@@ -215,7 +412,7 @@ async def token_endpoint(request: Request) -> Response:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     creds = auth._basic(value.strip()) if scheme.lower() == "basic" else None
-    if not creds or not auth.check_password(*creds):
+    if not creds or not await auth.verify(auth.client_address(request), *creds):
         if auth.anonymous.role != "none" and not header:
             return JSONResponse(auth.issue_token("anonymous"))
         raise RegistryError("UNAUTHORIZED", "invalid credentials", status=401,
