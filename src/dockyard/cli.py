@@ -64,14 +64,23 @@ def _emit(args: argparse.Namespace, data: dict, table: str) -> None:
         print(table)
 
 
+def gc_overrides(args: argparse.Namespace) -> dict:
+    """GcOptions overrides of ``dockyard gc``. ``--delete-untagged`` also sweeps: untagged
+    manifests with no pending review (untagged while the setting was off) are reviewed too."""
+    overrides = {"dry_run": args.dry_run}
+    if args.delete_untagged is not None:
+        overrides["delete_untagged"] = args.delete_untagged
+        if args.delete_untagged:
+            overrides["sweep_untagged"] = True
+    return overrides
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from dockyard.lifecycle.collector import Collector
     from dockyard.progress import progress
 
     reg = _registry(args)
-    overrides = {"dry_run": args.dry_run}
-    if args.delete_untagged is not None:
-        overrides["delete_untagged"] = args.delete_untagged
+    overrides = gc_overrides(args)
     describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
     with progress("gc", describe) as update:
         report = Collector.for_registry(reg, progress=update, **overrides).run()
@@ -234,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_common(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     gc.add_argument("--delete-untagged", action=argparse.BooleanOptionalAction, default=None,
-                    help="override the delete_untagged setting for this run")
+                    help="override the delete_untagged setting for this run; --delete-untagged also "
+                         "reviews every untagged manifest that has no pending review (untagged while the "
+                         "setting was off), so they are collected too (children of a live index and "
+                         "referrers of a live subject stay; images pushed within gc_delay wait for it)")
     gc.set_defaults(func=cmd_gc)
 
     fsck = sub.add_parser("fsck", help="reconcile storage with the database (dry run unless --delete)")

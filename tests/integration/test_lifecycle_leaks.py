@@ -155,6 +155,54 @@ def test_referrer_restored_after_its_subject_was_purged_is_collected(reg):
     assert rows(reg) == EMPTY
 
 
+# ---- 4. gc --delete-untagged sweeps untagged manifests that never got a review ---------------
+def test_delete_untagged_override_finds_manifests_untagged_without_a_review(reg):
+    old, content = put_image(reg, "app", "latest", "old")
+    new, kept = put_image(reg, "app", "latest", "new")  # delete_untagged is off: no review queued
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg, delete_untagged=True).kinds["manifests"].objects == 0  # no review: nothing due
+    preview = gc(reg, delete_untagged=True, sweep_untagged=True, dry_run=True)
+    assert [i["digest"] for i in preview.items if i["kind"] == "manifests"] == [old]
+    assert manifests.get(reg, "app", old).digest == old
+    assert gc(reg, delete_untagged=True, sweep_untagged=True).kinds["manifests"].objects == 1
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", old)
+    reg.clock.advance(DELAY + 1)
+    gc(reg)
+    assert not {sha256(c) for c in content[:1] + content[-1:]} & stored_blobs(reg)
+    pull_all(reg, "app", new, kept)
+
+
+def test_sweep_leaves_young_children_and_live_referrers_alone(reg):
+    amd, _ = put_image(reg, "app", None, "amd")
+    idx = put_index(reg, "app", "multi", [amd])
+    ref = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": idx, "size": 10}
+    sig, _ = put_image(reg, "app", None, "sig", subject=ref)
+    young, _ = put_image(reg, "app", None, "young")
+    reg.clock.advance(DELAY - 10)
+    young2, _ = put_image(reg, "app", None, "young2")
+    reg.clock.advance(11)
+    preview = gc(reg, delete_untagged=True, sweep_untagged=True, dry_run=True)
+    assert [i["digest"] for i in preview.items if i["kind"] == "manifests"] == [young]
+    assert gc(reg, delete_untagged=True, sweep_untagged=True).kinds["manifests"].objects == 1
+    with pytest.raises(RegistryError):
+        manifests.get(reg, "app", young)
+    for d in (amd, idx, sig, young2):
+        assert manifests.get(reg, "app", d).digest == d
+    reg.clock.advance(DELAY)
+    assert gc(reg, delete_untagged=True).kinds["manifests"].objects == 1  # the young one was queued
+
+
+def test_gc_cli_delete_untagged_flag_sweeps():
+    from dockyard.cli import build_parser, gc_overrides
+
+    args = build_parser().parse_args(["gc", "--delete-untagged"])
+    assert gc_overrides(args) == {"dry_run": False, "delete_untagged": True, "sweep_untagged": True}
+    args = build_parser().parse_args(["gc", "--no-delete-untagged", "--dry-run"])
+    assert gc_overrides(args) == {"dry_run": True, "delete_untagged": False}
+    assert gc_overrides(build_parser().parse_args(["gc"])) == {"dry_run": False}
+
+
 # ---- 5. restoring a tag whose image was deleted since restores the image too ------------------
 def test_tag_restore_brings_back_the_image_deleted_after_the_tag(reg):
     d, content = put_image(reg, "app", "v1", "one")

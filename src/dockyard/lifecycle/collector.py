@@ -21,6 +21,11 @@ Eligibility, re-checked under lock:
 - repository: no tags, manifests, links or uploads.
 - upload: idle longer than ``upload_ttl``.
 
+With ``sweep_untagged`` (``gc --delete-untagged``) a run first queues a review for every
+untagged active manifest that has none (keyset pages, one transaction each): manifests
+untagged while ``delete_untagged`` was off were never queued. The reviews then decide as
+above.
+
 A dry run evaluates the same checks in a read-only transaction and deletes nothing.
 """
 
@@ -31,8 +36,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Callable
 
+from dockyard import faults
 from dockyard.clock import Clock
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
@@ -61,6 +68,9 @@ class GcOptions:
     workers: int = 4
     max_deletes_per_second: float = 0.0
     dry_run: bool = False
+    sweep_untagged: bool = False
+    """Before collecting, queue a review of every untagged active manifest that has none
+    (``gc --delete-untagged``): images untagged while ``delete_untagged`` was off got none."""
     lease: float = 60.0
     retry_base: float = 5.0
     retry_max: float = 3600.0
@@ -122,6 +132,8 @@ class Collector:
             else:
                 with self.db.write() as conn:  # a killed collector of this host: take its work over now
                     QueueStore(conn).release_leases_of_dead(socket.gethostname(), _process_alive, self.clock.now())
+                if self.opts.sweep_untagged:
+                    self._sweep_untagged(self.clock.now())
                 steps = 0
                 while self.step(report) and (max_steps is None or (steps := steps + 1) < max_steps):
                     pass
@@ -155,6 +167,19 @@ class Collector:
     def backlog(self) -> dict:
         with self.db.read() as conn:
             return QueueStore(conn).backlog(self.clock.now())
+
+    def _sweep_untagged(self, now: float) -> None:
+        """Queue a review (due now) for each untagged manifest without one, a batch per
+        transaction; the manifest queue then decides as for any other review."""
+        last = 0
+        while True:
+            with self.db.write() as conn:
+                q = QueueStore(conn)
+                ids = q.untagged_unreviewed_manifests(last, self.opts.batch_size)
+                q.review_manifests(ids, now, "swept")
+            if not ids:
+                return
+            last = ids[-1]
 
     # ---- review queues (each handler is set-based over a batch) ------------------
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
@@ -191,6 +216,7 @@ class Collector:
             targets.append(PurgeTarget(m.id, m.repository_id, m.digest))
             report.add("manifests", m.size, {"repository_id": m.repository_id, "digest": m.digest})
         if apply and targets:
+            faults.point("collector.manifests_checked")  # locked, re-checked, about to purge
             purge_manifests(conn, targets, now, self.opts.purge)
             for t in targets:
                 log.info("gc: purged untagged manifest %s (repository %d)", t.digest, t.repository_id)
@@ -200,6 +226,7 @@ class Collector:
         pairs = [(e.repository_id, e.digest) for e in entries]
         if apply:
             q.lock_blobs([d for _, d in pairs])
+            faults.point("collector.links_locked")
         links = q.links_of(pairs)
         needed = q.referenced_in_repository(list(links), "blob")
         delay = self.opts.gc_delay
@@ -309,6 +336,11 @@ class Collector:
                 entries = q.claim_due(name, now, limit, lock=False)
                 for i in range(0, len(entries), self.opts.batch_size):
                     review(conn, q, entries[i:i + self.opts.batch_size], report, now, apply=False)
+                if name == "manifests" and self.opts.sweep_untagged:
+                    last = 0
+                    while ids := q.untagged_unreviewed_manifests(last, self.opts.batch_size):
+                        last = ids[-1]
+                        review(conn, q, [SimpleNamespace(manifest_id=i) for i in ids], report, now, apply=False)
             # what the removed links would free in the same run
             unlinked: dict[str, set[int]] = {}
             for item in report.items:

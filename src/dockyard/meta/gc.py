@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.meta.db import in_pairs
 from dockyard.meta.schema import (
+    ACTIVE,
     COMMITTING,
     PENDING_DELETE,
     tag_history,
@@ -237,6 +238,20 @@ class QueueStore:
         rows = self.conn.execute(select(manifests.c.repository_id, manifests.c.digest).where(
             in_pairs(self.conn, manifests.c.repository_id, manifests.c.digest, pairs)))
         return {(r.repository_id, r.digest) for r in rows}
+
+    def untagged_unreviewed_manifests(self, after_id: int, limit: int) -> list[int]:
+        """Active manifests with no tag (live or in the trash) and no pending review, by id
+        after ``after_id`` (a keyset page): what ``gc --delete-untagged`` sweeps, for images
+        untagged while ``delete_untagged`` was off (no review was queued then)."""
+        m = manifests.c
+        rows = self.conn.execute(
+            select(m.id).where(
+                m.id > after_id, m.state == ACTIVE,
+                ~exists().where(tags.c.manifest_id == m.id),
+                ~exists().where(trashed_tags.c.manifest_id == m.id),
+                ~exists().where(gc_manifest_reviews.c.manifest_id == m.id))
+            .order_by(m.id).limit(limit))
+        return list(rows.scalars())
 
     # ---- claiming ------------------------------------------------------------
     def claim_due(self, name: str, now: float, limit: int, *, lock: bool = True) -> list[Any]:
