@@ -59,7 +59,8 @@ def test_referenced_blobs_stay_and_shared_blobs_survive_a_purge(reg):
     d1, b1 = put_image(reg, "app", "v1", "one", shared=[shared])
     d2, b2 = put_image(reg, "app", "v2", "two", shared=[shared])
     reg.clock.advance(DELAY + 1)
-    assert gc(reg).total_objects == 0
+    report = gc(reg)  # only the staged copy of the second push of the shared layer goes
+    assert report.total_objects == report.kinds["uploads"].objects == 1
     manifests.delete(reg, "app", d1)
     purge(reg, "app", d1)
     reg.clock.advance(DELAY + 1)

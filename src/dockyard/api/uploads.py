@@ -16,7 +16,8 @@ from dockyard.meta.uploads import Upload
 from dockyard.registry import blobs, uploads
 from dockyard.registry.common import check_name
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/\d+|/\*)?$")
+# at most 19 digits: below 2**63, and never a number Python refuses to convert
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/\d{1,19}|/\*)?$")
 
 
 def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
@@ -38,8 +39,8 @@ def _content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
-        raise RegistryError("SIZE_INVALID", "invalid Content-Length", {"Content-Length": value})
+    if not value.isdigit() or len(value) > 19:
+        raise RegistryError("SIZE_INVALID", "invalid Content-Length", {"Content-Length": value[:40]})
     return int(value)
 
 
@@ -48,8 +49,16 @@ def _has_body(request: Request) -> bool:
     return (length or 0) > 0 or "chunked" in request.headers.get("transfer-encoding", "").lower()
 
 
-async def _write(request: Request, upload: Upload, expected: int | None) -> Upload:
-    return await consume_body(request, partial(uploads.write, registry(request), upload, expected_length=expected))
+async def _write(request: Request, upload: Upload, expected: int | None, start: int | None = None) -> Upload:
+    name = repo_name(request)
+    try:
+        return await consume_body(request, partial(uploads.write, registry(request), upload,
+                                                   expected_length=expected, start=start))
+    except RegistryError as exc:
+        if exc.status == 416:  # out of order: tell the client where the session stands
+            current = await run(uploads.get, registry(request), name, upload.id)
+            exc.headers = _upload_headers(name, current)
+        raise
 
 
 @requires("push")
@@ -92,7 +101,10 @@ async def patch_upload(request: Request) -> Response:
             raise RegistryError("SIZE_INVALID", "Content-Length does not match Content-Range",
                                 {"Content-Length": expected, "Content-Range": content_range})
         expected = end - start + 1
-    upload = await _write(request, upload, expected)
+        # checked again under the session's claim: another request may move the end meanwhile
+        upload = await _write(request, upload, expected, start)
+    else:
+        upload = await _write(request, upload, expected)
     return Response(status_code=202, headers=_upload_headers(name, upload))
 
 

@@ -7,6 +7,7 @@ from typing import Iterable
 
 from sqlalchemy import Connection, delete, select, update
 
+from dockyard import faults
 from dockyard.meta.db import insert_ignore
 from dockyard.meta.schema import READY, blobs, repository_blobs
 
@@ -49,24 +50,35 @@ class BlobStore:
     def linked_among(self, repo_id: int, digests: Iterable[str]) -> dict[str, int]:
         """digest -> size for those of ``digests`` linked to the repository and ready.
 
-        The blob rows are share-locked until the transaction ends: the collector takes
-        the same rows exclusively before it removes a link or a blob, so a manifest
-        that passes this check cannot lose its blobs before it commits.
+        The blob rows are share-locked (in digest order) until the transaction ends: the
+        collector takes the same rows exclusively before it removes a link or a blob, so a
+        manifest that passes this check cannot lose its blobs before it commits. The links
+        are read by a second statement, after the locks are held: on PostgreSQL a statement
+        that waited for a row lock re-checks only the rows it locked, so links read in the
+        same statement would be those of before the collector's commit (a push answered 201
+        whose links were just deleted).
         """
         wanted = sorted(set(digests))
         if not wanted:
             return {}
+        self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest)
+                          .with_for_update(read=True))
+        faults.point("manifests.blobs_locked")
         rows = self.conn.execute(
             select(blobs.c.digest, blobs.c.size)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted),
                    blobs.c.state == READY)
-            .with_for_update(read=True, of=blobs)
         )
         return {r.digest: r.size for r in rows}
 
     def add(self, digest: str, size: int, now: float, state: str = READY) -> None:
         insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now, "state": state})
+
+    def recommit(self, digest: str, size: int) -> None:
+        """A row whose object is not known good (left ``committing``, or recorded with another
+        size) is committed again from a verified upload."""
+        self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(size=size, state=COMMITTING))
 
     def mark_ready(self, digest: str) -> None:
         self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=READY))

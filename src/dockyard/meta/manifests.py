@@ -48,12 +48,15 @@ class ManifestStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def get(self, repo_id: int, digest: str, *, payload: bool = False, any_state: bool = False) -> Manifest | None:
+    def get(self, repo_id: int, digest: str, *, payload: bool = False, any_state: bool = False,
+            lock: bool = False) -> Manifest | None:
+        """The manifest; with ``lock``, locked for update until the transaction ends (a push
+        and a delete of the same manifest serialise on it)."""
         cols = _COLUMNS + ((t.c.payload,) if payload else ())
         q = select(*cols).where(t.c.repository_id == repo_id, t.c.digest == digest)
         if not any_state:
             q = q.where(t.c.state == ACTIVE)
-        row = self.conn.execute(q).first()
+        row = self.conn.execute(q.with_for_update() if lock else q).first()
         return _row(row, payload) if row else None
 
     def lookup(self, repo_name: str, *, tag: str | None = None, digest: str | None = None) -> Manifest | None:
@@ -72,27 +75,42 @@ class ManifestStore:
         row = self.conn.execute(q).first()
         return _row(row, True) if row else None
 
-    def active_among(self, repo_id: int, digests: Iterable[str]) -> set[str]:
-        wanted = list(set(digests))
+    def active_among(self, repo_id: int, digests: Iterable[str], *, lock: bool = False) -> set[str]:
+        """Those of ``digests`` that are active manifests of the repository. With ``lock`` they
+        are share-locked (in id order) until the transaction ends: the collector and the
+        scrubber lock a manifest for update before they purge it, so an index that passes
+        this check cannot lose a child before it commits (a row being purged meanwhile is
+        re-checked after the purge commits, and is then missing)."""
+        wanted = sorted(set(digests))
         if not wanted:
             return set()
-        rows = self.conn.execute(
-            select(t.c.digest).where(t.c.repository_id == repo_id, t.c.digest.in_(wanted), t.c.state == ACTIVE)
-        )
-        return set(rows.scalars())
+        q = select(t.c.digest).where(t.c.repository_id == repo_id, t.c.digest.in_(wanted), t.c.state == ACTIVE)
+        if lock:
+            q = q.order_by(t.c.id).with_for_update(read=True)
+        return set(self.conn.execute(q).scalars())
 
-    def put(self, repo_id: int, digest: str, parsed: ParsedManifest, payload: bytes, now: float) -> Manifest:
-        """Insert the manifest, or make a pending_delete one active again. Idempotent."""
-        existing = self.get(repo_id, digest, any_state=True)
+    def active_parents(self, repo_id: int, digest: str) -> list[str]:
+        """Digests of the active indexes of the repository that list ``digest`` as a child."""
+        return sorted(self.conn.execute(
+            select(t.c.digest).join(manifest_references, manifest_references.c.manifest_id == t.c.id)
+            .where(manifest_references.c.repository_id == repo_id, manifest_references.c.kind == "manifest",
+                   manifest_references.c.digest == digest, t.c.state == ACTIVE)).scalars())
+
+    def put(self, repo_id: int, digest: str, parsed: ParsedManifest, payload: bytes,
+            now: float) -> tuple[Manifest, bool]:
+        """Insert the manifest, or make a pending_delete one active again (locked, so a
+        concurrent delete of it runs wholly before or after). Idempotent."""
+        existing = self.get(repo_id, digest, any_state=True, lock=True)
         if existing is not None:
-            if existing.state != ACTIVE:
+            revived = existing.state != ACTIVE
+            if revived:
                 self.conn.execute(
                     update(t).where(t.c.id == existing.id).values(
                         state=ACTIVE, deleted_at=None, deleted_by=None, scrub_after=None, pushed_at=now
                     )
                 )
             return Manifest(existing.id, repo_id, digest, existing.media_type, existing.size, ACTIVE,
-                            existing.artifact_type, existing.subject_digest)
+                            existing.artifact_type, existing.subject_digest), revived
         values = dict(
             repository_id=repo_id,
             digest=digest,
@@ -108,9 +126,9 @@ class ManifestStore:
         )
         inserted = insert_ignore(self.conn, t, values)
         if not inserted:  # a concurrent push of the same manifest won
-            got = self.get(repo_id, digest, any_state=True)
+            got = self.get(repo_id, digest, any_state=True, lock=True)
             assert got is not None
-            return got
+            return got, False
         manifest_id = inserted[0][0]
         refs = {("blob", d.digest) for d in parsed.blobs} | {("manifest", d.digest) for d in parsed.children}
         if refs:
@@ -119,7 +137,7 @@ class ManifestStore:
                 [{"manifest_id": manifest_id, "repository_id": repo_id, "kind": k, "digest": d} for k, d in sorted(refs)],
             )
         return Manifest(manifest_id, repo_id, digest, parsed.media_type, len(payload), ACTIVE,
-                        parsed.artifact_type, values["subject_digest"])
+                        parsed.artifact_type, values["subject_digest"]), False
 
     def referrers(self, repo_id: int, subject: str, artifact_type: str | None = None) -> list[Referrer]:
         q = select(t.c.digest, t.c.media_type, t.c.size, t.c.artifact_type, t.c.annotations).where(

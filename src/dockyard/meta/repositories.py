@@ -34,6 +34,15 @@ class RepositoryStore:
         rows = self.conn.execute(q.with_for_update() if lock else q)
         return {r.id: Repository(r.id, r.name, r.deleted_at) for r in rows}
 
+    def lock(self, repo_id: int) -> Repository | None:
+        """The live repository, locked for update until the transaction ends (None if it was
+        deleted meanwhile)."""
+        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.id == repo_id)
+                                .with_for_update()).first()
+        if row is None or row.deleted_at is not None:
+            return None
+        return Repository(row.id, row.name, row.deleted_at)
+
     def ensure(self, name: str, now: float) -> Repository:
         """The repository, created or revived as needed, and share-locked for this transaction
         so the collector cannot remove it while the caller adds to it."""

@@ -168,6 +168,9 @@ uploads = Table(
     Column("size", BigInteger, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # the one request writing to the session now (a random token) and until when its claim holds
+    Column("writer", String(32), nullable=True),
+    Column("writer_until", Float, nullable=True),
     Index("ix_uploads_updated", "updated_at"),
     Index("ix_uploads_repository", "repository_id"),
 )

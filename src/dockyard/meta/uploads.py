@@ -1,10 +1,16 @@
-"""UploadStore: upload sessions. The staged bytes are in storage, not here."""
+"""UploadStore: upload sessions. The staged bytes are in storage, not here.
+
+A session has at most one writer at a time: a request claims the row (``claim``, a random
+token and a lease it renews while it streams), and only the claim's holder can move the
+acknowledged size (``release``) or remove the session (``delete_claimed``). A claim whose
+lease ran out (its process died) can be taken over.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, or_, select, update
 
 from dockyard.meta.schema import uploads as t
 
@@ -29,11 +35,34 @@ class UploadStore:
         row = self.conn.execute(select(t.c.repository_id, t.c.size, t.c.created_at).where(t.c.id == upload_id)).first()
         return Upload(upload_id, row.repository_id, row.size, row.created_at) if row else None
 
-    def advance(self, upload_id: str, old_size: int, new_size: int, now: float) -> bool:
-        """Compare-and-set the size; False if another request moved it first."""
-        res = self.conn.execute(
-            update(t).where(t.c.id == upload_id, t.c.size == old_size).values(size=new_size, updated_at=now))
+    def claim(self, upload_id: str, token: str, now: float, until: float) -> tuple[Upload | None, bool]:
+        """Make ``token`` the session's only writer until ``until``. Returns (the session, True)
+        when claimed, (the session, False) when another live claim holds it, (None, False) when
+        there is no such session."""
+        row = self.conn.execute(
+            update(t).where(t.c.id == upload_id, or_(t.c.writer.is_(None), t.c.writer_until < now))
+            .values(writer=token, writer_until=until, updated_at=now)
+            .returning(t.c.repository_id, t.c.size, t.c.created_at)).first()
+        if row is not None:
+            return Upload(upload_id, row.repository_id, row.size, row.created_at), True
+        return self.get(upload_id), False
+
+    def renew(self, upload_id: str, token: str, now: float, until: float) -> bool:
+        """Extend a claim; False if ``token`` no longer holds it."""
+        res = self.conn.execute(update(t).where(t.c.id == upload_id, t.c.writer == token)
+                                .values(writer_until=until, updated_at=now))
         return res.rowcount == 1
+
+    def release(self, upload_id: str, token: str, now: float, size: int | None = None) -> bool:
+        """End a claim, acknowledging ``size`` bytes if given; False if ``token`` no longer held it."""
+        values = {"writer": None, "writer_until": None, "updated_at": now}
+        if size is not None:
+            values["size"] = size
+        res = self.conn.execute(update(t).where(t.c.id == upload_id, t.c.writer == token).values(**values))
+        return res.rowcount == 1
+
+    def delete_claimed(self, upload_id: str, token: str) -> bool:
+        return self.conn.execute(delete(t).where(t.c.id == upload_id, t.c.writer == token)).rowcount > 0
 
     def delete(self, upload_id: str) -> bool:
         return self.conn.execute(delete(t).where(t.c.id == upload_id)).rowcount > 0

@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from dockyard import faults
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
@@ -100,7 +101,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", "manifest references a blob unknown to the repository",
                                 {"digest": missing[0], "missing": len(missing)})
         store = ManifestStore(conn)
-        children = store.active_among(repo.id, (d.digest for d in parsed.children))
+        children = store.active_among(repo.id, (d.digest for d in parsed.children), lock=True)
         absent = [d.digest for d in parsed.children if d.digest not in children]
         if absent:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to the repository",
@@ -109,7 +110,9 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             current = TagStore(conn).get(repo.id, tag)
             if current is not None and current.digest != digest:
                 check_mutable(conn, reg.config, name, [tag])
-        manifest = store.put(repo.id, digest, parsed, payload, now)
+        manifest, revived = store.put(repo.id, digest, parsed, payload, now)
+        if revived:  # pushed again while in the trash: it is live, so it leaves the trash
+            TrashStore(conn).drop_for_manifests([manifest.id])
         queue = QueueStore(conn)
         if tag is not None:
             previous = TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
@@ -175,9 +178,15 @@ def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -
                 QueueStore(conn).review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
-        manifest = ManifestStore(conn).get(repo.id, ref)
+        store = ManifestStore(conn)
+        manifest = store.get(repo.id, ref, lock=True)  # a push of the same manifest waits for us, or we for it
         if manifest is None:
             raise manifest_unknown(reference)
+        faults.point("manifests.delete_locked")
+        parents = store.active_parents(repo.id, manifest.digest)
+        if parents:
+            raise RegistryError("DENIED", "manifest is a child of an index in use; delete the index first",
+                                {"digest": manifest.digest, "indexes": parents[:10]}, status=403)
         check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
         removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
                                   actor)

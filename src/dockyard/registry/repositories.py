@@ -10,6 +10,8 @@ from dockyard.meta.manifests import ManifestStore
 from dockyard.registry.manifests import check_mutable, trash_manifests
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
+from dockyard import faults
+from dockyard.errors import name_unknown
 from dockyard.registry.common import require_repo
 from dockyard.registry.context import Registry
 
@@ -32,6 +34,12 @@ def delete(reg: Registry, name: str, actor: str | None = None) -> RepositoryDele
     cfg = reg.config
     with reg.db.write() as conn:
         repo = require_repo(conn, name)
+        # exclusive: a manifest PUT share-locks the row (RepositoryStore.ensure), so a push runs
+        # wholly before this delete (its image is deleted too) or after it (it revives the name)
+        repo = RepositoryStore(conn).lock(repo.id)
+        if repo is None:
+            raise name_unknown(name)
+        faults.point("repositories.delete_locked")
         targets = [PurgeTarget(m.id, repo.id, m.digest) for m in ManifestStore(conn).active(repo.id)]
         check_mutable(conn, cfg, name, TagStore(conn).names_of(repo.id, [t.id for t in targets]))
         removed = trash_manifests(conn, cfg, repo.id, targets, now, actor)

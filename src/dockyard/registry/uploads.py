@@ -1,19 +1,34 @@
 """Upload sessions: start, stream chunks, report status, finish (verify + commit), cancel.
 
-The bytes of a session are staged at ``uploads/<id>``. Finishing hashes them (or takes
-the hash computed while they streamed), compares with the client's digest, and only
-then moves them to ``blobs/<alg>/<xx>/<hex>`` and writes the blob row and the link in
-one transaction. A crash or a wrong digest leaves no visible blob; a crash between
-the move and the commit leaves data without a row, which ``fsck`` reclaims.
+The bytes of a session are staged at ``uploads/<id>``; the session row holds how many of
+them were acknowledged. Invariant: the staged data a commit uses is exactly the
+acknowledged bytes.
+
+- One writer per session: every request that writes (PATCH, PUT, cancel) first claims the
+  row (a token and a lease it renews while it streams). A second request on the session
+  meanwhile is refused (409 BLOB_UPLOAD_INVALID) and changes nothing.
+- A write never goes past what its request announced, and a request that fails truncates
+  the staged data back to the acknowledged size before it lets go of its claim; a process
+  that dies mid-write leaves bytes past that size, which the next writer or the commit
+  cuts off (``write_at`` at the acknowledged offset discards everything after it).
+- Finishing truncates the staged data to the acknowledged size, checks its size, hashes
+  exactly those bytes (or takes the hash computed while they streamed), and only then
+  moves them to ``blobs/<alg>/<xx>/<hex>`` and writes the blob row and the link.
+- No request deletes storage: the staged data of a finished, failed or cancelled session
+  gets a tombstone in the transaction that removes the session row, and the collector
+  deletes it (promptly, with its pool, retries and rate limit). A crash between the move
+  and the row leaves a ``committing`` row the collector reviews, or data ``fsck`` reclaims.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from typing import Iterable, Iterator
 
+from dockyard import faults
 from dockyard.errors import RegistryError, digest_invalid, upload_unknown
 from dockyard.meta.blobs import Blob, BlobStore
 from dockyard.meta.gc import QueueStore
@@ -26,11 +41,14 @@ from dockyard.storage import paths
 
 log = logging.getLogger(__name__)
 TOMBSTONE_WAIT = 90.0  # longer than the collector's lease: a dead collector's claim expires first
+CLAIM_LEASE = 60.0  # a writer that has not renewed for this long is taken to be dead
+RENEW_EVERY = 10.0  # seconds between renewals while a body streams
 
 
 def start(reg: Registry, name: str) -> Upload:
+    """A new session: a row only (the staged object appears with the first write, so a
+    failure here leaves nothing in storage)."""
     upload_id = paths.new_upload_id()
-    reg.storage.write_at(paths.upload_key(upload_id), 0, ())
     with reg.db.write() as conn:
         repo = RepositoryStore(conn).ensure(name, reg.now())
         return UploadStore(conn).create(upload_id, repo.id, reg.now())
@@ -47,87 +65,193 @@ def get(reg: Registry, name: str, upload_id: str) -> Upload:
     return upload
 
 
-def _hashing(chunks: Iterable[bytes], hasher, counter: list[int]) -> Iterator[bytes]:
+class _Claim:
+    """This request's claim on a session: taken on entry, renewed while bytes stream,
+    released (with the new acknowledged size, or none) on the way out."""
+
+    def __init__(self, reg: Registry, upload_id: str):
+        self.reg = reg
+        self.upload_id = upload_id
+        self.token = secrets.token_hex(16)
+        self.renewed = 0.0
+
+    def take(self) -> Upload:
+        now = self.reg.now()
+        with self.reg.db.write() as conn:
+            upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
+        if upload is None:
+            raise upload_unknown(self.upload_id)
+        if not claimed:
+            raise RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload session",
+                                {"upload": self.upload_id}, status=409)
+        self.renewed = time.monotonic()
+        return upload
+
+    def keep(self) -> None:
+        """Renew the lease when due; refuse to go on if the claim was lost."""
+        if time.monotonic() - self.renewed < RENEW_EVERY:
+            return
+        now = self.reg.now()
+        with self.reg.db.write() as conn:
+            held = UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
+        if not held:
+            raise _lost(self.upload_id)
+        self.renewed = time.monotonic()
+
+    def release(self, size: int | None = None) -> bool:
+        with self.reg.db.write() as conn:
+            return UploadStore(conn).release(self.upload_id, self.token, self.reg.now(), size)
+
+
+def _lost(upload_id: str) -> RegistryError:
+    return RegistryError("BLOB_UPLOAD_INVALID", "upload session was taken over or removed by another request",
+                         {"upload": upload_id}, status=409)
+
+
+def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | None,
+             claim: _Claim) -> Iterator[bytes]:
+    """The body's chunks, hashed and counted, never more than ``limit`` bytes in all."""
     for chunk in chunks:
+        if limit is not None and counter[0] + len(chunk) > limit:
+            raise RegistryError("SIZE_INVALID", "body is longer than Content-Length or Content-Range",
+                                {"expected": limit, "received_at_least": counter[0] + len(chunk)})
+        claim.keep()
         if hasher is not None:
             hasher.update(chunk)
         counter[0] += len(chunk)
         yield chunk
 
 
-def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_length: int | None = None) -> Upload:
-    """Append ``chunks`` at the session's current end; returns the session with its new size."""
-    hasher = reg.hashers.take(upload.id, upload.size)
-    counter = [0]
-    new_size = reg.storage.write_at(paths.upload_key(upload.id), upload.size, _hashing(chunks, hasher, counter))
-    if expected_length is not None and counter[0] != expected_length:
-        raise RegistryError("SIZE_INVALID", "body length does not match Content-Length or Content-Range",
-                            {"expected": expected_length, "received": counter[0]})
-    with reg.db.write() as conn:
-        if not UploadStore(conn).advance(upload.id, upload.size, new_size, reg.now()):
-            raise RegistryError("BLOB_UPLOAD_INVALID", "upload was changed by a concurrent request",
-                                {"upload": upload.id})
+def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_length: int | None = None,
+          start: int | None = None) -> Upload:
+    """Append ``chunks`` at the session's acknowledged end; returns the session with its new
+    size. ``start`` (from Content-Range) must be that end. On any failure the staged data is
+    cut back to what was acknowledged before, so a failed request leaves nothing behind."""
+    claim = _Claim(reg, upload.id)
+    upload = claim.take()
+    key = paths.upload_key(upload.id)
+    try:
+        if start is not None and start != upload.size:
+            raise RegistryError("BLOB_UPLOAD_INVALID", "chunk out of order",
+                                {"expected_start": upload.size, "start": start}, status=416)
+        hasher = reg.hashers.take(upload.id, upload.size)
+        counter = [0]
+        new_size = reg.storage.write_at(key, upload.size, _bounded(chunks, hasher, counter, expected_length, claim))
+        if expected_length is not None and counter[0] != expected_length:
+            raise RegistryError("SIZE_INVALID", "body is shorter than Content-Length or Content-Range",
+                                {"expected": expected_length, "received": counter[0]})
+        faults.point("uploads.written")
+    except BaseException:
+        _cut_back(reg, key, upload.size)
+        claim.release()
+        raise
+    if not claim.release(new_size):
+        raise _lost(upload.id)
     if hasher is not None:
         reg.hashers.put(upload.id, new_size, hasher)
     return Upload(upload.id, upload.repository_id, new_size, upload.created_at)
 
 
-def _rehash(reg: Registry, upload: Upload, algorithm: str) -> str:
+def _cut_back(reg: Registry, key: str, size: int) -> None:
+    """Drop staged bytes past the acknowledged ``size`` (best effort: if this fails too, the
+    next write or the commit cuts them off)."""
+    try:
+        reg.storage.write_at(key, size, ())
+    except Exception as exc:  # the request is failing already; its own error is the one to report
+        log.warning("could not truncate %s back to %d bytes: %s", key, size, exc)
+
+
+def _rehash(reg: Registry, key: str, algorithm: str) -> str:
     h = hashlib.new(algorithm)
-    for chunk in reg.storage.read(paths.upload_key(upload.id)):
+    for chunk in reg.storage.read(key):
         h.update(chunk)
     return h.hexdigest()
+
+
+def _staged_exactly(reg: Registry, upload: Upload) -> str:
+    """Make the staged object hold exactly the acknowledged bytes; returns its key."""
+    key = paths.upload_key(upload.id)
+    info = reg.storage.stat(key)
+    size = info.size if info is not None else 0
+    if info is None or size > upload.size:
+        if size < upload.size:
+            raise _staging_lost(upload)
+        reg.storage.write_at(key, upload.size, ())
+    elif size < upload.size:
+        raise _staging_lost(upload)
+    return key
+
+
+def _staging_lost(upload: Upload) -> RegistryError:
+    log.error("upload %s: staged data is shorter than the %d bytes acknowledged", upload.id, upload.size)
+    return RegistryError("BLOB_UPLOAD_INVALID", "staged data of this upload is incomplete; start the upload again",
+                         {"upload": upload.id})
+
+
+def _upload_tombstone(upload: Upload, now: float) -> dict:
+    return {"key": paths.upload_key(upload.id), "kind": "upload", "digest": None, "size": upload.size,
+            "created_at": now, "next_attempt_at": now}
 
 
 def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob:
     """Verify the staged bytes and commit them as a blob of the repository.
 
     Serialised with the collector on the blob row: if the registry already holds the
-    blob, linking it protects it. If the collector removed the row and its tombstone still
-    waits, the push cancels the tombstone (the data is kept); if a collector is deleting
-    that data right now (a live lease), the push waits until the delete is done. Then the
-    row is written as ``committing`` (invisible, skipped by the collector), the staged data
-    is moved into place, and the row turns ``ready``.
+    blob (ready, same size), linking it protects it. If the collector removed the row and
+    its tombstone still waits, the push cancels the tombstone (the data is kept); if a
+    collector is deleting that data right now (a live lease), the push waits until the
+    delete is done. Then the row is written as ``committing`` (invisible, skipped by the
+    collector), the staged data is moved into place, and the row turns ``ready``.
     """
     if not digest:
         raise digest_invalid("digest parameter is required to finish an upload")
     d = check_digest(digest)
-    hasher = reg.hashers.take(upload.id, upload.size) if d.algorithm == "sha256" else None
-    actual = hasher.hexdigest() if hasher is not None else _rehash(reg, upload, d.algorithm)
+    claim = _Claim(reg, upload.id)
+    upload = claim.take()
+    try:
+        staged = _staged_exactly(reg, upload)
+        hasher = reg.hashers.take(upload.id, upload.size) if d.algorithm == "sha256" else None
+        actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, d.algorithm)
+        faults.point("uploads.verified")
+    except BaseException:
+        claim.release()
+        raise
     if actual != d.hex:
-        cancel(reg, name, upload.id)
+        _abandon(reg, upload, claim)
         raise digest_invalid("provided digest did not match uploaded content", str(d))
     digest = str(d)
-    staged = paths.upload_key(upload.id)
     deadline = time.monotonic() + TOMBSTONE_WAIT
     while True:
         with reg.db.write() as conn:
             now = reg.now()
             store = BlobStore(conn)
             queue = QueueStore(conn)
-            if UploadStore(conn).get(upload.id) is None:
-                raise upload_unknown(upload.id)
             row = queue.lock_blob(digest)
             if row is None and queue.cancel_idle_tombstone(digest, now) == "busy":
                 waiting = True
             else:
                 waiting = False
-                ready = row is not None and row.state == READY
+                # only an object known good (committed ready, of this size) is shared
+                ready = row is not None and row.state == READY and row.size == upload.size
                 if row is None:
                     store.add(digest, upload.size, now, state=COMMITTING)
+                elif not ready:
+                    store.recommit(digest, upload.size)
+                if not UploadStore(conn).delete_claimed(upload.id, claim.token):
+                    raise _lost(upload.id)
                 store.link(upload.repository_id, [digest], now)
                 queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
-                UploadStore(conn).delete(upload.id)
+                if ready:  # the registry already holds these bytes: the staged copy goes
+                    queue.add_tombstones([_upload_tombstone(upload, now)])
         if not waiting:
             break
         if time.monotonic() > deadline:
+            claim.release()
             log.warning("push of %s to %s gave up waiting for a tombstone", digest, name)
             raise RegistryError("TOOMANYREQUESTS", "blob is being garbage collected; retry the upload",
                                 {"digest": digest})
         time.sleep(0.05)
-    if ready:
-        reg.storage.delete(staged)  # the registry already holds these bytes
-    else:
+    if not ready:
         reg.storage.move(staged, paths.blob_key(d))
         with reg.db.write() as conn:
             BlobStore(conn).mark_ready(digest)
@@ -135,9 +259,15 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
     return Blob(digest, upload.size)
 
 
-def cancel(reg: Registry, name: str, upload_id: str) -> None:
-    upload = get(reg, name, upload_id)
+def _abandon(reg: Registry, upload: Upload, claim: _Claim) -> None:
+    """Remove a session this request holds; its staged data goes to the collector."""
     reg.hashers.drop(upload.id)
     with reg.db.write() as conn:
-        UploadStore(conn).delete(upload.id)
-    reg.storage.delete(paths.upload_key(upload.id))
+        if UploadStore(conn).delete_claimed(upload.id, claim.token):
+            QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+
+
+def cancel(reg: Registry, name: str, upload_id: str) -> None:
+    get(reg, name, upload_id)  # the session must belong to this repository
+    claim = _Claim(reg, upload_id)
+    _abandon(reg, claim.take(), claim)

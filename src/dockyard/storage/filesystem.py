@@ -66,17 +66,12 @@ class FilesystemDriver:
             raise self._error(exc, src) from exc
 
     @staticmethod
-    def _retry_in_dir(path: Path, op, source: Path | None = None, attempts: int = 8):
-        """Run ``op``, which creates ``path``, after creating its directory. A concurrent
-        ``delete`` prunes directories it empties, so the directory may vanish between the
-        two steps (or while it is being made): then both are simply done again."""
-        for attempt in range(attempts):
-            try:
-                os.makedirs(path.parent, exist_ok=True)
-                return op()
-            except (FileNotFoundError, FileExistsError):
-                if attempt == attempts - 1 or (source is not None and not source.exists()):
-                    raise
+    def _retry_in_dir(path: Path, op, source: Path | None = None):
+        """Run ``op``, which creates ``path``, after creating its directory. Directories are
+        never removed (``delete`` leaves them: the layout's fan-out bounds them to 256 per
+        digest algorithm plus ``uploads/``), so nothing can pull one from under a writer."""
+        os.makedirs(path.parent, exist_ok=True)
+        return op()
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
@@ -115,14 +110,6 @@ class FilesystemDriver:
             return
         except OSError as exc:
             raise self._error(exc, key) from exc
-        # Prune now-empty fan-out directories, never the root.
-        parent = os.path.dirname(path)
-        while parent != self._root and len(parent) > len(self._root):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                break
-            parent = os.path.dirname(parent)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
