@@ -234,3 +234,59 @@ def test_tag_restore_fails_cleanly_when_its_image_cannot_come_back(reg):
     with pytest.raises(RegistryError):
         manifests.get(reg, "app", "v1")
     assert [t["tag"] for t in trash.listing(reg)["tags"]] == ["v1"]  # nothing changed
+
+
+# ---- 6. a child stays while an index that can still be restored references it ---------------
+def trash_child_first(reg, amd):
+    """The child went to the trash before its index (an older version, or a policy did it)."""
+    child = manifest_id(reg, "app", amd)
+    with reg.db.write() as conn:
+        ManifestStore(conn).mark_pending_delete([child], reg.now(), None, reg.now() + SCRUB)
+
+
+def test_child_stays_while_its_index_is_restorable(reg):
+    amd, content = put_image(reg, "app", None, "amd")
+    idx = put_index(reg, "app", "v1", [amd])
+    trash_child_first(reg, amd)
+    reg.clock.advance(SCRUB / 2)
+    manifests.delete(reg, "app", idx)
+    with pytest.raises(RegistryError, match="references this image"):
+        trash.purge(reg, f"app@{amd}")
+    reg.clock.advance(SCRUB / 2 + 1)  # the child's scrub time has passed, the index's not
+    assert scrub(reg).kinds["images"].objects == 0
+    result = trash.restore(reg, f"app@{idx}")
+    assert result.restored_manifests == 2 and result.restored_tags == ["v1"]
+    pull_all(reg, "app", amd, content)
+
+
+def test_child_kept_for_its_index_goes_with_it(reg):
+    amd, content = put_image(reg, "app", None, "amd")
+    arm, _ = put_image(reg, "app", None, "arm")
+    inner = put_index(reg, "app", None, [arm])
+    idx = put_index(reg, "app", "v1", [amd, inner])
+    trash_child_first(reg, amd)
+    with reg.db.write() as conn:
+        ManifestStore(conn).mark_pending_delete([manifest_id(reg, "app", inner)], reg.now(), None, reg.now())
+    reg.clock.advance(SCRUB / 2)
+    assert Scrubber.for_registry(reg, batch_size=1).run().kinds["images"].objects == 0
+    manifests.delete(reg, "app", idx)
+    reg.clock.advance(SCRUB / 2 + 1)
+    assert scrub(reg).kinds["images"].objects == 0
+    trash.restore(reg, f"app@{idx}")
+    manifests.delete(reg, "app", idx)  # delete it again: the index and its children go together
+    for m in (amd, arm, inner):
+        with reg.db.write() as conn:
+            ManifestStore(conn).mark_pending_delete([manifest_id(reg, "app", m)], reg.now(), None,
+                                                    reg.now() + SCRUB)
+    drain(reg)
+    assert rows(reg) == EMPTY
+    assert not {sha256(c) for c in content} & stored_blobs(reg)
+
+
+def test_child_of_a_live_index_is_not_purged(reg):
+    amd, content = put_image(reg, "app", None, "amd")
+    put_index(reg, "app", "v1", [amd])
+    trash_child_first(reg, amd)
+    drain(reg)
+    trash.restore(reg, f"app@{amd}")
+    pull_all(reg, "app", amd, content)

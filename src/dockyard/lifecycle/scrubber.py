@@ -23,12 +23,39 @@ from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.schema import PENDING_DELETE
 from dockyard.meta.trash import TrashStore
 from dockyard.metrics import Metrics
 from dockyard.storage.base import Deleter
 
 log = logging.getLogger(__name__)
+
+
+def kept_children(q: QueueStore, targets: list[PurgeTarget], now: float, recheck: float) -> dict[int, float]:
+    """Those ``targets`` that a manifest outside the batch still references as a child (an
+    index that is live, or pending and restorable: its restore needs the child), with the
+    time to look at them again: the latest scrub time of their pending parents, and
+    ``now + recheck`` while a live one references them. Purging a child under such an index
+    would leave it unrestorable (or broken). A parent kept itself keeps its children."""
+    parents = q.parents_of([(t.repository_id, t.digest) for t in targets])
+    purging = {t.id for t in targets}
+    kept: dict[int, float] = {}
+    changed = True
+    while changed:  # nested indexes: a kept parent keeps its children too
+        changed = False
+        for t in targets:
+            if t.id in kept:
+                continue
+            holders = [p for p in parents.get((t.repository_id, t.digest), ())
+                       if p.id != t.id and (p.id not in purging or p.id in kept)]
+            if holders:
+                later = max(p.scrub_after if p.state == PENDING_DELETE and p.scrub_after else now + recheck
+                            for p in holders)
+                later = max([later, *(kept[p.id] for p in holders if p.id in kept)])
+                kept[t.id] = max(later, now + 1.0)
+                changed = True
+    return kept
 
 
 class Scrubber:
@@ -70,15 +97,23 @@ class Scrubber:
     def _purge_batch(self, report: Report) -> int:
         now = self.clock.now()
         with self.db.write() as conn:
-            targets = QueueStore(conn).due_pending_deletes(now, self.opts.batch_size)
+            q = QueueStore(conn)
+            claimed = q.due_pending_deletes(now, self.opts.batch_size)
+            deferred = kept_children(q, claimed, now, self.opts.gc_delay)
+            q.defer_pending_deletes(deferred)
+            targets = [t for t in claimed if t.id not in deferred]
             # the links get the usual gc_delay: a push that saw a layer exist a moment ago
             # (HEAD, then manifest PUT) must still find it linked
             purge_manifests(conn, targets, now, self.opts.purge, actor="scrubber")
         for t in targets:
             report.add("images")
             log.info("scrub: purged %s from repository %d", t.digest, t.repository_id)
+        for t in claimed:
+            if t.id in deferred:
+                log.info("scrub: kept %s of repository %d until %.0f: an index that can still be restored "
+                         "references it", t.digest, t.repository_id, deferred[t.id])
         self.metrics.inc("dockyard_scrub_images_total", len(targets))
-        return len(targets)
+        return len(claimed)
 
     def _expire_tags(self, report: Report) -> int:
         """Drop a batch of deleted tags past their scrub time. Each kept its image from the

@@ -77,6 +77,13 @@ def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[di
     conn.execute(stmt, rows)
 
 
+def _group_by_value(mapping: dict) -> dict:
+    out: dict = {}
+    for k, v in mapping.items():
+        out.setdefault(v, []).append(k)
+    return out
+
+
 class QueueStore:
     def __init__(self, conn: Connection):
         self.conn = conn
@@ -153,6 +160,28 @@ class QueueStore:
             .where(manifests.c.state == PENDING_DELETE, manifests.c.scrub_after <= now)
             .order_by(manifests.c.scrub_after).limit(limit).with_for_update(skip_locked=True))
         return [PurgeTarget(r.id, r.repository_id, r.digest) for r in rows]
+
+    def parents_of(self, pairs) -> dict[tuple[int, str], list[Any]]:
+        """For each (repository, digest), the manifests of that repository (any state) that
+        reference it as a child: rows of (id, state, scrub_after)."""
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return {}
+        refs = manifest_references.c
+        rows = self.conn.execute(
+            select(refs.repository_id, refs.digest, manifests.c.id, manifests.c.state, manifests.c.scrub_after)
+            .join(manifests, manifests.c.id == refs.manifest_id)
+            .where(refs.kind == "manifest", in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
+        out: dict[tuple[int, str], list[Any]] = {}
+        for r in rows:
+            out.setdefault((r.repository_id, r.digest), []).append(r)
+        return out
+
+    def defer_pending_deletes(self, scrub_after: dict[int, float]) -> None:
+        """Move the scrub time of pending_delete manifests (claimed by the caller) later."""
+        for when, ids in _group_by_value(scrub_after).items():
+            self.conn.execute(update(manifests).where(manifests.c.id.in_(ids), manifests.c.state == PENDING_DELETE)
+                              .values(scrub_after=when))
 
     # ---- set-based reviews (the collector's batches) ----------------------------
     def lock_blobs(self, digests, *, lock: bool = True) -> dict[str, Any]:

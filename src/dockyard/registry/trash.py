@@ -193,6 +193,11 @@ def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None 
         row = TrashStore(conn).lock_pending(repo.id, ref.digest) if repo else None
         if row is None or row.state == ACTIVE:
             raise RegistryError("MANIFEST_UNKNOWN", "image is not in the trash", {"reference": text})
+        holders = [p.id for p in QueueStore(conn).parents_of([(repo.id, ref.digest)]).get((repo.id, ref.digest), [])
+                   if p.id != row.id]
+        if holders:  # purging it would leave that index broken, or unrestorable
+            raise RegistryError("DENIED", "an index of the repository (live, or in the trash) references this "
+                                "image; purge or restore the index instead", {"reference": text}, status=409)
         freed = TrashStore(conn).bytes_freed(row.id, repo.id)
         if not dry_run:
             purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
