@@ -45,7 +45,7 @@ from typing import Awaitable, Callable
 import anyio
 import anyio.to_thread
 import bcrypt
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from dockyard.config import Config, ConfigError
@@ -373,10 +373,13 @@ async def _drain(request: Request) -> None:
     if request.method not in ("POST", "PUT", "PATCH") or getattr(request, "_stream_consumed", True):
         return
     seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > DRAIN_LIMIT:
-            return
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > DRAIN_LIMIT:
+                return
+    except ClientDisconnect:  # the client is gone: nothing left to keep usable
+        return
 
 
 def requires(role: str):
