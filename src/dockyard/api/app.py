@@ -8,7 +8,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from dockyard.api import admin, base, blobs, discovery, lifecycle, manifests, uploads
+from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import not_found_handler, registry_error_handler, unexpected_error_handler
 from dockyard.errors import RegistryError
@@ -48,6 +48,8 @@ def routes() -> list[Route]:
         Route("/admin/v1/prune", lifecycle.run_prune, methods=["POST"]),
         Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
+        Route("/readyz", health.readyz, methods=["GET"]),
     ]
 
 
@@ -119,4 +121,5 @@ def create_app(registry: Registry, auth: Authenticator | None = None, *, backgro
     app.router.redirect_slashes = False
     app.state.registry = registry
     app.state.auth = auth or Authenticator(registry.config, registry.clock.now)
+    app.state.readiness = health.Readiness(registry)
     return app
