@@ -11,6 +11,7 @@ import random
 import threading
 from typing import Callable, Protocol
 
+from dockyard.meta.db import DatabaseUnavailable
 from dockyard.lifecycle.report import Report
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ class Runner:
                 self.skipped += 1  # another replica holds the lease
                 return None
             report = self.make_job().run()
+        except DatabaseUnavailable as exc:  # an outage, not a bug: one line, no traceback
+            self.failures += 1
+            reason = (str(exc.__cause__ or exc).splitlines() or ["?"])[0]
+            log.warning("%s: database unavailable (%s); backing off (%d in a row)", self.name, reason,
+                        self.failures)
+            return None
         except Exception:  # the runner is the boundary: log, back off, keep the daemon alive
             self.failures += 1
             log.exception("%s: run failed (%d in a row); backing off", self.name, self.failures)
