@@ -89,6 +89,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    from dockyard.lifecycle.collector import GcOptions
     from dockyard.lifecycle.fsck import Fsck
     from dockyard.progress import progress
 
@@ -96,7 +97,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     describe = lambda r: f"{r.scanned_objects} objects, {r.scanned_rows} rows, {r.leaks} leaks"
     with progress("fsck", describe) as update:
         report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=args.delete,
-                      verify=args.verify, progress=update).run()
+                      verify=args.verify, progress=update, gc=GcOptions.from_config(reg.config),
+                      requeue=args.requeue).run()
     _emit(args, report.as_dict(), report.table())
     return 1 if report.missing or report.corrupt else 0
 
@@ -249,10 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "referrers of a live subject stay; images pushed within gc_delay wait for it)")
     gc.set_defaults(func=cmd_gc)
 
-    fsck = sub.add_parser("fsck", help="reconcile storage with the database (dry run unless --delete)")
+    fsck = sub.add_parser("fsck", help="reconcile storage with the database (deletes leaked data only with "
+                                       "--delete) and check that every unreferenced row is queued for review")
     _admin_common(fsck)
     fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace)")
     fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
+    fsck.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
+                      help="rows (blob, layer link, manifest, repository) that nothing references and that have "
+                           "no pending review are always reported; by default they are also queued for review "
+                           "after gc_delay (safe: the collector re-checks under lock)")
     fsck.set_defaults(func=cmd_fsck)
 
     scrub = sub.add_parser("scrub", help="purge trashed images past scrub_time and collect their data")

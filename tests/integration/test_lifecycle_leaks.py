@@ -20,7 +20,7 @@ from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry import blobs, manifests, trash
-from tests.lifecycle_support import make_registry, put_image, put_index, stored_blobs
+from tests.lifecycle_support import make_registry, put_blob, put_image, put_index, stored_blobs
 from tests.support import sha256
 
 DELAY = 60
@@ -290,3 +290,72 @@ def test_child_of_a_live_index_is_not_purged(reg):
     drain(reg)
     trash.restore(reg, f"app@{amd}")
     pull_all(reg, "app", amd, content)
+
+
+# ---- 7. fsck: every row is referenced, queued for review, or tombstoned ----------------------
+def fsck(reg, **kw):
+    from dockyard.lifecycle.fsck import Fsck
+
+    return Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace,
+                gc=Collector.for_registry(reg).opts, **kw).check_references()
+
+
+def lose_reviews(reg):
+    """What a crash of an older version (or a bug) leaves: rows whose reviews are gone."""
+    with reg.db.write() as conn:
+        for table in (schema.gc_blob_reviews, schema.gc_link_reviews, schema.gc_manifest_reviews,
+                      schema.gc_repository_reviews):
+            conn.execute(delete(table))
+
+
+def test_fsck_finds_nothing_in_a_healthy_registry(reg):
+    d, _ = put_image(reg, "app", "v1", "one")
+    put_image(reg, "app", "v2", "two")
+    manifests.delete(reg, "app", d)
+    lose_reviews(reg)
+    report = fsck(reg)
+    assert report.unreviewed == {"blobs": 0, "links": 0, "manifests": 0, "repositories": 0}
+    assert report.requeued == 0
+
+
+def test_fsck_requeues_rows_nothing_would_review(reg):
+    d, content = put_image(reg, "app", None, "one")  # untagged: kept, delete_untagged is off
+    orphan = put_blob(reg, "app", b"a layer no manifest uses")
+    with reg.db.write() as conn:  # a blob row with no link either (and an empty repository)
+        conn.execute(delete(schema.repository_blobs).where(schema.repository_blobs.c.digest == orphan))
+        repo = RepositoryStore(conn).ensure("empty", reg.now())
+    lose_reviews(reg)
+    report = fsck(reg, requeue=False)
+    assert report.unreviewed == {"blobs": 1, "links": 0, "manifests": 0, "repositories": 1}
+    assert {(i["kind"], str(i["key"])) for i in report.unreviewed_items} == {("blobs", orphan),
+                                                                            ("repositories", str(repo.id))}
+    reg.clock.advance(DELAY + 1)
+    assert gc(reg).total_objects == 0  # nothing queued: kept forever
+    report = fsck(reg)
+    assert report.requeued == 2
+    assert fsck(reg).unreviewed == {"blobs": 0, "links": 0, "manifests": 0, "repositories": 0}
+    reg.clock.advance(DELAY + 1)
+    report = gc(reg)
+    assert report.kinds["blobs"].objects == 1 and report.kinds["repositories"].objects == 1
+    assert orphan not in stored_blobs(reg)
+    pull_all(reg, "app", d, content)
+
+
+@pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
+def test_fsck_requeues_an_untagged_manifest_and_an_unused_link(reg):
+    d, content = put_image(reg, "app", None, "one")
+    layer = put_blob(reg, "app", b"unused layer")
+    lose_reviews(reg)
+    report = fsck(reg)
+    assert report.unreviewed == {"blobs": 0, "links": 1, "manifests": 1, "repositories": 0}
+    drain(reg)
+    assert rows(reg) == EMPTY
+    assert not ({sha256(c) for c in content} | {layer}) & stored_blobs(reg)
+    assert fsck(reg).unreviewed == {"blobs": 0, "links": 0, "manifests": 0, "repositories": 0}
+
+
+def test_fsck_cli_requeues_by_default():
+    from dockyard.cli import build_parser
+
+    assert build_parser().parse_args(["fsck"]).requeue is True
+    assert build_parser().parse_args(["fsck", "--no-requeue"]).requeue is False

@@ -100,6 +100,27 @@ def _process_alive(owner: str) -> bool:
     return True
 
 
+def collectable_manifests(q: QueueStore, rows: list, opts: GcOptions) -> list:
+    """Those of the active manifest ``rows`` that nothing keeps (age aside): no tag, live or
+    in the trash; not the child of a manifest of its repository (in any state); a referrer
+    whose subject is gone (``referrers_follow_subject``), or untagged with ``delete_untagged``.
+    Set-based: three queries for the whole batch."""
+    tagged = q.kept_by_tags([m.id for m in rows])
+    children = q.referenced_in_repository([(m.repository_id, m.digest) for m in rows], "manifest")
+    subjects = q.existing_manifests([(m.repository_id, m.subject_digest) for m in rows if m.subject_digest])
+    out = []
+    for m in rows:
+        if m.id in tagged or (m.repository_id, m.digest) in children:
+            continue
+        if m.subject_digest:
+            if (m.repository_id, m.subject_digest) in subjects or not opts.referrers_follow_subject:
+                continue
+        elif not opts.delete_untagged:
+            continue
+        out.append(m)
+    return out
+
+
 class Collector:
     job = "gc"
 
@@ -201,18 +222,8 @@ class Collector:
             for m in young:
                 q.review_manifests([m.id], m.pushed_at + delay, "young")
         rest = [m for m in rows if m.pushed_at <= now - delay]
-        tagged = q.kept_by_tags([m.id for m in rest])
-        children = q.referenced_in_repository([(m.repository_id, m.digest) for m in rest], "manifest")
-        subjects = q.existing_manifests([(m.repository_id, m.subject_digest) for m in rest if m.subject_digest])
         targets = []
-        for m in rest:
-            if m.id in tagged or (m.repository_id, m.digest) in children:
-                continue
-            if m.subject_digest:
-                if (m.repository_id, m.subject_digest) in subjects or not self.opts.referrers_follow_subject:
-                    continue
-            elif not self.opts.delete_untagged:
-                continue
+        for m in collectable_manifests(q, rest, self.opts):
             targets.append(PurgeTarget(m.id, m.repository_id, m.digest))
             report.add("manifests", m.size, {"repository_id": m.repository_id, "digest": m.digest})
         if apply and targets:

@@ -3,7 +3,15 @@
 - data with no row and no tombstone, older than ``fsck_grace``, is a leak (a crash, an
   older version); it is reported, and removed with ``delete=True``;
 - a ready blob row whose data is missing is reported, never dropped;
-- ``verify=True`` re-hashes every blob and reports the corrupt ones.
+- ``verify=True`` re-hashes every blob and reports the corrupt ones;
+- the pipeline's invariant: every blob row, layer link, manifest and repository is
+  referenced, or has a pending review (a pending_delete image has its scrub time), or a
+  tombstone. A row that breaks it would be kept forever (a lost review: a crash of an older
+  version, a bug); it is reported and, unless ``requeue=False``, queued for review after
+  ``gc_delay``. That is always safe: a review re-checks everything under lock and removes
+  only what is still unreferenced then. Manifests count as unreferenced when the collector
+  would take them under the current settings (``delete_untagged``, referrers of a purged
+  subject), whatever their age.
 
 Streams: storage is listed page by page and rows are checked in batches, so memory
 does not grow with the store.
@@ -20,14 +28,16 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import select
 
 from dockyard.clock import Clock
+from dockyard.lifecycle.collector import GcOptions, collectable_manifests
 from dockyard.meta.db import Database
 from dockyard.meta.gc import QueueStore
-from dockyard.meta.schema import READY, blobs, uploads
+from dockyard.meta.schema import ACTIVE, READY, blobs, uploads
 from dockyard.storage import paths
 from dockyard.storage.base import ObjectInfo, StorageDriver
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+UNREVIEWED_KINDS = ("blobs", "links", "manifests", "repositories")
 
 
 @dataclass
@@ -42,6 +52,10 @@ class FsckReport:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     leak_keys: list[str] = field(default_factory=list)
+    requeue: bool = True
+    unreviewed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNREVIEWED_KINDS, 0))
+    unreviewed_items: list[dict] = field(default_factory=list)
+    requeued: int = 0
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -55,6 +69,8 @@ class FsckReport:
             f"too young to judge       {self.young}",
             f"rows with missing data   {len(self.missing)}",
             f"corrupt blobs            {len(self.corrupt)}",
+            "unreferenced, no review  " + ", ".join(f"{k} {n}" for k, n in self.unreviewed.items())
+            + (f"; re-queued: {self.requeued}" if self.requeue else "; not re-queued (--no-requeue)"),
         ])
 
 
@@ -66,17 +82,63 @@ def _batches(it: Iterable, n: int) -> Iterator[list]:
 
 class Fsck:
     def __init__(self, db: Database, storage: StorageDriver, clock: Clock, grace: float, *,
-                 delete: bool = False, verify: bool = False, progress: Callable[[FsckReport], None] | None = None):
+                 delete: bool = False, verify: bool = False, progress: Callable[[FsckReport], None] | None = None,
+                 gc: GcOptions | None = None, requeue: bool = True):
         self.db, self.storage, self.clock, self.grace = db, storage, clock, grace
-        self.report = FsckReport(delete=delete)
+        self.report = FsckReport(delete=delete, requeue=requeue)
         self.verify = verify
         self.progress = progress
+        self.gc = gc or GcOptions()
 
     def run(self) -> FsckReport:
         self._walk(paths.BLOBS, self._known_blobs)
         self._walk(paths.UPLOADS, self._known_uploads)
         self._rows()
+        self.check_references()
         return self.report
+
+    # ---- every row referenced, reviewed or tombstoned ------------------------------
+    def check_references(self) -> FsckReport:
+        """Find rows that nothing references and nothing will review; re-queue them."""
+        self._pages("blobs", "", lambda q, after: q.blobs_page(after, BATCH),
+                    lambda q, keys, when: q.review_blobs(keys, when, "fsck"))
+        self._pages("links", (0, ""), lambda q, after: q.links_page(after, BATCH),
+                    lambda q, keys, when: q.review_link_pairs(keys, when, "fsck"))
+        self._pages("manifests", 0, self._manifests_page,
+                    lambda q, keys, when: q.review_manifests(keys, when, "fsck"))
+        self._pages("repositories", 0, lambda q, after: q.repositories_page(after, BATCH),
+                    lambda q, keys, when: q.review_repositories(keys, when))
+        return self.report
+
+    def _manifests_page(self, q: QueueStore, after: int) -> list[tuple[int, bool]]:
+        ids = q.untagged_unreviewed_manifests(after, BATCH)
+        rows = [m for m in q.manifests_for_review(ids, lock=False) if m.state == ACTIVE]
+        orphans = {m.id for m in collectable_manifests(q, rows, self.gc)}
+        return [(i, i in orphans) for i in ids]
+
+    def _pages(self, kind: str, start, page: Callable, requeue: Callable) -> None:
+        r = self.report
+        after = start
+        while True:
+            with self.db.read() as conn:
+                rows = page(QueueStore(conn), after)
+            if not rows:
+                return
+            after = rows[-1][0]
+            orphans = [key for key, orphan in rows if orphan]
+            if not orphans:
+                continue
+            r.unreviewed[kind] += len(orphans)
+            for key in orphans:
+                log.warning("fsck: %s %s is unreferenced and has no pending review", kind[:-1], key)
+                if len(r.unreviewed_items) < 10_000:
+                    r.unreviewed_items.append({"kind": kind, "key": list(key) if isinstance(key, tuple) else key})
+            if r.requeue:
+                with self.db.write() as conn:
+                    requeue(QueueStore(conn), orphans, self.clock.now() + self.gc.gc_delay)
+                r.requeued += len(orphans)
+            if self.progress:
+                self.progress(r)
 
     # ---- storage -> database -------------------------------------------------
     def _known_blobs(self, objs: list[ObjectInfo]) -> set[str]:
