@@ -288,3 +288,10 @@ def test_fsck_finds_leaks_and_missing_data(reg):
     reg.storage.move("uploads/" + "c" * 32, paths.blob_key(d))
     report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, verify=True).run()
     assert report.corrupt == [d] and not report.missing
+
+
+def test_fsck_reports_a_blob_whose_stored_size_differs_from_its_row(reg):
+    d = put_blob(reg, "fsck", b"0123456789")
+    reg.storage.write_at("uploads/" + "d" * 32, 0, [b"0123456789" * 4])  # 40 bytes where 10 are recorded
+    reg.storage.move("uploads/" + "d" * 32, paths.blob_key(d))
+    assert Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run().corrupt == [d]  # even without verify

@@ -3,7 +3,8 @@
 - data with no row and no tombstone, older than ``fsck_grace``, is a leak (a crash, an
   older version); it is reported, and removed with ``delete=True``;
 - a ready blob row whose data is missing is reported, never dropped;
-- ``verify=True`` re-hashes every blob and reports the corrupt ones;
+- a blob whose stored size differs from its row's is corrupt (always checked: the stat is
+  done anyway); ``verify=True`` also re-hashes every blob and reports the corrupt ones;
 - the pipeline's invariant: every blob row, layer link, manifest and repository is
   referenced, or has a pending review (a pending_delete image has its scrub time), or a
   tombstone. A row that breaks it would be kept forever (a lost review: a crash of an older
@@ -199,6 +200,10 @@ class Fsck:
                 if info is None:
                     r.missing.append(row.digest)
                     log.error("fsck: blob %s has a row but no data", row.digest)
+                elif info.size != row.size:  # the stat is done anyway: sizes are always checked
+                    r.corrupt.append(row.digest)
+                    log.error("fsck: blob %s is corrupt (stored %d bytes, recorded %d)", row.digest, info.size,
+                              row.size)
                 elif self.verify and not self._hash_ok(key, row.digest):
                     r.corrupt.append(row.digest)
                     log.error("fsck: blob %s is corrupt (content does not match its digest)", row.digest)
