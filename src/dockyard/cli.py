@@ -25,12 +25,16 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from dockyard.logsetup import setup
-    from dockyard.server import serve
+    from dockyard.server import StartupError, serve
 
     values = config_mod.gather(args.config, **_overrides(args))
     cfg = config_mod.from_values(values)
     setup(cfg.log_level)
-    serve(cfg, config_mod.dumps(values))  # workers get exactly these settings
+    try:
+        serve(cfg, config_mod.dumps(values))  # workers get exactly these settings
+    except StartupError as exc:  # a directory or the database: one line, no traceback
+        print(f"dockyard: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

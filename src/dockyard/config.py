@@ -117,6 +117,70 @@ def parse_networks(value: Any) -> tuple:
     return items
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port): port 1-65535, an IPv6 address in brackets (``[::1]:5000``)."""
+    import ipaddress
+
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"port must be a number from 1 to 65535, got {port!r} in {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ConfigError(f"{host!r} in brackets is not an IPv6 address") from exc
+    elif ":" in host:
+        raise ConfigError(f"an IPv6 address goes in brackets, e.g. [::1]:5000, got {value!r}")
+    elif not _HOSTNAME.fullmatch(host) or (re.fullmatch(r"[0-9.]+", host) and not _is_ipv4(host)):
+        raise ConfigError(f"{host!r} is not an IP address or host name (in {value!r})")
+    return host, int(port)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def parse_log_level(value: Any) -> str:
+    text = str(value).strip().lower()
+    text = "warning" if text == "warn" else text
+    if text not in LOG_LEVELS:
+        raise ConfigError(f"unknown log level {value!r} (one of {', '.join(LOG_LEVELS)})")
+    return text
+
+
+def parse_database_url(value: Any) -> str:
+    """Empty (SQLite in data_dir), ``sqlite:///PATH`` or ``postgresql://...``."""
+    text = str(value).strip()
+    scheme = text.partition("://")[0].lower() if "://" in text else "(none)"
+    if text and scheme not in DATABASE_SCHEMES:
+        raise ConfigError(f"unsupported database URL scheme {scheme!r} "
+                          f"(use postgresql://HOST/DB, sqlite:///PATH, or leave it empty for SQLite in data_dir)")
+    return text
+
+
+def _is_ipv4(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_listen(value: Any) -> str:
+    split_listen(value)
+    return str(value).strip()
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -127,8 +191,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./dockyard-data", str, "directory for the embedded database and filesystem storage"),
-    Setting("listen", "127.0.0.1:5000", str, "HOST:PORT the HTTP API listens on"),
-    Setting("database_url", "", str, "SQLAlchemy URL; empty = SQLite file in data_dir (e.g. postgresql://127.0.0.1/test)"),
+    Setting("listen", "127.0.0.1:5000", parse_listen, "HOST:PORT the HTTP API listens on ([::1]:5000 for IPv6)"),
+    Setting("database_url", "", parse_database_url, "SQLAlchemy URL; empty = SQLite file in data_dir (e.g. postgresql://127.0.0.1/test)"),
     Setting("storage", "filesystem", str, "storage driver: filesystem or s3"),
     Setting("s3_endpoint_url", "", str, "S3 endpoint URL (empty = AWS); credentials from the usual AWS chain"),
     Setting("s3_bucket", "", str, "S3 bucket"),
@@ -140,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage_root", "", str, "filesystem driver root; empty = data_dir/storage"),
     Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
     Setting("workers", 1, int, "HTTP worker processes"),
-    Setting("log_level", "info", str, "debug, info, warning or error"),
+    Setting("log_level", "info", parse_log_level, "debug, info, warning or error"),
     Setting("delayed_delete", True, parse_bool, "deletes move images to the trash (restorable until scrub_time) instead of purging them"),
     Setting("scrub_time", 7 * 86400.0, parse_duration, "how long a deleted image stays restorable before it may be purged"),
     Setting("scrub_enabled", True, parse_bool, "run the scrubber in the background of dockyard serve"),
@@ -241,10 +305,7 @@ class Config:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]"), int(port)
+        return split_listen(self.listen)
 
 
 def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:

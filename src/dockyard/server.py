@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import tempfile
+from pathlib import Path
 
-from dockyard.config import Config
+from dockyard.config import Config, ConfigError
 from dockyard.meta.db import Database
 from dockyard.registry.context import Registry
 from dockyard.storage import open_driver
@@ -13,6 +16,83 @@ from dockyard.storage import open_driver
 log = logging.getLogger(__name__)
 # the parent's whole configuration, as config.dumps() wrote it, read back by every worker
 SETTINGS_ENV = "DOCKYARD_SERVE_SETTINGS"
+
+
+class StartupError(Exception):
+    """``dockyard serve`` cannot start (a directory, the database): one line on stderr, exit 1.
+    A setting with an unusable value is a :class:`ConfigError` (exit 2)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8, ::1
+    except ValueError:
+        return False  # any other host name may resolve to anything
+
+
+def check_exposure(cfg: Config) -> None:
+    """Refuse an open registry beyond loopback unless the operator asked for one: without
+    authentication the anonymous role defaults to admin, which is only safe on loopback."""
+    host, _ = cfg.host_port
+    if not is_loopback(host) and not cfg.auth_htpasswd and not cfg.anonymous_role:
+        raise ConfigError(
+            f"refusing to listen on {cfg.listen} with no authentication: every client would be admin; "
+            f"set auth_htpasswd, or anonymous_role = \"admin\" for an open registry on purpose "
+            f"(\"pull\" for a read-only one)")
+
+
+def check_directory(path: Path, setting: str) -> None:
+    """``path`` is (or can be made) a directory this process can write in."""
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"{setting} {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".dockyard-write-check-"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"{setting} {path} is not writable: {exc.strerror or exc}") from exc
+
+
+def check_files(cfg: Config) -> None:
+    if cfg.auth_htpasswd:
+        try:
+            Path(cfg.auth_htpasswd).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"auth_htpasswd {cfg.auth_htpasswd}: {exc.strerror or exc}") from exc
+
+
+def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def preflight(cfg: Config) -> None:
+    """Every start-up check that needs no database, before anything is bound or written."""
+    check_exposure(cfg)
+    check_files(cfg)
+    check_directory(cfg.data_path, "data_dir")
+    if cfg.storage == "filesystem":
+        check_directory(cfg.effective_storage_root, "storage_root")
+
+
+def open_registry(cfg: Config) -> Registry:
+    """:func:`build_registry` for ``dockyard serve``: a database that cannot be reached or
+    migrated is a :class:`StartupError` naming it (password hidden), not a traceback."""
+    from sqlalchemy import exc as sa_exc
+
+    from dockyard.meta.db import DatabaseUnavailable
+
+    try:
+        return build_registry(cfg)
+    except OSError as exc:  # the directory of a SQLite file
+        raise StartupError(f"cannot use the database {safe_url(cfg.effective_database_url)}: {exc}") from exc
+    except (sa_exc.SQLAlchemyError, DatabaseUnavailable) as exc:
+        reason = getattr(exc, "reason", None) or str(getattr(exc, "orig", None) or exc)
+        raise StartupError(f"cannot use the database {safe_url(cfg.effective_database_url)}: "
+                           f"{reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__}") from exc
 
 
 def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
@@ -41,10 +121,12 @@ def serve(cfg: Config, settings: str) -> None:
 
     from dockyard.api.app import create_app
 
-    registry = build_registry(cfg)  # migrates once, before any worker starts
+    preflight(cfg)
+    registry = open_registry(cfg)  # migrates once, before any worker starts
     host, port = cfg.host_port
-    log.info("dockyard listening on http://%s:%d (database %s, storage %s)", host, port,
-             cfg.effective_database_url.split("@")[-1], cfg.effective_storage_root)
+    log.info("dockyard listening on http://%s:%d (database %s, storage %s)",
+             f"[{host}]" if ":" in host else host, port, safe_url(cfg.effective_database_url),
+             cfg.effective_storage_root if cfg.storage == "filesystem" else cfg.storage)
     common = dict(host=host, port=port, log_level=cfg.log_level, access_log=False,
                   http="httptools", loop="uvloop", proxy_headers=False)
     if cfg.workers > 1:

@@ -123,3 +123,129 @@ def test_readyz_names_an_unreachable_database(tmp_path):
             assert "Traceback" not in server.log()
         finally:
             server.stop()
+
+
+# ---- 2-4. start-up checks: one line on stderr, a non-zero exit, nothing bound ----------------
+
+def _serve_fails(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int, str, float]:
+    """Run ``dockyard serve`` that must not start: (exit code, stderr, seconds it took)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    if not any(a == "--data-dir" for a in args):
+        args = ("--data-dir", str(tmp_path / "data"), *args)
+    if not any(a == "--listen" for a in args):
+        args = (*args, "--listen", f"127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dockyard", "serve", *args], env={**base, **(env or {})},
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"dockyard serve {' '.join(args)} did not exit: {exc.stderr}")
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("dockyard: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("listen, message", [
+    ("127.0.0.1:99999", "port must be a number from 1 to 65535, got '99999'"),
+    ("127.0.0.1:0", "port must be a number from 1 to 65535"),
+    ("127.0.0.1:http", "port must be a number from 1 to 65535"),
+    ("127.0.0.1", "listen must be HOST:PORT"),
+    ("::1:5000", "an IPv6 address goes in brackets, e.g. [::1]:5000"),
+    ("[127.0.0.1]:5000", "in brackets is not an IPv6 address"),
+    ("999.0.0.1:5000", "'999.0.0.1' is not an IP address or host name"),
+])
+def test_bad_listen_address_is_one_line_and_exit_2(tmp_path, listen, message):
+    code, stderr, _ = _serve_fails(tmp_path, "--listen", listen)
+    assert code == 2
+    assert message in _one_line(stderr)
+
+
+def test_listen_parsing_keeps_ipv6_and_names():
+    from dockyard.config import split_listen
+
+    assert split_listen("[::1]:5000") == ("::1", 5000)
+    assert split_listen("127.0.0.1:65535") == ("127.0.0.1", 65535)
+    assert split_listen("registry.internal:443") == ("registry.internal", 443)
+
+
+def test_open_registry_beyond_loopback_is_refused_before_binding(tmp_path):
+    port = free_port()
+    code, stderr, took = _serve_fails(tmp_path, "--listen", f"0.0.0.0:{port}")
+    assert code == 2 and took < 15
+    line = _one_line(stderr)
+    assert "refusing to listen on 0.0.0.0" in line and "anonymous_role" in line and "auth_htpasswd" in line
+    assert not (tmp_path / "data" / "dockyard.db").exists()  # refused before the database was touched
+
+
+def test_exposure_rule():
+    from dockyard.config import load
+    from dockyard.server import check_exposure
+
+    for listen in ("127.0.0.1:5000", "127.1.2.3:5000", "[::1]:5000", "localhost:5000"):
+        check_exposure(load(env={}, listen=listen))  # loopback: the default admin is fine
+    for listen in ("0.0.0.0:5000", "[::]:5000", "10.0.0.5:5000", "registry.internal:5000"):
+        with pytest.raises(Exception, match="refusing to listen"):
+            check_exposure(load(env={}, listen=listen))
+        check_exposure(load(env={}, listen=listen, anonymous_role="admin"))  # open on purpose
+        check_exposure(load(env={}, listen=listen, anonymous_role="pull"))
+        check_exposure(load(env={}, listen=listen, auth_htpasswd="/etc/dockyard/htpasswd"))
+
+
+def test_unreachable_database_is_one_line_and_hides_the_password(tmp_path):
+    url = f"postgresql://dockyard:s3cret-pw@127.0.0.1:{free_port()}/nothing"
+    code, stderr, _ = _serve_fails(tmp_path, "--database-url", url)
+    assert code == 1
+    line = _one_line(stderr)
+    assert "cannot use the database" in line and "127.0.0.1" in line and "s3cret-pw" not in line
+
+
+def test_wrong_database_url_scheme_is_one_line(tmp_path):
+    code, stderr, _ = _serve_fails(tmp_path, "--database-url", "mysql://u:p@127.0.0.1/db")
+    assert code == 2
+    assert "unsupported database URL scheme 'mysql'" in _one_line(stderr)
+
+
+def test_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, stderr, _ = _serve_fails(tmp_path, "--data-dir", str(tmp_path / "afile"))
+    assert code == 1
+    assert f"data_dir {tmp_path / 'afile'} is not a directory" in _one_line(stderr)
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot create files in (as root, chmod is no obstacle: sysfs)."""
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for candidate in (ro, Path("/sys/kernel")):
+        try:
+            (candidate / ".probe").touch()
+            (candidate / ".probe").unlink()
+        except OSError:
+            return candidate
+    pytest.skip("no directory here refuses writes to this user")
+
+
+def test_unwritable_data_dir_is_one_line(tmp_path):
+    target = _unwritable_dir(tmp_path)
+    code, stderr, _ = _serve_fails(tmp_path, "--data-dir", str(target))
+    assert code == 1
+    assert f"data_dir {target} is not writable" in _one_line(stderr)
+
+
+def test_invalid_log_level_is_one_line(tmp_path):
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_LOG_LEVEL": "loud"})
+    assert code == 2
+    assert "unknown log level 'loud'" in _one_line(stderr)
+
+
+def test_missing_htpasswd_is_one_line(tmp_path):
+    missing = tmp_path / "no-such-htpasswd"
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_AUTH_HTPASSWD": str(missing)})
+    assert code == 2
+    assert f"auth_htpasswd {missing}: No such file or directory" in _one_line(stderr)
