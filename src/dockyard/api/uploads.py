@@ -71,12 +71,12 @@ async def start_upload(request: Request) -> Response:
         blob = await run(blobs.mount, reg, name, mount, check_name(source) if source else None)
         if blob is not None:
             return _blob_created(name, blob.digest)
-    upload = await run(uploads.start, reg, name)
     digest = params.get("digest")
-    if digest:
-        upload = await _write(request, upload, _content_length(request))
-        blob = await run(uploads.finish, reg, name, upload, digest)
+    if digest:  # the whole blob in this request: one session, claimed from its creation
+        blob = await consume_body(request, partial(uploads.push_whole, reg, name, digest,
+                                                   expected_length=_content_length(request)))
         return _blob_created(name, blob.digest)
+    upload = await run(uploads.start, reg, name)
     return Response(status_code=202, headers=_upload_headers(name, upload))
 
 
@@ -113,9 +113,12 @@ async def put_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
     upload = await run(uploads.get, reg, name, request.path_params["upload_id"])
-    if _has_body(request):
-        upload = await _write(request, upload, _content_length(request))
-    blob = await run(uploads.finish, reg, name, upload, request.query_params.get("digest"))
+    digest = request.query_params.get("digest")
+    if _has_body(request):  # the last chunk and the commit under one claim of the session
+        blob = await consume_body(request, partial(uploads.finish, reg, name, upload, digest,
+                                                   expected_length=_content_length(request)))
+    else:
+        blob = await run(uploads.finish, reg, name, upload, digest)
     return _blob_created(name, blob.digest)
 
 

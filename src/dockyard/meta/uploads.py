@@ -27,8 +27,10 @@ class UploadStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def create(self, upload_id: str, repo_id: int, now: float) -> Upload:
-        self.conn.execute(t.insert().values(id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now))
+    def create(self, upload_id: str, repo_id: int, now: float, *, writer: str | None = None,
+               writer_until: float | None = None) -> Upload:
+        self.conn.execute(t.insert().values(id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now,
+                                            writer=writer, writer_until=writer_until))
         return Upload(upload_id, repo_id, 0, now)
 
     def get(self, upload_id: str) -> Upload | None:

@@ -35,6 +35,7 @@ from dockyard.meta.gc import QueueStore
 from dockyard.meta.schema import COMMITTING, READY
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.uploads import Upload, UploadStore
+from dockyard.oci.digest import Digest
 from dockyard.registry.common import check_digest
 from dockyard.registry.context import Registry
 from dockyard.storage import paths
@@ -74,6 +75,16 @@ class _Claim:
         self.upload_id = upload_id
         self.token = secrets.token_hex(16)
         self.renewed = 0.0
+
+    def create(self, name: str) -> Upload:
+        """A new session, claimed by this request from the start (a whole blob in one request)."""
+        now = self.reg.now()
+        with self.reg.db.write() as conn:
+            repo = RepositoryStore(conn).ensure(name, now)
+            upload = UploadStore(conn).create(self.upload_id, repo.id, now, writer=self.token,
+                                              writer_until=now + CLAIM_LEASE)
+        self.renewed = time.monotonic()
+        return upload
 
     def take(self) -> Upload:
         now = self.reg.now()
@@ -122,13 +133,11 @@ def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | N
         yield chunk
 
 
-def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_length: int | None = None,
-          start: int | None = None) -> Upload:
-    """Append ``chunks`` at the session's acknowledged end; returns the session with its new
-    size. ``start`` (from Content-Range) must be that end. On any failure the staged data is
-    cut back to what was acknowledged before, so a failed request leaves nothing behind."""
-    claim = _Claim(reg, upload.id)
-    upload = claim.take()
+def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes], expected_length: int | None,
+            start: int | None):
+    """Append ``chunks`` at the acknowledged end under a held claim; returns the session with
+    its new size (not yet recorded) and the hasher that saw every byte (or None). On failure
+    the staged data is cut back to the acknowledged size; the claim stays with the caller."""
     key = paths.upload_key(upload.id)
     try:
         if start is not None and start != upload.size:
@@ -143,13 +152,27 @@ def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_lengt
         faults.point("uploads.written")
     except BaseException:
         _cut_back(reg, key, upload.size)
+        raise
+    return Upload(upload.id, upload.repository_id, new_size, upload.created_at), hasher
+
+
+def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_length: int | None = None,
+          start: int | None = None) -> Upload:
+    """Append ``chunks`` at the session's acknowledged end (PATCH); returns the session with its
+    new size. ``start`` (from Content-Range) must be that end. A failed request leaves nothing
+    behind: the staged data is cut back to what was acknowledged before."""
+    claim = _Claim(reg, upload.id)
+    upload = claim.take()
+    try:
+        upload, hasher = _append(reg, claim, upload, chunks, expected_length, start)
+    except BaseException:
         claim.release()
         raise
-    if not claim.release(new_size):
+    if not claim.release(upload.size):
         raise _lost(upload.id)
     if hasher is not None:
-        reg.hashers.put(upload.id, new_size, hasher)
-    return Upload(upload.id, upload.repository_id, new_size, upload.created_at)
+        reg.hashers.put(upload.id, upload.size, hasher)
+    return upload
 
 
 def _cut_back(reg: Registry, key: str, size: int) -> None:
@@ -193,8 +216,33 @@ def _upload_tombstone(upload: Upload, now: float) -> dict:
             "created_at": now, "next_attempt_at": now}
 
 
-def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob:
-    """Verify the staged bytes and commit them as a blob of the repository.
+def finish(reg: Registry, name: str, upload: Upload, digest: str | None, chunks: Iterable[bytes] | None = None,
+           expected_length: int | None = None) -> Blob:
+    """Append the last ``chunks`` if any (PUT with a body), verify the staged bytes and commit
+    them as a blob of the repository, all under one claim of the session."""
+    d = _required_digest(digest)
+    claim = _Claim(reg, upload.id)
+    return _commit(reg, name, claim, claim.take(), d, chunks, expected_length)
+
+
+def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[bytes],
+               expected_length: int | None = None) -> Blob:
+    """A whole blob in one request (``POST ?digest=``): a session claimed from its creation,
+    written, verified and committed, with no chance for another request to interleave."""
+    d = _required_digest(digest)
+    claim = _Claim(reg, paths.new_upload_id())
+    return _commit(reg, name, claim, claim.create(name), d, chunks, expected_length)
+
+
+def _required_digest(digest: str | None) -> Digest:
+    if not digest:
+        raise digest_invalid("digest parameter is required to finish an upload")
+    return check_digest(digest)
+
+
+def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, chunks: Iterable[bytes] | None,
+            expected_length: int | None) -> Blob:
+    """Verify and commit a session this request holds.
 
     Serialised with the collector on the blob row: if the registry already holds the
     blob (ready, same size), linking it protects it. If the collector removed the row and
@@ -203,14 +251,15 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None) -> Blob
     delete is done. Then the row is written as ``committing`` (invisible, skipped by the
     collector), the staged data is moved into place, and the row turns ``ready``.
     """
-    if not digest:
-        raise digest_invalid("digest parameter is required to finish an upload")
-    d = check_digest(digest)
-    claim = _Claim(reg, upload.id)
-    upload = claim.take()
     try:
+        hasher = None
+        if chunks is not None:
+            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None)
         staged = _staged_exactly(reg, upload)
-        hasher = reg.hashers.take(upload.id, upload.size) if d.algorithm == "sha256" else None
+        if d.algorithm != "sha256":
+            hasher = None
+        elif hasher is None:
+            hasher = reg.hashers.take(upload.id, upload.size)
         actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, d.algorithm)
         faults.point("uploads.verified")
     except BaseException:
