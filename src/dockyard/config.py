@@ -231,6 +231,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token_ttl", 300.0, parse_duration, "lifetime of a bearer token"),
     Setting("public_url", "", parse_public_url, "external base URL (e.g. https://registry.example.com); the auth realm and absolute URLs use it"),
     Setting("trusted_proxies", (), parse_networks, "addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed"),
+    Setting("tls_cert", "", str, "PEM certificate (chain) to serve HTTPS with; needs tls_key"),
+    Setting("tls_key", "", str, "PEM private key of tls_cert"),
+    Setting("tls_client_ca", "", str, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -278,6 +281,9 @@ class Config:
     token_ttl: float = 300.0
     public_url: str = ""
     trusted_proxies: tuple = ()
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     # ---- derived values -------------------------------------------------
     @property
@@ -351,6 +357,10 @@ def from_values(values: Mapping[str, Any]) -> Config:
             raise ConfigError(f"setting {name}: {exc}") from exc
     cfg = Config(**parsed)
     cfg.host_port  # validate early
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both (HTTPS) or neither")
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        raise ConfigError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
     return cfg
 
 

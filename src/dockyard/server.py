@@ -36,10 +36,10 @@ def check_exposure(cfg: Config) -> None:
     """Refuse an open registry beyond loopback unless the operator asked for one: without
     authentication the anonymous role defaults to admin, which is only safe on loopback."""
     host, _ = cfg.host_port
-    if not is_loopback(host) and not cfg.auth_htpasswd and not cfg.anonymous_role:
+    if not is_loopback(host) and not cfg.auth_htpasswd and not cfg.tls_client_ca and not cfg.anonymous_role:
         raise ConfigError(
             f"refusing to listen on {cfg.listen} with no authentication: every client would be admin; "
-            f"set auth_htpasswd, or anonymous_role = \"admin\" for an open registry on purpose "
+            f"set auth_htpasswd (or tls_client_ca), or anonymous_role = \"admin\" for an open registry on purpose "
             f"(\"pull\" for a read-only one)")
 
 
@@ -63,6 +63,26 @@ def check_files(cfg: Config) -> None:
             raise ConfigError(f"auth_htpasswd {cfg.auth_htpasswd}: {exc.strerror or exc}") from exc
 
 
+def tls_options(cfg: Config) -> dict:
+    """uvicorn's TLS arguments; the files are loaded once here so that a bad one is one line."""
+    import ssl
+
+    if not cfg.tls_cert:
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls_cert {cfg.tls_cert} / tls_key {cfg.tls_key}: {exc.strerror or exc}") from exc
+    options = {"ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
+    if cfg.tls_client_ca:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(cfg.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls_client_ca {cfg.tls_client_ca}: {exc.strerror or exc}") from exc
+        options.update(ssl_ca_certs=cfg.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
 def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -73,6 +93,7 @@ def preflight(cfg: Config) -> None:
     """Every start-up check that needs no database, before anything is bound or written."""
     check_exposure(cfg)
     check_files(cfg)
+    tls_options(cfg)
     check_directory(cfg.data_path, "data_dir")
     if cfg.storage == "filesystem":
         check_directory(cfg.effective_storage_root, "storage_root")
@@ -124,11 +145,13 @@ def serve(cfg: Config, settings: str) -> None:
     preflight(cfg)
     registry = open_registry(cfg)  # migrates once, before any worker starts
     host, port = cfg.host_port
-    log.info("dockyard listening on http://%s:%d (database %s, storage %s)",
+    tls = tls_options(cfg)
+    log.info("dockyard listening on %s://%s:%d (database %s, storage %s%s)", "https" if tls else "http",
              f"[{host}]" if ":" in host else host, port, safe_url(cfg.effective_database_url),
-             cfg.effective_storage_root if cfg.storage == "filesystem" else cfg.storage)
+             cfg.effective_storage_root if cfg.storage == "filesystem" else cfg.storage,
+             ", client certificates required" if cfg.tls_client_ca else "")
     common = dict(host=host, port=port, log_level=cfg.log_level, access_log=False,
-                  http="httptools", loop="uvloop", proxy_headers=False)
+                  http="httptools", loop="uvloop", proxy_headers=False, **tls)
     if cfg.workers > 1:
         os.environ[SETTINGS_ENV] = settings
         uvicorn.run("dockyard.server:app_factory", factory=True, workers=cfg.workers, **common)

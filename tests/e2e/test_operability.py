@@ -194,6 +194,7 @@ def test_exposure_rule():
         check_exposure(load(env={}, listen=listen, anonymous_role="admin"))  # open on purpose
         check_exposure(load(env={}, listen=listen, anonymous_role="pull"))
         check_exposure(load(env={}, listen=listen, auth_htpasswd="/etc/dockyard/htpasswd"))
+        check_exposure(load(env={}, listen=listen, tls_cert="c.pem", tls_key="k.pem", tls_client_ca="ca.pem"))
 
 
 def test_unreachable_database_is_one_line_and_hides_the_password(tmp_path):
@@ -249,3 +250,154 @@ def test_missing_htpasswd_is_one_line(tmp_path):
     code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_AUTH_HTPASSWD": str(missing)})
     assert code == 2
     assert f"auth_htpasswd {missing}: No such file or directory" in _one_line(stderr)
+
+
+# ---- 5. TLS and mutual TLS ---------------------------------------------------------------------
+
+def _make_pki(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    files: dict[str, Path] = {}
+
+    def write_key(key, name):
+        files[name] = directory / f"{name}.key"
+        files[name].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+
+    def cert(name, subject, key, issuer, issuer_key, *, ca=False, eku=None, san=None):
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                            critical=True)
+        if eku:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        made = builder.sign(issuer_key, hashes.SHA256())
+        files[name] = directory / f"{name}.crt"
+        files[name].write_bytes(made.public_bytes(serialization.Encoding.PEM))
+        return made
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("ca", "dockyard test CA", ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dockyard test CA")]),
+              ca_key, ca=True)
+    for name, eku, san in (("server", ExtendedKeyUsageOID.SERVER_AUTH,
+                            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                           ("client", ExtendedKeyUsageOID.CLIENT_AUTH, None)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_key(key, name + "-key")
+        cert(name, f"dockyard test {name}", key, ca.subject, ca_key, eku=eku, san=san)
+    return files
+
+
+def _tls_context(pki: dict[str, Path], *, client_cert: bool = False):
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    if client_cert:
+        ctx.load_cert_chain(pki["client"], pki["client-key"])
+    return ctx
+
+
+def _start_tls(data: Path, env: dict, ctx) -> "ServerProcess":
+    from tests.support import ServerProcess
+
+    port = free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    log_path = data / f"server-{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard", "serve", "--data-dir", str(data),
+                             "--listen", f"127.0.0.1:{port}"], stdout=open(log_path, "wb"),
+                            stderr=subprocess.STDOUT, env={**base, **NO_JOBS, **env})
+    server = ServerProcess(f"https://127.0.0.1:{port}", data, proc, log_path, env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {server.log()}")
+        try:
+            httpx.get(server.url + "/healthz", verify=ctx, timeout=1)
+            return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not start: {server.log()}")
+
+
+def test_tls_serves_httpx_and_skopeo_with_the_ca_only(tmp_path):
+    from tests.conftest import require_tool
+    from tests.e2e.images import build_image_layout
+    from tests.e2e.test_skopeo import Skopeo
+    from tests.support import push_blob
+
+    pki = _make_pki(tmp_path / "pki")
+    ctx = _tls_context(pki)
+    server = _start_tls(tmp_path / "data", {"DOCKYARD_TLS_CERT": str(pki["server"]),
+                                            "DOCKYARD_TLS_KEY": str(pki["server-key"])}, ctx)
+    try:
+        assert "listening on https://127.0.0.1:" in server.log()
+        with httpx.Client(base_url=server.url, verify=ctx, timeout=60) as c:
+            assert c.get("/v2/").status_code == 200
+            blob = os.urandom(300_000)
+            digest = push_blob(c, "tls/app", blob)
+            assert c.get(f"/v2/tls/app/blobs/{digest}").content == blob
+        with pytest.raises(httpx.ConnectError):  # not trusted without the CA
+            httpx.get(server.url + "/v2/", timeout=5)
+        with pytest.raises(httpx.HTTPError):  # and no plain HTTP on the port
+            httpx.get(server.url.replace("https://", "http://") + "/v2/", timeout=5).raise_for_status()
+
+        certs = tmp_path / "certs.d"
+        certs.mkdir()
+        (certs / "ca.crt").write_bytes(pki["ca"].read_bytes())
+        skopeo = Skopeo(require_tool("skopeo"), tmp_path / "skopeo-home", server)
+        src = build_image_layout(tmp_path / "src", "v1", "tls-skopeo", layer_sizes=(100, 70_000))
+        skopeo.run("copy", "--retry-times", "0", "--dest-cert-dir", str(certs), f"oci:{src.root}:v1",
+                   skopeo.ref("tls/skopeo", "v1"))
+        with httpx.Client(base_url=server.url, verify=ctx, timeout=60) as c:
+            r = c.get("/v2/tls/skopeo/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+            assert r.status_code == 200 and r.content == src.images[0].manifest_bytes
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(tmp_path):
+    pki = _make_pki(tmp_path / "pki")
+    with_cert = _tls_context(pki, client_cert=True)
+    server = _start_tls(tmp_path / "data", {"DOCKYARD_TLS_CERT": str(pki["server"]),
+                                            "DOCKYARD_TLS_KEY": str(pki["server-key"]),
+                                            "DOCKYARD_TLS_CLIENT_CA": str(pki["ca"])}, with_cert)
+    try:
+        with httpx.Client(base_url=server.url, verify=with_cert, timeout=30) as c:
+            assert c.get("/v2/").status_code == 200
+            assert c.get("/readyz").status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url + "/v2/", verify=_tls_context(pki), timeout=10)
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_bad_tls_settings_are_one_line(tmp_path):
+    pki = _make_pki(tmp_path / "pki")
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_TLS_CERT": str(pki["server"])})
+    assert code == 2 and "tls_cert and tls_key go together" in _one_line(stderr)
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_TLS_CERT": str(pki["server"]),
+                                                  "DOCKYARD_TLS_KEY": str(pki["client-key"])})
+    assert code == 2 and "tls_cert" in _one_line(stderr)  # a key that does not match the certificate
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_TLS_CERT": str(pki["server"]),
+                                                  "DOCKYARD_TLS_KEY": str(pki["server-key"]),
+                                                  "DOCKYARD_TLS_CLIENT_CA": str(tmp_path / "nope.pem")})
+    assert code == 2 and "tls_client_ca" in _one_line(stderr)
