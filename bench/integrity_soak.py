@@ -111,7 +111,7 @@ class Img:
     blobs: dict[str, bytes]
     acked_at: float
     ci: bool
-    deleted_at: float | None = None   # when a delete of it was sent (monotonic)
+    deleted_at: float | None = None   # when a delete of it was sent (seconds since the start)
     deleted_by: str = ""
 
 
@@ -128,7 +128,10 @@ class PullFailure:
 
 
 class Model:
-    def __init__(self) -> None:
+    """Acknowledged images; every time is ``clock()`` (seconds since the soak started)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.lock = threading.Lock()
         self.images: list[Img] = []
         self.by_digest: dict[str, Img] = {}
@@ -157,7 +160,7 @@ class Model:
             else:
                 return None
             img = live.pop(idx)
-            img.deleted_at, img.deleted_by = time.monotonic(), how
+            img.deleted_at, img.deleted_by = self.clock(), how
             return img
 
     def mark_pruned(self, digests: list[str], sent_at: float) -> int:
@@ -188,6 +191,11 @@ class Model:
     def pull_failed(self, img: Img, at: float, detail: str, phase: str) -> None:
         with self.lock:
             self.pull_failures.append(PullFailure(img, at, detail, phase))
+
+    def excused(self) -> int:
+        """Pull failures of images whose delete was sent before the failing answer (the race worked)."""
+        with self.lock:
+            return sum(1 for f in self.pull_failures if not f.counts())
 
     def losses(self) -> list[PullFailure]:
         """Pull failures that count, one per image (the first)."""
@@ -368,6 +376,9 @@ class SoakResult:
     refusals: list[str] = field(default_factory=list)         # failure lines of refused pushes
     server_errors: list[Failure] = field(default_factory=list)  # 5xx answers and requests without answer
     losses: list[PullFailure] = field(default_factory=list)
+    excused: int = 0                                          # pull failures after a delete was sent
+    other_4xx: Counter = field(default_factory=Counter)       # "step status" -> answers (pushes aside)
+    command_failures: list[str] = field(default_factory=list)  # dockyard prune runs that failed (rc != 0)
     fsck: dict = field(default_factory=dict)
     fsck_findings: int = 0
     settled: bool = False
@@ -417,6 +428,8 @@ class SoakResult:
             ("acknowledged images unpullable", f"{len(self.losses)}  (pulled {c['pulls']} times during the run, "
                                                f"{self.live_at_end} live images pulled before and after the "
                                                f"final collection)"),
+            ("  pull failures excused (delete sent first)", str(self.excused)),
+            ("other 4xx answers (not pushes)", ", ".join(f"{k}: {n}" for k, n in self.other_4xx.most_common(8)) or "0"),
             ("fsck --verify findings", f"{self.fsck_findings}  (leaks {self.fsck.get('leaks')}, missing "
                                        f"{len(self.fsck.get('missing') or [])}, corrupt "
                                        f"{len(self.fsck.get('corrupt') or [])}"
@@ -425,6 +438,7 @@ class SoakResult:
             ("tag deletes / manifest deletes", f"{c['tag deletes']} / {c['manifest deletes']}"),
             ("prunes (API / CLI), images pruned", f"{c['prunes']} ({c['prunes via API']} / {c['prunes via CLI']}), "
                                                   f"{c['images pruned']}"),
+            ("prunes failed (API 5xx or CLI rc != 0)", f"{c['prunes failed']} (CLI: {len(self.command_failures)})"),
             ("blob uploads: monolithic / post+put / streamed / chunked",
              f"{c['monolithic']} / {c['post-put']} / {c['streamed']} / {c['chunked']}"),
             ("mounts (refused -> upload)", f"{c['mount']} ({c['mount refused -> upload']})"),
@@ -454,6 +468,9 @@ class SoakResult:
         if self.fsck_findings:
             keys = ("leaks", "leaked_bytes", "leak_keys", "missing", "corrupt", "error")
             out.append("fsck: " + json.dumps({k: self.fsck.get(k) for k in keys})[:3000])
+        if self.command_failures:
+            out.append(f"dockyard prune failures ({len(self.command_failures)}; not an HTTP answer, not a target):")
+            out += ["  " + line for line in self.command_failures[:10]]
         if self.refusals:
             out.append(f"refused pushes (first {min(10, len(self.refusals))}):")
             out += ["  " + line for line in self.refusals[:10]]
@@ -470,13 +487,14 @@ class Soak:
                  log: Callable[[str], None] = print):
         self.url, self.data_dir, self.s, self.log = url, data_dir, s, log
         self.rec = Recorder()
-        self.model = Model()
+        self.model = Model(self.rec.elapsed)
         self.tally = RunTally()
         self.stop = threading.Event()
         self.counts: Counter = Counter()
         self.counts_lock = threading.Lock()
         self.refused: Counter = Counter()
         self.refusals: list[str] = []
+        self.command_failures: list[str] = []
         self.push_seconds: list[float] = []
         self.run_id = f"{s.seed:x}{os.getpid():x}{int(time.time() * 1000) % 100000:x}"
         self.pool = LayerPool(self.run_id, s.pool_size, window=12, period=max(1.0, s.gc_delay))
@@ -571,8 +589,10 @@ class Soak:
         while not self.stop.wait(self.s.prune_every * rng.uniform(0.6, 1.4)):
             n += 1
             sent = self.t()
-            plan = self._prune_api(http) if n % 2 else self._prune_cli()
-            if plan is None:
+            plan = self._prune_api(http) if n % 2 else self._prune_cli(n)
+            if plan is None:  # failed: it may have pruned part of the repositories before failing
+                pruned = self._reconcile_ci(http, sent)
+                self.add(Counter({"images pruned": pruned, "prunes failed": 1}))
                 continue
             digests = [d["digest"] for r in plan.get("repositories", []) for d in r.get("deleted", [])]
             pruned = self.model.mark_pruned(digests, sent)
@@ -583,21 +603,43 @@ class Soak:
                       params={"policy": PRUNE_POLICY, "confirm": "true"})
         return r.json() if r is not None else None
 
-    def _prune_cli(self) -> dict | None:
+    def _prune_cli(self, n: int) -> dict | None:
         argv = [sys.executable, "-m", "dockyard", "prune", "--data-dir", str(self.data_dir), "--policy",
                 PRUNE_POLICY, "--confirm", "--output", "json"]
+        t0 = self.t()
         p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300)
         try:
             plan = json.loads(p.stdout)
         except json.JSONDecodeError:
             plan = None
         if p.returncode != 0 or plan is None:
-            # the prune may have deleted something before failing: unknown, so the prune is the workload's
-            # failure (no answer), reported with the 5xx
-            self.rec.fail("prune", "prune:cli", "exec", " ".join(argv[1:]), None,
-                          f"rc={p.returncode} {p.stderr[-1500:]}")
+            # not an HTTP answer: reported on its own line (the targets are about what clients see)
+            logs = self.data_dir / "prune-logs"
+            logs.mkdir(exist_ok=True)
+            path = logs / f"prune-{n}.log"
+            path.write_text(p.stderr)
+            last = next((line for line in reversed(p.stderr.splitlines()) if line.strip()), "")
+            with self.counts_lock:
+                self.command_failures.append(f"[t={t0:7.2f}s] dockyard prune --policy {PRUNE_POLICY} --confirm: "
+                                             f"rc={p.returncode}: {last[:500]} (stderr: {path})")
             return None
         return plan
+
+    def _reconcile_ci(self, http: Http, sent: float) -> int:
+        """After a failed prune: the ci images it deleted are those whose tag is gone (nothing else deletes
+        there). Only images acknowledged before the tags lists were read are judged."""
+        listed_at = self.t()
+        tags: set[tuple[str, str]] = set()
+        for repo in self.ci_repos:
+            r = http.call("prune", "prune:reconcile", "GET", f"/v2/{repo}/tags/list", ok=(200, 404),
+                          params={"n": "10000"})
+            if r is None:
+                return 0
+            if r.status_code == 200:
+                tags |= {(repo, t) for t in (r.json().get("tags") or [])}
+        with self.model.lock:
+            gone = [i.digest for i in self.model.live_ci if i.acked_at < listed_at and (i.repo, i.tag) not in tags]
+        return self.model.mark_pruned(gone, sent)
 
     def monitor(self, http: Http, rng: random.Random, idx: int) -> None:
         while not self.stop.wait(1.0):
@@ -676,10 +718,14 @@ class Soak:
         text = server_log()
         res = SoakResult(settings=s, seconds=self.t(), acked=self.counts["acked"], refused=Counter(self.refused),
                          refusals=list(self.refusals), server_errors=self.server_errors(),
-                         losses=self.model.losses(), fsck=report, fsck_findings=findings, settled=st["settled"],
+                         losses=self.model.losses(), excused=self.model.excused(), fsck=report, fsck_findings=findings, settled=st["settled"],
                          log_problems=log_problems(text, "server log", 10), counts=Counter(self.counts),
-                         push_seconds=list(self.push_seconds), live_at_end=live)
+                         push_seconds=list(self.push_seconds), live_at_end=live,
+                         command_failures=list(self.command_failures))
         res.reclaimed = self.tally.totals()[0]
+        with self.rec.lock:
+            res.other_4xx = Counter(f"{f.step} {f.status}" for f in self.rec.failures
+                                    if f.category != "push" and f.status is not None and 400 <= f.status < 500)
         for r in st["runs"]:
             for kind, k in ((r.get("report") or {}).get("kinds") or {}).items():
                 res.reclaimed[kind] += k.get("objects", 0)
