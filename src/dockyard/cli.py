@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     values = config_mod.gather(args.config, **_overrides(args))
     cfg = config_mod.from_values(values)
-    setup(cfg.log_level)
+    setup(cfg.log_level, cfg.log_format)
     try:
         serve(cfg, config_mod.dumps(values))  # workers get exactly these settings
     except StartupError as exc:  # a directory or the database: one line, no traceback

@@ -39,6 +39,22 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_size(value: Any) -> int:
+    """``1048576``, ``"512KiB"``, ``"64MiB"``, ``"2G"`` -> bytes (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"negative size {value}")
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"invalid size {value!r} (use e.g. 512KiB, 64MiB, 2GiB)")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -144,6 +160,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def parse_choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{value!r} is not one of {', '.join(choices)}")
+    return text
+
+
 def parse_log_level(value: Any) -> str:
     text = str(value).strip().lower()
     text = "warning" if text == "warn" else text
@@ -205,6 +231,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
     Setting("workers", 1, int, "HTTP worker processes"),
     Setting("log_level", "info", parse_log_level, "debug, info, warning or error"),
+    Setting("log_format", "text", lambda v: parse_choice(v, LOG_FORMATS), "text (key=value) or json (one object per line)"),
     Setting("delayed_delete", True, parse_bool, "deletes move images to the trash (restorable until scrub_time) instead of purging them"),
     Setting("scrub_time", 7 * 86400.0, parse_duration, "how long a deleted image stays restorable before it may be purged"),
     Setting("scrub_enabled", True, parse_bool, "run the scrubber in the background of dockyard serve"),
@@ -220,6 +247,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delete_untagged", False, parse_bool, "collect manifests that have no tag (never children of a live index)"),
     Setting("referrers_follow_subject", True, parse_bool, "collect referrers once their subject is gone"),
     Setting("fsck_grace", 3600.0, parse_duration, "fsck leaves storage objects younger than this alone"),
+    Setting("disk_reserve", 64 * 1024 * 1024, parse_size, "disk space kept in data_dir and released when the disk fills, so deletes and collection can still run (0 = none)"),
     Setting("retention", {}, lambda v: _policies(v), "retention policies (TOML [retention.NAME] tables, or JSON in the environment)"),
     Setting("immutable_tags", (), lambda v: _list(v), "REPO_GLOB:TAG_GLOB patterns no policy, delete or push may touch"),
     Setting("pull_flush_interval", 10.0, parse_duration, "how often recorded pull times are written to the database"),
@@ -255,6 +283,7 @@ class Config:
     storage_latency: float = 0.0
     workers: int = 1
     log_level: str = "info"
+    log_format: str = "text"
     delayed_delete: bool = True
     scrub_time: float = 7 * 86400.0
     scrub_enabled: bool = True
@@ -270,6 +299,7 @@ class Config:
     delete_untagged: bool = False
     referrers_follow_subject: bool = True
     fsck_grace: float = 3600.0
+    disk_reserve: int = 64 * 1024 * 1024
     retention: dict = field(default_factory=dict)
     immutable_tags: tuple = ()
     pull_flush_interval: float = 10.0

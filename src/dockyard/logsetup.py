@@ -1,21 +1,62 @@
-"""Logging: rich on a terminal, one structured line per event otherwise."""
+"""Logging: rich on a terminal, one structured line per event otherwise.
+
+``log_format = "text"``: ``time=... level=... logger=... msg=...`` (rich on a terminal).
+``log_format = "json"``: one JSON object per line with ``time`` (UTC, ISO 8601), ``level``,
+``logger``, ``msg``, the record's structured ``fields`` (the request log's) as keys of their
+own, and ``exc`` with the traceback text when there is one.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
+import time
 
 
-def setup(level: str = "info") -> None:
+_BARE = re.compile(r'[^\s"=\\]+')
+
+
+class TextFormatter(logging.Formatter):
+    """The format string, then the record's structured ``fields`` as ``key=value`` pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            text += "".join(f" {k}={v if not isinstance(v, str) or _BARE.fullmatch(v) else json.dumps(v)}"
+                            for k, v in fields.items())
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
-    if sys.stderr.isatty():
+    if fmt == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler = RichHandler(show_path=False)
+        handler.setFormatter(TextFormatter("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from dockyard.config import Config, ConfigError
+from dockyard.lifecycle.reserve import DiskReserve
 from dockyard.meta.db import Database
 from dockyard.registry.context import Registry
 from dockyard.storage import open_driver
@@ -121,7 +122,10 @@ def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
     db = Database(cfg.effective_database_url)
     if migrate:
         db.migrate()
-    return Registry(config=cfg, db=db, storage=open_driver(cfg))
+    reserve = DiskReserve(cfg.data_path / "disk-reserve", cfg.disk_reserve)
+    reserve.ensure()
+    db.on_disk_full = reserve.release
+    return Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
 
 
 def app_factory():
@@ -131,9 +135,11 @@ def app_factory():
     from dockyard.api.app import create_app
     from dockyard.logsetup import setup
 
+    from dockyard.api.requestlog import RequestLog
+
     cfg = config_mod.loads(os.environ[SETTINGS_ENV])
-    setup(cfg.log_level)
-    return create_app(build_registry(cfg, migrate=False))
+    setup(cfg.log_level, cfg.log_format)
+    return RequestLog(create_app(build_registry(cfg, migrate=False)))
 
 
 def serve(cfg: Config, settings: str) -> None:
@@ -141,6 +147,7 @@ def serve(cfg: Config, settings: str) -> None:
     import uvicorn
 
     from dockyard.api.app import create_app
+    from dockyard.api.requestlog import RequestLog
 
     preflight(cfg)
     registry = open_registry(cfg)  # migrates once, before any worker starts
@@ -150,11 +157,13 @@ def serve(cfg: Config, settings: str) -> None:
              f"[{host}]" if ":" in host else host, port, safe_url(cfg.effective_database_url),
              cfg.effective_storage_root if cfg.storage == "filesystem" else cfg.storage,
              ", client certificates required" if cfg.tls_client_ca else "")
-    common = dict(host=host, port=port, log_level=cfg.log_level, access_log=False,
+    # log_config=None: uvicorn's own lines go through dockyard's handler (one format, json too);
+    # its access log is replaced by the request log
+    common = dict(host=host, port=port, log_level=cfg.log_level, log_config=None, access_log=False,
                   http="httptools", loop="uvloop", proxy_headers=False, **tls)
     if cfg.workers > 1:
         os.environ[SETTINGS_ENV] = settings
         uvicorn.run("dockyard.server:app_factory", factory=True, workers=cfg.workers, **common)
     else:
-        uvicorn.run(create_app(registry), **common)
+        uvicorn.run(RequestLog(create_app(registry)), **common)
 

@@ -401,3 +401,85 @@ def test_bad_tls_settings_are_one_line(tmp_path):
                                                   "DOCKYARD_TLS_KEY": str(pki["server-key"]),
                                                   "DOCKYARD_TLS_CLIENT_CA": str(tmp_path / "nope.pem")})
     assert code == 2 and "tls_client_ca" in _one_line(stderr)
+
+
+# ---- 6. the request log ------------------------------------------------------------------------
+
+def _traffic(client: httpx.Client, seen: list[httpx.Response]) -> None:
+    """A push, pulls, a 404, a HEAD, a probe; every response lands in ``seen``."""
+    client.event_hooks["response"] = [lambda r: (r.read(), seen.append(r))]
+    digest, manifest, blobs = push_image(client, "log/app", "v1", "requestlog")
+    assert client.get("/v2/log/app/manifests/v1").content == manifest
+    assert client.head(f"/v2/log/app/blobs/{sha256(blobs[1])}").status_code == 200
+    assert client.get(f"/v2/log/app/blobs/{sha256(blobs[1])}").content == blobs[1]
+    assert client.get("/v2/log/app/manifests/nope").status_code == 404
+    assert client.get("/healthz").status_code == 200
+    r = client.get("/v2/", headers={"X-Request-Id": "edge-proxy-42"})
+    assert r.headers["X-Request-Id"] == "edge-proxy-42"  # a well-formed id from a proxy is kept
+    r = client.get("/v2/", headers={"X-Request-Id": "bad id\twith spaces"})
+    assert r.headers["X-Request-Id"] != "bad id\twith spaces" and len(r.headers["X-Request-Id"]) == 32
+    assert len({r.headers["X-Request-Id"] for r in seen}) == len(seen)  # every request its own id
+
+
+def _access_records(server, parse, seen: list[httpx.Response]) -> list[dict]:
+    wanted = {r.headers["X-Request-Id"] for r in seen}
+    deadline = time.monotonic() + 10
+    while True:  # a line is written when its request ends, which may be just after the client saw it
+        records = [parse(line) for line in server.log().splitlines() if "dockyard.access" in line]
+        if wanted <= {rec["id"] for rec in records} or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
+def _check_one_line_each(seen: list[httpx.Response], records: list[dict], user: str) -> None:
+    by_id: dict[str, list[dict]] = {}
+    for rec in records:
+        by_id.setdefault(rec["id"], []).append(rec)
+    for r in seen:
+        lines = by_id.get(r.headers["X-Request-Id"], [])
+        assert len(lines) == 1, (r.request.method, r.request.url, lines)
+        rec = lines[0]
+        assert rec["method"] == r.request.method and rec["path"] == r.request.url.path
+        assert int(rec["status"]) == r.status_code
+        assert int(rec["bytes"]) == (0 if r.request.method == "HEAD" else len(r.content))
+        assert float(rec["ms"]) >= 0
+        assert rec["user"] == (user if r.request.url.path.startswith("/v2/") else "-")
+
+
+def test_request_log_json_one_object_per_line(tmp_path):
+    server = start_server(tmp_path / "data", extra_env={**NO_JOBS, "DOCKYARD_LOG_FORMAT": "json"})
+    try:
+        seen: list[httpx.Response] = []
+        with server.client() as c:
+            _traffic(c, seen)
+        records = _access_records(server, json.loads, seen)
+        for line in server.log().splitlines():  # every line of the process, not only the request log
+            doc = json.loads(line)
+            assert {"time", "level", "logger", "msg"} <= set(doc), line
+        assert all(rec["msg"] == "request" and isinstance(rec["status"], int) for rec in records)
+        _check_one_line_each(seen, records, user="-")
+    finally:
+        server.stop()
+
+
+def test_request_log_text_names_the_user(tmp_path):
+    import re
+
+    env = {**NO_JOBS, "DOCKYARD_AUTH_HTPASSWD": str(_htpasswd(tmp_path / "htpasswd")),
+           "DOCKYARD_AUTH_ROLES": "alice=admin"}
+    server = start_server(tmp_path / "data", extra_env=env)
+    try:
+        seen: list[httpx.Response] = []
+        with server.client(auth=("alice", "alice-pw")) as c:
+            _traffic(c, seen)
+        parse = lambda line: dict(re.findall(r" (\w+)=(\S+)", line.split(" msg=request", 1)[1]))
+        records = _access_records(server, parse, seen)
+        _check_one_line_each(seen, records, user="alice")
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_log_format_is_validated(tmp_path):
+    code, stderr, _ = _serve_fails(tmp_path, env={"DOCKYARD_LOG_FORMAT": "xml"})
+    assert code == 2 and "setting log_format: 'xml' is not one of text, json" in _one_line(stderr)

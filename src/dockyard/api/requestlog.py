@@ -1,0 +1,72 @@
+"""The request log: one line per HTTP request, written when the request ends.
+
+Fields: ``id`` (also sent back as the ``X-Request-Id`` header; a well-formed ``X-Request-Id``
+from the client or its proxy is kept, anything else is replaced by a new one), ``method``,
+``path`` (percent-encoded, no query), ``status``, ``bytes`` (response body bytes sent),
+``ms`` (from the request's arrival to its last byte), ``user`` (``-`` when anonymous) and
+``client`` (the peer address). The message is ``request``; with ``log_format = "text"`` the
+fields follow it as ``key=value`` pairs, with ``"json"`` they are keys of the line's JSON object
+(see :mod:`dockyard.logsetup`).
+
+A plain ASGI wrapper around the whole application (outside Starlette's error middleware), so a
+500 is logged with the status the client got, and a client that went away mid-response with the
+bytes it was sent and status 499 if no response had started.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from urllib.parse import quote
+
+log = logging.getLogger("dockyard.access")
+_CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestLog:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        request_id = ""
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id" and _CLIENT_ID.fullmatch(value):
+                request_id = value.decode("ascii")
+        request_id = request_id or uuid.uuid4().hex
+        status, sent = 0, 0
+
+        async def send_logged(message):
+            nonlocal status, sent
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"x-request-id", request_id.encode("ascii"))]}
+            elif kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        except BaseException:
+            status = status or 499  # the error middleware answers 500 before re-raising; nothing sent = gone
+            raise
+        finally:
+            identity = scope.get("state", {}).get("identity")
+            client = scope.get("client")
+            fields = {
+                "id": request_id,
+                "method": scope["method"],
+                "path": quote(scope["path"], safe="/:@!$&'()*+,;=-._~"),
+                "status": status,
+                "bytes": sent,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "user": getattr(identity, "user", None) or "-",
+                "client": client[0] if client else "-",
+            }
+            log.info("request", extra={"fields": fields})
