@@ -60,6 +60,19 @@ def moto(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def ceph_rgw(tmp_path_factory):
+    """A real S3 server beside moto: Ceph's RADOS Gateway on a throwaway single-node cluster
+    (scripts/ceph-rgw), started once per run. Not a backend: only the tests that ask for it use it."""
+    from tests.support import start_ceph_rgw
+
+    if shutil.which("radosgw") is None:
+        pytest.fail("radosgw is not installed (.ci/run installs ceph-mon, ceph-osd and radosgw)")
+    gateway = start_ceph_rgw(tmp_path_factory.mktemp("ceph-rgw"))
+    yield gateway
+    gateway.stop()
+
+
 @pytest.fixture
 def client(server):
     with server.client() as c:

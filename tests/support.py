@@ -222,3 +222,75 @@ def start_moto(log_dir: Path) -> MotoServer:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"moto server did not start: {log_path.read_text()}")
+
+
+# ---- a real S3-compatible server: Ceph's RADOS Gateway ------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CEPH_RGW_SCRIPT = REPO_ROOT / "scripts" / "ceph-rgw"
+
+
+@dataclass
+class CephGateway:
+    """A throwaway single-node Ceph cluster (mon + memstore OSD) with a RADOS Gateway on
+    loopback, started by ``scripts/ceph-rgw``: the real S3 server beside moto. Its keys are
+    its own (not AWS_TEST_ENV), so clients take them from :meth:`env` / :attr:`aws_env`."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    directory: Path
+    startup_seconds: float
+
+    @property
+    def aws_env(self) -> dict:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+    @property
+    def log_path(self) -> Path:
+        """The gateway's log; at the default debug level it has one access-log line per request."""
+        return self.directory / "log" / "client.rgw.log"
+
+    def env(self, bucket: str, prefix: str = "") -> dict:
+        return {"DOCKYARD_STORAGE": "s3", "DOCKYARD_S3_ENDPOINT_URL": self.url, "DOCKYARD_S3_BUCKET": bucket,
+                "DOCKYARD_S3_PREFIX": prefix, "DOCKYARD_S3_REGION": "us-east-1", "DOCKYARD_S3_PATH_STYLE": "true",
+                **self.aws_env}
+
+    def client(self):
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, config=BotoConfig(s3={"addressing_style": "path"}))
+
+    def make_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key in the bucket under ``prefix`` (all pages)."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def delete_calls(self) -> list[str]:
+        """Paths of every DELETE request the gateway answered (from its access log)."""
+        import re
+
+        return re.findall(r'"DELETE (/\S+) HTTP', self.log_path.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(CEPH_RGW_SCRIPT), "stop", str(self.directory)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+def start_ceph_rgw(directory: Path) -> CephGateway:
+    """Start the gateway under ``directory`` (or find it running there); its daemons stop when
+    this process exits even without :meth:`CephGateway.stop` (``CEPH_RGW_WATCH_PID``)."""
+    env = {**os.environ, "CEPH_RGW_WATCH_PID": str(os.getpid())}
+    r = subprocess.run(["bash", str(CEPH_RGW_SCRIPT), "start", str(directory)], env=env, capture_output=True,
+                       text=True, timeout=180)
+    if r.returncode != 0:
+        raise RuntimeError(f"scripts/ceph-rgw start failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    values = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    return CephGateway(values["CEPH_RGW_ENDPOINT"], values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"],
+                       Path(directory), float(values.get("CEPH_RGW_STARTUP_SECONDS", 0)))
