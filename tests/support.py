@@ -85,13 +85,13 @@ class ServerProcess:
 
 
 def start_server(data_dir: Path, *, database_url: str = "", extra_env: dict | None = None,
-                 args: list[str] | None = None) -> ServerProcess:
+                 args: list[str] | None = None, log_dir: Path | None = None) -> ServerProcess:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
     env.update({"DOCKYARD_DATABASE_URL": database_url, "DOCKYARD_LOG_LEVEL": "info"})
     env.update(extra_env or {})
-    log_path = data_dir / f"server-{port}.log"
+    log_path = (log_dir or data_dir) / f"server-{port}.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dockyard", "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",

@@ -8,9 +8,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
 from dockyard.api.auth import Authenticator, token_endpoint
-from dockyard.api.errors import not_found_handler, registry_error_handler, unexpected_error_handler
+from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
+                                 unexpected_error_handler)
 from dockyard.errors import RegistryError
 from dockyard.registry.context import Registry
 
@@ -114,6 +116,7 @@ def create_app(registry: Registry, auth: Authenticator | None = None, *, backgro
         routes=routes(),
         exception_handlers={
             RegistryError: registry_error_handler,
+            StorageError: storage_error_handler,
             HTTPException: not_found_handler,
             Exception: unexpected_error_handler,
         },

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dockyard.errors import RegistryError
+from dockyard.storage.base import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,18 @@ async def registry_error_handler(request: Request, exc: Exception) -> Response:
         log.warning("%s %s: %d %s (%s)", request.method, request.url.path, response.status_code, exc.code,
                     getattr(exc, "reason", None) or exc.message)
     return response
+
+
+async def storage_error_handler(request: Request, exc: Exception) -> Response:
+    """The storage backend failed (unreachable, full, refusing): the client may retry; one log
+    line, no traceback. A full disk also releases the registry's disk reserve."""
+    assert isinstance(exc, StorageError)
+    reserve = getattr(getattr(request.app.state, "registry", None), "reserve", None)
+    if isinstance(exc, StorageFull) and reserve is not None:
+        reserve.release(str(exc))
+    log.warning("%s %s: 503 storage failure (%s)", request.method, request.url.path, exc)
+    return render(RegistryError("UNAVAILABLE", "the registry's storage is unavailable; retry later",
+                                status=503, headers={"Retry-After": "5"}), request)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

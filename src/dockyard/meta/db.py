@@ -73,6 +73,11 @@ class DatabaseUnavailable(RegistryError):
                          status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self.reason = reason
 
+    @property
+    def disk_full(self) -> bool:
+        """SQLite's SQLITE_FULL or PostgreSQL's disk_full (53100)."""
+        return "disk is full" in self.reason or "53100" in self.reason or "No space left" in self.reason
+
 
 class DatabaseConflict(DatabaseUnavailable):
     """The transaction lost a deadlock or a serialization check and was rolled back."""
@@ -151,12 +156,21 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    on_disk_full: Callable[[str], Any] | None = None
+    """Called when a write fails because the database's disk is full (the server releases
+    its disk reserve, so reclamation can proceed)."""
+
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with _database_faults(), self.engine.connect() as conn:
-            conn = conn.execution_options(dockyard_write=True)
-            with conn.begin():
-                yield conn
+        try:
+            with _database_faults(), self.engine.connect() as conn:
+                conn = conn.execution_options(dockyard_write=True)
+                with conn.begin():
+                    yield conn
+        except DatabaseUnavailable as exc:
+            if exc.disk_full and self.on_disk_full is not None:
+                self.on_disk_full(exc.reason)
+            raise
         _mark_committed()
 
     @contextlib.contextmanager

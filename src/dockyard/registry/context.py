@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
+from dockyard.lifecycle.reserve import DiskReserve
 from dockyard.meta.db import Database
 from dockyard.metrics import Metrics
 from dockyard.registry.pulls import PullTracker
@@ -57,6 +58,8 @@ class Registry:
     hashers: HasherCache = field(default_factory=HasherCache)
     metrics: Metrics = field(default_factory=Metrics)
     pulls: "PullTracker" = field(default_factory=lambda: PullTracker())
+    reserve: DiskReserve | None = None
+    """The disk reserve of ``dockyard serve`` (None: none kept, e.g. in-process tests)."""
 
     def now(self) -> float:
         return self.clock.now()

@@ -46,9 +46,16 @@ CLAIM_LEASE = 60.0  # a writer that has not renewed for this long is taken to be
 RENEW_EVERY = 10.0  # seconds between renewals while a body streams
 
 
+def _room_for_uploads(reg: Registry) -> None:
+    if reg.reserve is not None and reg.reserve.refuses_uploads():
+        raise RegistryError("UNAVAILABLE", "the registry's disk is full; uploads resume once space is reclaimed",
+                            status=503, headers={"Retry-After": "60"})
+
+
 def start(reg: Registry, name: str) -> Upload:
     """A new session: a row only (the staged object appears with the first write, so a
     failure here leaves nothing in storage)."""
+    _room_for_uploads(reg)
     upload_id = paths.new_upload_id()
     with reg.db.write() as conn:
         repo = RepositoryStore(conn).ensure(name, reg.now())
@@ -140,6 +147,7 @@ def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes
     the staged data is cut back to the acknowledged size; the claim stays with the caller."""
     key = paths.upload_key(upload.id)
     try:
+        _room_for_uploads(reg)
         if start is not None and start != upload.size:
             raise RegistryError("BLOB_UPLOAD_INVALID", "chunk out of order",
                                 {"expected_start": upload.size, "start": start}, status=416)
@@ -231,7 +239,23 @@ def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[by
     written, verified and committed, with no chance for another request to interleave."""
     d = _required_digest(digest)
     claim = _Claim(reg, paths.new_upload_id())
-    return _commit(reg, name, claim, claim.create(name), d, chunks, expected_length)
+    upload = claim.create(name)
+    try:
+        return _commit(reg, name, claim, upload, d, chunks, expected_length)
+    except BaseException:
+        _discard(reg, upload)  # no client knows this session: nothing can resume it
+        raise
+
+
+def _discard(reg: Registry, upload: Upload) -> None:
+    """Remove a session only this request knows, if it is still there (best effort: a stale
+    session is reclaimed after ``upload_ttl`` anyway)."""
+    try:
+        with reg.db.write() as conn:
+            if UploadStore(conn).delete(upload.id):
+                QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+    except Exception as exc:  # the request is failing already; its own error is the one to report
+        log.warning("could not discard upload %s: %s", upload.id, exc)
 
 
 def _required_digest(digest: str | None) -> Digest:

@@ -24,7 +24,8 @@ Contracts (every driver passes ``tests/unit/storage/test_driver_suite.py``):
     A filesystem path for zero-copy sends, where the driver has one.
 
 Errors: :class:`StorageError` (carries the driver name and key);
-:class:`PathNotFound` when reading or moving a key that does not exist.
+:class:`PathNotFound` when reading or moving a key that does not exist;
+:class:`StorageFull` when the backend has no room left.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class PathNotFound(StorageError):
 
 class InvalidKey(StorageError):
     pass
+
+
+class StorageFull(StorageError):
+    """The backend has no room left (ENOSPC, a quota)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from dockyard.storage.base import ObjectInfo, PathNotFound, StorageError
+from dockyard.storage.base import ObjectInfo, PathNotFound, StorageError, StorageFull
 
 CHUNK = 1024 * 1024
 
@@ -25,7 +25,8 @@ class FilesystemDriver:
         return self.root / key
 
     def _error(self, exc: OSError, key: str) -> StorageError:
-        cls = PathNotFound if exc.errno == errno.ENOENT else StorageError
+        cls = {errno.ENOENT: PathNotFound, errno.ENOSPC: StorageFull, errno.EDQUOT: StorageFull}.get(
+            exc.errno, StorageError)
         return cls(exc.strerror or str(exc), driver=self.name, key=key)
 
     def write_at(self, key: str, offset: int, chunks: Iterable[bytes]) -> int:
