@@ -154,3 +154,16 @@ def test_a_policy_without_keep_rules_is_refused():
         Policy.parse("wipe", {"repositories": ["*"]})
     with pytest.raises(ConfigError):
         Policy.parse("typo", {"keep_tag_revision": 3})
+
+
+def test_a_stored_policy_that_no_longer_parses_is_skipped_not_a_500(reg):
+    """An older version stored what it accepted; pushes, the policy list and prunes go on."""
+    from dockyard.lifecycle.prune import policies
+    from dockyard.meta.retention import RetentionStore
+
+    with reg.db.write() as conn:
+        RetentionStore(conn).put_policy("broken", {"keep_pushed_within": float("nan")}, 0.0, "old-version")
+        RetentionStore(conn).put_policy("fine", {"keep_recent": 1}, 0.0, "admin")
+    assert set(policies(reg)) == {"fine"}
+    put_image(reg, "app", "v1", "after-broken-policy")  # the immutable-tag check reads policies too
+    assert manifests.get(reg, "app", "v1") is not None

@@ -252,8 +252,19 @@ class Pruner:
 
 def policies(reg) -> dict[str, Policy]:
     """Configured policies and those declared through the admin API (config wins on a name clash)."""
-    found = dict(reg.config.retention)
     with reg.db.read() as conn:
-        for name, body in RetentionStore(conn).policies().items():
-            found.setdefault(name, Policy.parse(name, body))
+        return policies_in(conn, reg.config)
+
+
+def policies_in(conn, cfg) -> dict[str, Policy]:
+    """:func:`policies` inside the caller's transaction. A stored policy that no longer parses
+    (stored by an older version that accepted it) is skipped with a warning, never a 500."""
+    found = dict(cfg.retention)
+    for name, body in RetentionStore(conn).policies().items():
+        if name in found:
+            continue
+        try:
+            found[name] = Policy.parse(name, body)
+        except ValueError as exc:
+            log.warning("retention policy %s is stored but invalid, ignored until replaced or deleted: %s", name, exc)
     return found

@@ -10,9 +10,9 @@ from dockyard import faults
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
-from dockyard.meta.retention import RetentionStore
 from dockyard.meta.trash import TrashStore
-from dockyard.lifecycle.policies import ImmutableRules, Policy
+from dockyard.lifecycle.policies import ImmutableRules
+from dockyard.lifecycle.prune import policies_in
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
@@ -126,13 +126,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
 
 def immutable_rules(conn, cfg) -> ImmutableRules:
     """Immutable tag patterns: the setting, the configured policies and those declared by API."""
-    policies = dict(cfg.retention)
-    for name, body in RetentionStore(conn).policies().items():
-        try:
-            policies.setdefault(name, Policy.parse(name, body))
-        except ValueError:
-            continue
-    return ImmutableRules.build(cfg.immutable_tags, policies)
+    return ImmutableRules.build(cfg.immutable_tags, policies_in(conn, cfg))
 
 
 def check_mutable(conn, cfg, repo_name: str, tag_names) -> None:
