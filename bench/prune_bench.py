@@ -540,7 +540,7 @@ def child(spec: dict) -> dict:
 
     from sqlalchemy import event
 
-    from dockyard.lifecycle.policies import Policy
+    from dockyard.policies import Policy
     from dockyard.lifecycle.prune import Pruner
 
     data_dir = Path(spec["data_dir"])
@@ -705,7 +705,7 @@ def explain(data_dir: Path, database_url: str, now: float, repository: str) -> l
     """Run the dry-run plan of one repository, capture its SELECTs, show their plans and time them."""
     from sqlalchemy import event
 
-    from dockyard.lifecycle.policies import Policy
+    from dockyard.policies import Policy
     from dockyard.lifecycle.prune import Pruner
 
     reg = open_registry(data_dir, database_url, now)

@@ -186,7 +186,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from dockyard.config import ConfigError
     from dockyard.lifecycle import inuse as inuse_mod
-    from dockyard.lifecycle.policies import Policy
+    from dockyard.policies import Policy
     from dockyard.lifecycle.prune import Pruner, policies
     from dockyard.progress import progress
 

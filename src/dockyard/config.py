@@ -16,55 +16,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from dockyard.policies import parse_policies
+from dockyard.values import ConfigError, parse_bool, parse_duration, parse_size  # noqa: F401 (the settings API)
+
 ENV_PREFIX = "DOCKYARD_"
 ROLES = ("pull", "push", "admin")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-class ConfigError(ValueError):
-    """A setting has a value dockyard cannot use."""
-
-
-def parse_duration(value: Any) -> float:
-    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"negative duration {value}")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ConfigError(f"invalid duration {value!r} (use e.g. 30s, 15m, 1h, 7d)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-_SIZE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-
-
-def parse_size(value: Any) -> int:
-    """``1048576``, ``"512KiB"``, ``"64MiB"``, ``"2G"`` -> bytes (binary units)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"negative size {value}")
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ConfigError(f"invalid size {value!r} (use e.g. 512KiB, 64MiB, 2GiB)")
-    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
-
-
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"invalid boolean {value!r}")
-
 
 def parse_roles(value: Any) -> dict[str, str]:
     """``{"alice": "admin"}`` from TOML, or ``"alice=admin,bob=pull"`` from the environment."""
@@ -92,8 +48,6 @@ def parse_role(value: Any) -> str:
 
 
 def _policies(value: Any) -> dict:
-    from dockyard.lifecycle.policies import parse_policies
-
     return parse_policies(value)
 
 

@@ -7,7 +7,7 @@ import pytest
 from dockyard.config import ConfigError
 from dockyard.errors import RegistryError
 from dockyard.lifecycle import inuse
-from dockyard.lifecycle.policies import Policy
+from dockyard.policies import Policy
 from dockyard.lifecycle.prune import Pruner
 from dockyard.registry import manifests, trash
 from dockyard.registry.pulls import PullTracker

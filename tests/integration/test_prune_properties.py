@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dockyard.errors import RegistryError
 from dockyard.lifecycle import inuse
-from dockyard.lifecycle.policies import Policy
+from dockyard.policies import Policy
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.retention import RetentionStore
 from dockyard.registry import manifests

@@ -8,7 +8,7 @@ from dockyard.api.blobs import parse_range
 from dockyard.api.common import MAX_UINT, parse_uint
 from dockyard.config import ConfigError
 from dockyard.errors import RegistryError
-from dockyard.lifecycle.policies import MAX_DURATION, Policy
+from dockyard.policies import MAX_DURATION, Policy
 from dockyard.oci.manifest import JSONTooDeep, ManifestInvalid, loads_bounded, nesting, parse
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from dockyard.api.common import actor, page_size, registry, run
 from dockyard.lifecycle import inuse, prune
-from dockyard.lifecycle.policies import Policy
+from dockyard.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.meta.retention import RetentionStore
 from dockyard.registry import trash

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dockyard.lifecycle.inuse import InUse
-from dockyard.lifecycle.policies import ImmutableRules, Policy
+from dockyard.policies import ImmutableRules, Policy
 from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.retention import ManifestFacts, RetentionStore
 

@@ -11,7 +11,7 @@ from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.trash import TrashStore
-from dockyard.lifecycle.policies import ImmutableRules
+from dockyard.policies import ImmutableRules
 from dockyard.lifecycle.prune import policies_in
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore

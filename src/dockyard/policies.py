@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from dockyard.config import ConfigError, parse_duration
+from dockyard.values import ConfigError, parse_duration
 
 _KEYS = {"repositories", "tags_include", "tags_exclude", "keep_tag_revisions", "keep_recent", "keep_pushed_within",
          "keep_pulled_within", "untagged", "immutable_tags", "schedule"}

@@ -1,0 +1,57 @@
+"""Pure parsers of setting values (durations, sizes, booleans) and the error they raise.
+
+The bottom of the settings layer: ``config`` (the settings) and ``policies`` (retention
+policy documents) both parse with these, and neither imports the other's users.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+class ConfigError(ValueError):
+    """A setting has a value dockyard cannot use."""
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"negative duration {value}")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"invalid duration {value!r} (use e.g. 30s, 15m, 1h, 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_size(value: Any) -> int:
+    """``1048576``, ``"512KiB"``, ``"64MiB"``, ``"2G"`` -> bytes (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"negative size {value}")
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"invalid size {value!r} (use e.g. 512KiB, 64MiB, 2GiB)")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"invalid boolean {value!r}")
