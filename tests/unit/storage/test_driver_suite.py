@@ -169,9 +169,9 @@ class TestS3DriverOnCephRGW(TestS3Driver):
     def driver(self, ceph_rgw, monkeypatch):
         import uuid
 
-        from dockyard.storage.s3 import S3Driver
-
         import boto3
+
+        from dockyard.storage.s3 import S3Driver
 
         for name, value in ceph_rgw.aws_env.items():
             monkeypatch.setenv(name, value)
