@@ -1,7 +1,17 @@
-"""Storage deletes for claimed tombstones: a worker pool under a rate limit.
+"""Storage deletes for claimed tombstones: batches over a worker pool, under a rate limit.
 
-A failed delete is recorded on its tombstone and retried later with exponential
-backoff; it never blocks the others.
+Blob tombstones go in batches, one ``delete_many`` call each (at most :data:`MAX_BATCH`
+keys, the cap of S3's DeleteObjects and of Ceph RGW 16.2), the batches spread over the
+worker pool; an upload session's staging data may be several objects (S3: an index and its
+parts), so each upload tombstone is its own ``delete`` call. The rate limiter counts
+objects: a batch takes as many tokens as it has keys, and no batch is larger than the
+limiter's one-second capacity. A deleter whose class has no ``delete_many`` (a test double,
+a wrapper that overrides ``delete`` and forwards the rest by ``__getattr__``, which a
+forwarded ``delete_many`` would bypass) is deleted key by key: batches of one ``delete``.
+
+Every tombstone gets its own result: a key that failed (alone, or with the whole call) is
+recorded on its tombstone and retried later with exponential backoff; it never holds the
+others back.
 """
 
 from __future__ import annotations
@@ -17,6 +27,9 @@ from dockyard.storage.base import Deleter
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 1000
+"""Keys per ``delete_many`` call: S3 DeleteObjects takes at most 1,000 (so does Ceph RGW 16.2)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DeleteResult:
@@ -24,29 +37,64 @@ class DeleteResult:
     error: str | None
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 class DeletePool:
-    def __init__(self, storage: Deleter, workers: int, limiter: WindowLimiter):
+    def __init__(self, storage: Deleter, workers: int, limiter: WindowLimiter, max_batch: int = MAX_BATCH):
         self.storage = storage
         self.limiter = limiter
         self.workers = max(1, workers)
+        batched = callable(getattr(type(storage), "delete_many", None))
+        self.max_batch = max(1, min(max_batch, limiter.capacity or max_batch)) if batched else 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dockyard-delete")
 
-    def _delete(self, t: Tombstone) -> DeleteResult:
-        self.limiter.acquire()
+    def batches(self, tombstones: list[Tombstone]) -> list[list[Tombstone]]:
+        """Uploads one by one; the rest in up to ``max_batch`` keys, split evenly enough that
+        every worker has a batch to send while there are keys for it."""
+        single = [[t] for t in tombstones if t.kind == "upload"]
+        rest = [t for t in tombstones if t.kind != "upload"]
+        if not rest:
+            return single
+        size = min(self.max_batch, -(-len(rest) // self.workers))
+        return [rest[i:i + size] for i in range(0, len(rest), size)] + single
+
+    def _delete(self, batch: list[Tombstone]) -> list[DeleteResult]:
+        self.limiter.acquire(len(batch))
+        if len(batch) == 1 and (self.max_batch == 1 or batch[0].kind == "upload"):
+            t = batch[0]
+            try:
+                self.storage.delete(t.key)
+            except Exception as exc:  # any driver failure: recorded on the tombstone, retried later
+                log.warning("delete of %s failed (attempt %d): %s", t.key, t.attempts + 1, exc)
+                return [DeleteResult(t, _describe(exc))]
+            return [DeleteResult(t, None)]
         try:
-            self.storage.delete(t.key)
-        except Exception as exc:  # any driver failure: recorded on the tombstone, retried later
-            log.warning("delete of %s failed (attempt %d): %s", t.key, t.attempts + 1, exc)
-            return DeleteResult(t, f"{type(exc).__name__}: {exc}")
-        return DeleteResult(t, None)
+            outcome = self.storage.delete_many([t.key for t in batch])
+        except Exception as exc:  # the call failed as a whole: each of its keys is retried later
+            log.warning("delete of %d keys (%s, ...) failed: %s", len(batch), batch[0].key, exc)
+            return [DeleteResult(t, _describe(exc)) for t in batch]
+        results = []
+        for t in batch:
+            if t.key not in outcome:
+                error: str | None = f"{type(self.storage).__name__}.delete_many gave no result for this key"
+            else:
+                exc = outcome[t.key]
+                error = None if exc is None else _describe(exc)
+            if error is not None:
+                log.warning("delete of %s failed (attempt %d): %s", t.key, t.attempts + 1, error)
+            results.append(DeleteResult(t, error))
+        return results
 
     def delete_all(self, tombstones: list[Tombstone], on_done: Callable[[DeleteResult], None] | None = None
                    ) -> list[DeleteResult]:
         results = []
-        for result in self._pool.map(self._delete, tombstones):
-            results.append(result)
-            if on_done:
-                on_done(result)
+        for batch_results in self._pool.map(self._delete, self.batches(tombstones)):
+            for result in batch_results:
+                results.append(result)
+                if on_done:
+                    on_done(result)
         return results
 
     def close(self) -> None:

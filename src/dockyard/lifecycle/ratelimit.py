@@ -31,16 +31,21 @@ class WindowLimiter:
         self._times: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, n: int = 1) -> None:
+        """Wait until ``n`` operations (a batch delete of ``n`` keys counts ``n``) fit, and
+        take them all at once. ``n`` must not exceed :attr:`capacity`."""
         if self.rate <= 0:
             return
+        if not 1 <= n <= self.capacity:
+            raise ValueError(f"{n} operations can never fit in a window of {self.capacity}")
         while True:
             with self._lock:
                 now = self.clock()
                 while self._times and now - self._times[0] >= self.window:
                     self._times.popleft()
-                if len(self._times) < self.capacity:
-                    self._times.append(now)
+                over = len(self._times) + n - self.capacity
+                if over <= 0:
+                    self._times.extend([now] * n)
                     return
-                wait = self.window - (now - self._times[0])
+                wait = self.window - (now - self._times[over - 1])
             self.sleep(max(wait, 0.0005))

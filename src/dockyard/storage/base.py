@@ -18,6 +18,12 @@ Contracts (every driver passes ``tests/unit/storage/test_driver_suite.py``):
 ``stat(key) -> ObjectInfo | None``
 ``delete(key)``
     Remove ``key``; deleting a missing key is not an error.
+``delete_many(keys) -> dict[key, StorageError | None]``
+    Remove every key, as ``delete`` would, in as few calls to the backend as it allows
+    (S3: one DeleteObjects per 1,000 keys, the cap of AWS and of Ceph RGW 16.2; a
+    filesystem: a loop). The result names every key: ``None`` when it is gone (a missing
+    key is not an error), else the error of that key alone. Raises :class:`StorageError`
+    only when the call failed as a whole, so that nothing is known about any key.
 ``list(prefix) -> Iterator[ObjectInfo]``
     Every object under ``prefix``, streamed page by page. Only ``fsck`` calls it.
 ``local_path(key) -> str | None``
@@ -73,12 +79,20 @@ class StorageDriver(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]: ...
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def local_path(self, key: str) -> str | None: ...
 
 
 class Deleter(Protocol):
-    """The narrow protocol the collector needs."""
+    """The narrow protocol the collector needs. A deleter whose class has no ``delete_many``
+    (a test double, a wrapper that overrides ``delete`` and forwards the rest) is deleted
+    key by key through ``delete``; see :class:`dockyard.lifecycle.deleter.DeletePool`."""
 
     def delete(self, key: str) -> None: ...
+
+
+class BatchDeleter(Deleter, Protocol):
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator
 
-from dockyard.storage.base import InvalidKey, ObjectInfo, StorageDriver
+from dockyard.storage.base import InvalidKey, ObjectInfo, StorageDriver, StorageError
 
 # components start with a letter, digit or "_", so "." and ".." can never match
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
@@ -44,6 +44,19 @@ class CheckedDriver:
 
     def delete(self, key: str) -> None:
         self.inner.delete(check_key(key))
+
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]:
+        """An invalid key is that key's error (the driver never sees it); the rest go on."""
+        out: dict[str, StorageError | None] = {}
+        valid = []
+        for key in keys:
+            try:
+                valid.append(check_key(key))
+            except InvalidKey as exc:
+                out[key] = exc
+        if valid:
+            out.update(self.inner.delete_many(valid))
+        return out
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         return self.inner.list(check_key(prefix, prefix=True))

@@ -112,6 +112,17 @@ class FilesystemDriver:
         except OSError as exc:
             raise self._error(exc, key) from exc
 
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]:
+        """A loop: a filesystem has no batch delete (and needs none: no round trips)."""
+        out: dict[str, StorageError | None] = {}
+        for key in keys:
+            try:
+                self.delete(key)
+                out[key] = None
+            except StorageError as exc:
+                out[key] = exc
+        return out
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
         start = base if base.is_dir() else base.parent

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from typing import Iterable, Iterator
 
-from dockyard.storage.base import ObjectInfo, StorageDriver
+from dockyard.storage.base import ObjectInfo, StorageDriver, StorageError
 
 
 class LatencyDriver:
@@ -46,6 +46,10 @@ class LatencyDriver:
     def delete(self, key: str) -> None:
         self._wait("delete")
         self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]:
+        self._wait("delete_many")  # one round trip per call, as a store's batch delete
+        return self.inner.delete_many(keys)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         self._wait("list")

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dockyard.storage.base import ObjectInfo, PathNotFound, StorageError
 
@@ -244,20 +244,59 @@ class S3Driver:
         try:
             if self._is_upload(key):
                 parts = self._index(key, pending=True) or []
-                self._delete_many([p[2] for p in parts] + [key + "/index"])
+                failed = self._delete_many([p[2] for p in parts] + [key + "/index"])
+                if failed:
+                    raise next(iter(failed.values()))
                 return
             self.s3.delete_object(Bucket=self.bucket, Key=self._k(key))
         except ClientError as exc:
             if not _is_missing(exc):
                 raise self._err(exc, key) from exc
 
-    def _delete_many(self, keys: list[str]) -> None:
-        """One DeleteObjects call per 1,000 keys."""
+    def delete_many(self, keys: Iterable[str]) -> dict[str, StorageError | None]:
+        """One DeleteObjects per 1,000 keys (the cap of AWS, and of Ceph RGW 16.2); an upload
+        session (an index and its parts, several objects) goes through :meth:`delete`. A call
+        that fails as a whole is the error of each key it carried."""
+        out: dict[str, StorageError | None] = {}
+        objects = []
+        for key in dict.fromkeys(keys):
+            if self._is_upload(key):
+                try:
+                    self.delete(key)
+                    out[key] = None
+                except StorageError as exc:
+                    out[key] = exc
+                except BotoCoreError as exc:
+                    out[key] = StorageError(str(exc), driver=self.name, key=key)
+            else:
+                objects.append(key)
+        failed = self._delete_many(objects, whole_call_errors=True)
+        out.update((k, failed.get(k)) for k in objects)
+        return out
+
+    def _delete_many(self, keys: list[str], *, whole_call_errors: bool = False) -> dict[str, StorageError]:
+        """One DeleteObjects call per 1,000 keys; the keys it could not delete, with their
+        errors (``Errors`` of the response; a missing key is not one). With
+        ``whole_call_errors`` a failed call is the error of each of its keys instead of raised."""
+        failed: dict[str, StorageError] = {}
         for i in range(0, len(keys), 1000):
             batch = keys[i:i + 1000]
-            if batch:
-                self.s3.delete_objects(Bucket=self.bucket, Delete={
+            try:
+                r = self.s3.delete_objects(Bucket=self.bucket, Delete={
                     "Objects": [{"Key": self._k(k)} for k in batch], "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                if not whole_call_errors:
+                    raise
+                for k in batch:
+                    failed[k] = StorageError(f"DeleteObjects: {exc}", driver=self.name, key=k)
+                continue
+            for e in r.get("Errors", []):
+                if e.get("Code") in ("NoSuchKey", "NotFound", "404"):
+                    continue
+                k = e.get("Key", "")
+                k = k[len(self.prefix):] if k.startswith(self.prefix) else k
+                failed[k] = StorageError(f"{e.get('Code', '?')}: {e.get('Message', '')}", driver=self.name, key=k)
+        return failed
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.s3.get_paginator("list_objects_v2")

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from dockyard.storage.base import InvalidKey, PathNotFound
+from dockyard.storage.base import InvalidKey, PathNotFound, StorageError
 from dockyard.storage.checked import CheckedDriver
 from dockyard.storage.filesystem import FilesystemDriver
 
@@ -68,6 +68,54 @@ class DriverSuite:
             h.update(part)
         assert size == 20 << 20 and h.hexdigest() == hashlib.sha256(chunk * 20).hexdigest()
 
+    @staticmethod
+    def _put(driver, key, data=b"."):
+        driver.write_at("uploads/tmp", 0, [data])
+        driver.move("uploads/tmp", key)
+
+    def test_delete_many_reports_every_key(self, driver):
+        keys = ["blobs/sha256/aa/1", "blobs/sha256/ab/2", "blobs/sha256/ac/3"]
+        for k in keys:
+            self._put(driver, k)
+        driver.write_at("uploads/ff", 0, [b"staged"])  # an upload session may be several objects
+        missing = "blobs/sha256/ad/never-written"  # missing keys are not errors
+        result = driver.delete_many(keys + ["uploads/ff", missing])
+        assert result == {k: None for k in keys + ["uploads/ff", missing]}
+        assert [driver.stat(k) for k in keys + ["uploads/ff"]] == [None] * 4
+        assert list(driver.list("blobs/")) == [] and list(driver.list("uploads/")) == []
+        assert driver.delete_many([]) == {}
+        assert driver.delete_many(keys) == {k: None for k in keys}  # again: idempotent
+
+    def test_delete_many_past_one_call(self, driver):
+        """More keys than one call of any backend takes (S3: 1,000): every one is done."""
+        keys = [f"blobs/sha256/{i % 256:02x}/k{i}" for i in range(1001)]
+        self._put(driver, keys[0])
+        self._put(driver, keys[-1])
+        result = driver.delete_many(keys)
+        assert set(result) == set(keys) and not any(result.values())
+        assert driver.stat(keys[0]) is None and driver.stat(keys[-1]) is None
+
+    def test_delete_many_checks_every_key(self, driver):
+        seen = []
+
+        class Recorder:  # what reaches the driver behind the key checks
+            def __init__(self, inner):
+                self.inner, self.name = inner, inner.name
+
+            def delete_many(self, keys):
+                keys = list(keys)
+                seen.extend(keys)
+                return self.inner.delete_many(keys)
+
+        self._put(driver, "blobs/sha256/aa/good")
+        checked = CheckedDriver(Recorder(driver.inner))
+        bad = ["../etc/passwd", "/abs", "a//b", "a/../../b", ""]
+        result = checked.delete_many(["blobs/sha256/aa/good", *bad])
+        assert seen == ["blobs/sha256/aa/good"]
+        assert result["blobs/sha256/aa/good"] is None
+        assert all(isinstance(result[k], InvalidKey) for k in bad) and len(result) == 1 + len(bad)
+        assert driver.stat("blobs/sha256/aa/good") is None
+
     @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/./b", "a/../../b", "", "a/b\x00"])
     def test_keys_cannot_escape(self, driver, key):
         with pytest.raises(InvalidKey):
@@ -80,6 +128,30 @@ class TestFilesystemDriver(DriverSuite):
     @pytest.fixture
     def driver(self, tmp_path):
         return CheckedDriver(FilesystemDriver(tmp_path / "root"))
+
+    def test_delete_many_reports_the_key_that_failed(self, driver, tmp_path):
+        self._put(driver, "blobs/sha256/aa/one")
+        self._put(driver, "blobs/sha256/aa/two")
+        (tmp_path / "root/blobs/sha256/aa/dir").mkdir()  # unlink fails on a directory
+        result = driver.delete_many(["blobs/sha256/aa/one", "blobs/sha256/aa/dir", "blobs/sha256/aa/two"])
+        assert result["blobs/sha256/aa/one"] is None and result["blobs/sha256/aa/two"] is None
+        err = result["blobs/sha256/aa/dir"]
+        assert isinstance(err, StorageError) and err.key == "blobs/sha256/aa/dir" and err.driver == "filesystem"
+        assert driver.stat("blobs/sha256/aa/one") is None and driver.stat("blobs/sha256/aa/two") is None
+
+
+class TestLatencyDriver(DriverSuite):
+    """The latency wrapper (``storage_latency``) around the filesystem driver: a pass-through."""
+
+    @pytest.fixture
+    def driver(self, tmp_path):
+        from dockyard.storage.latency import LatencyDriver
+
+        return CheckedDriver(LatencyDriver(FilesystemDriver(tmp_path / "root"), 0.0))
+
+    def test_delete_many_is_one_call(self, driver):
+        driver.delete_many([f"blobs/sha256/aa/{i}" for i in range(50)])
+        assert driver.inner.calls["delete_many"] == 1 and driver.inner.calls["delete"] == 0
 
 
 def test_filesystem_writes_race_deletes_in_the_same_directory(tmp_path):
