@@ -1,9 +1,12 @@
 """Three replicas of ``dockyard serve`` on one PostgreSQL database and one S3 bucket.
 
-No real S3 can run here: a moto server (one process, S3 HTTP API on loopback) is the
-bucket. Three ``dockyard serve`` processes (A, B, C) share it, one fresh PostgreSQL
-database and one ``token_secret``; authentication is on and every client request carries
-a bearer token issued by replica A, so a replica with another secret would answer 401.
+The bucket is on a moto server (one process, S3 HTTP API on loopback), and in a third run
+(``same-host-ceph-rgw``) on a real S3 server, Ceph's RADOS Gateway (the session fixture
+``ceph_rgw``, shared with other tests, so its request log is filtered by bucket; its access
+log has the same request lines as moto's, which check 3 reads). Three ``dockyard serve``
+processes (A, B, C) share it, one fresh PostgreSQL database and one ``token_secret``;
+authentication is on and every client request carries a bearer token issued by replica A,
+so a replica with another secret would answer 401.
 Lifecycle timings are short (``gc_interval`` 0.3 s, ``scrub_time`` 3 s, ``wakeup_time`` 1 s,
 ``upload_ttl`` 120 s) and every storage call gets 10 ms of added latency
 (``storage_latency``), so collector deletes take as long as on an object store and a kill
@@ -111,7 +114,7 @@ from botocore.config import Config as BotoConfig
 from dockyard.lifecycle.collector import GcOptions
 from tests.e2e.gc_workload import (Http, LayerPool, Recorder, config_blob, docker_push, log_problems, manifest_for,
                                    percentile, random_blob, run_command, sha256)
-from tests.support import OCI_MANIFEST, postgres_database, push_image, start_moto, start_server
+from tests.support import CephGateway, OCI_MANIFEST, postgres_database, push_image, start_moto, start_server
 
 SECONDS = float(os.environ.get("DOCKYARD_REPLICAS_SECONDS", "30"))
 GC_DELAY = float(os.environ.get("DOCKYARD_REPLICAS_GC_DELAY", "10"))
@@ -283,6 +286,8 @@ class Cluster:
                 "ORDER BY key")).mappings()]
 
     def s3(self):
+        if isinstance(self.moto, CephGateway):  # keys of its own
+            return self.moto.client()
         return boto3.client("s3", endpoint_url=self.moto.url, region_name="us-east-1", aws_access_key_id="test",
                             aws_secret_access_key="test", config=BotoConfig(s3={"addressing_style": "path"}))
 
@@ -745,6 +750,8 @@ def blob_key_histories(cl: Cluster) -> tuple[dict[str, list[str]], dict]:
     history: dict[str, list[str]] = defaultdict(list)
     stats = Counter()
     for method, path, query, status in moto_events(text):
+        if not path.startswith(f"/{cl.bucket}"):
+            continue  # the Ceph gateway is shared by the whole test run
         if method == "POST" and path.rstrip("/") == f"/{cl.bucket}" and query.startswith("delete"):
             stats["delete_objects_batches"] += 1  # DeleteObjects: only upload staging keys (S3Driver._delete_many)
             continue
@@ -791,8 +798,10 @@ def fsck(cl: Cluster, data_dir: Path, env: dict, *, delete: bool = False) -> dic
     return {"rc": res.rc, "report": res.report, "stderr": res.stderr[-3000:]}
 
 
-@pytest.mark.parametrize("hosts", ["same-host", "separate-hosts"])
-def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts):
+@pytest.mark.parametrize("hosts,store", [pytest.param("same-host", "moto", id="same-host"),
+                                         pytest.param("separate-hosts", "moto", id="separate-hosts"),
+                                         pytest.param("same-host", "ceph-rgw", id="same-host-ceph-rgw")])
+def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts, store, request):
     separate = hosts == "separate-hosts"
     t_start = time.monotonic()
     seed = f"{int(time.time())}-{os.getpid()}"
@@ -800,14 +809,18 @@ def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts):
     lines: list[str] = []
 
     def log(msg: str) -> None:
-        line = f"[replicas {hosts} +{time.monotonic() - t_start:6.1f}s] {msg}"
+        line = f"[replicas {hosts} {store} +{time.monotonic() - t_start:6.1f}s] {msg}"
         lines.append(line)
         print(line, flush=True)
 
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database())
-        moto = start_moto(tmp_path)
-        stack.callback(moto.stop)
+        if store == "ceph-rgw":
+            # the real S3 server (tests/conftest.py ceph_rgw): its access log has the same request lines as moto's
+            moto = request.getfixturevalue("ceph_rgw")
+        else:
+            moto = start_moto(tmp_path)
+            stack.callback(moto.stop)
         bucket = f"dockyard-replicas-{seed.replace('-', '')[-12:]}"
         moto.make_bucket(bucket)
         secret = f"shared-{seed}"
@@ -821,7 +834,7 @@ def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts):
         for s in servers:
             stack.callback(s.stop)
         log("replicas " + ", ".join(f"{n}={s.url} pid {s.proc.pid} log {s.log_path}" for n, s in zip(NAMES, servers))
-            + f"; moto {moto.url} log {moto.log_path}; bucket {bucket}; database {database_url}")
+            + f"; {store} {moto.url} log {moto.log_path}; bucket {bucket}; database {database_url}")
 
         # a token issued by A is accepted by B and C (one shared token_secret)
         r = httpx.get(servers[0].url + "/auth/token", params={"service": "dockyard"}, auth=(USER, PASSWORD))
@@ -1009,7 +1022,7 @@ def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts):
             f"images by final state: {dict(model.states())}",
             f"blobs deleted by each replica's collectors (server log 'gc: deleted blob'): {gc_lines}; "
             f"images purged by each scrubber: {scrub_lines}",
-            f"moto: {stats}",
+            f"{store}: {stats}",
             f"victim-leased keys: {sorted(leased_keys)}; DELETEs of them after the kill: {dict(survivor_deletes)}"
             f"; their double deletes: {allowed}",
             *[f"  {line}" for line in audit_of(cl.engine, leased_keys, cl.kill_wall)],
