@@ -17,7 +17,7 @@ padded into that range), deterministic for a seed.
   repository already links, as a client does after ``HEAD``) and
   ``registry.manifests.put`` per image, with a :class:`FakeClock` in the past. So every row
   and review-queue entry is what a push produces. The garbage is made through the real
-  delete path: ``registry.manifests.delete`` by digest (the image turns pending_delete),
+  delete path: ``lifecycle.deletes.delete_manifest`` by digest (the image turns pending_delete),
   then, with the clock past ``scrub_time``, the scrubber's purge step (the collector is
   not run: that is what the benchmark times).
 * The reference's store is written directly in its on-disk layout (checked against a
@@ -326,12 +326,12 @@ def scrub_purge(reg) -> int:
 
 def delete_dockyard(data_dir: Path, images: list[Image], deleted_at: float, scrubbed_at: float) -> int:
     """DELETE of each image by digest at ``deleted_at``, then the scrubber's purge at ``scrubbed_at``."""
-    from dockyard.registry import manifests
+    from dockyard.lifecycle import deletes
 
     reg = open_dockyard(data_dir, deleted_at)
     try:
         for img in images:
-            manifests.delete(reg, img.repo, img.digest, actor="bench")
+            deletes.delete_manifest(reg, img.repo, img.digest, actor="bench")
         assert scrubbed_at >= deleted_at + reg.config.scrub_time, "scrub time has not passed"
         reg.clock.t = scrubbed_at
         return scrub_purge(reg)

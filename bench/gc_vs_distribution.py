@@ -13,7 +13,7 @@ past); the reference's store is written in its on-disk layout. A first ``dockyar
 the fresh store reviews every "uploaded" layer link a push queues (reported: "first gc after
 import"), as the background collector of a running registry would have long done. Then,
 for each garbage fraction (default 1% and 20%), a copy of each store gets the same images
-deleted through its normal delete path (dockyard: ``manifests.delete`` by digest, then the
+deleted through its normal delete path (dockyard: ``deletes.delete_manifest`` by digest, then the
 scrubber's purge past ``scrub_time``; reference: ``DELETE /v2/<name>/manifests/<digest>``
 on a running ``docker-registry``), which leaves that fraction of the blobs unreferenced,
 and each registry runs one full collection:

@@ -10,7 +10,7 @@ The store
 Built with SQLAlchemy Core straight into the schema (after ``Database(url).migrate()``),
 row for row what the registry's push path writes (``registry/uploads.finish``,
 ``registry/manifests.put``, ``meta/manifests.ManifestStore.put``, ``meta/tags.TagStore``,
-``registry/manifests.delete`` by tag), so no HTTP and no blob files (planning reads no
+``lifecycle/deletes.delete_manifest`` by tag), so no HTTP and no blob files (planning reads no
 data). Every manifest payload is real JSON and goes through ``dockyard.oci.manifest.parse``
 to fill ``media_type``, ``artifact_type``, ``subject_digest``, ``annotations`` and its
 ``manifest_references`` exactly as a push does; digests are ``sha256`` of the payload.
@@ -399,7 +399,7 @@ class StoreBuilder:
             put(conn, s.tag_history, ({"id": n + 1, "repository_id": repo_id[r], "tag": tag, "manifest_digest": d,
                                        "action": action, "at": at, "actor": ACTOR}
                                       for n, (at, _o, r, tag, d, action) in enumerate(sorted(self.history))))
-            # registry.manifests.delete by tag: the tag goes to the trash until scrub_time (then expired)
+            # lifecycle.deletes.delete_manifest by tag: the tag goes to the trash until scrub_time (then expired)
             put(conn, s.trashed_tags, ({"repository_id": repo_id[r], "tag": tag, "manifest_id": m_id[mi],
                                         "with_manifest": 0, "deleted_at": t, "deleted_by": ACTOR,
                                         "scrub_after": t + SCRUB_TIME}

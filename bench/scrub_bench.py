@@ -11,7 +11,7 @@ each image a config and two small layers of its own (tests.support make_config /
 ~0.3-1 KB), pushed with a tag through dockyard's in-process API (``tests.lifecycle_support``
 ``put_image``: ``registry.uploads.start/write/finish`` per blob, ``registry.manifests.put``)
 on a real database and the filesystem driver, with a ``FakeClock``. Then every image is
-deleted by digest through ``registry.manifests.delete`` (delayed delete: it turns
+deleted by digest through ``lifecycle.deletes.delete_manifest`` (delayed delete: it turns
 pending_delete, its tag goes to the trash), image ``i`` at ``T_del + i * 10 ms`` of the fake
 clock. Then ``Collector.for_registry(reg).run()`` once, before any scrub time: the pass a
 running registry's background collector makes an hour after the pushes (each push queued
@@ -141,7 +141,7 @@ def open_registry(data_dir: Path, database_url: str, clock_t: float, *, fsync: b
 
 def _build_worker(args) -> tuple[int, int]:
     """Push and then delete the images of the given repositories (one process)."""
-    from dockyard.registry import manifests
+    from dockyard.lifecycle import deletes
     from tests.lifecycle_support import put_image
     from tests.support import sha256
 
@@ -159,7 +159,7 @@ def _build_worker(args) -> tuple[int, int]:
             reg.clock.advance(0.001)
         for i in mine:
             reg.clock.t = T_DEL + i * DEL_STEP
-            manifests.delete(reg, repo_of(i), digests[i], actor="bench")
+            deletes.delete_manifest(reg, repo_of(i), digests[i], actor="bench")
     finally:
         reg.db.dispose()
     return len(mine), w

@@ -187,7 +187,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from dockyard.config import ConfigError
     from dockyard.lifecycle import inuse as inuse_mod
     from dockyard.policies import Policy
-    from dockyard.lifecycle.prune import Pruner, policies
+    from dockyard.lifecycle.prune import Pruner
+    from dockyard.lifecycle.rules import policies
     from dockyard.progress import progress
 
     reg = _registry(args)

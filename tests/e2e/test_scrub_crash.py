@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from dockyard.lifecycle import deletes
 from dockyard.registry import manifests
 from tests.lifecycle_support import make_registry, put_image, stored_blobs
 from tests.support import sha256
@@ -41,7 +42,7 @@ def test_killed_scrubber_loses_nothing(tmp_path, db):
             d, content = put_image(reg, f"scrub/r{i % 6}", f"keep{i}", f"kept{i}")
             kept.append((f"scrub/r{i % 6}", d, content))
         for i, (d, _) in enumerate(doomed):
-            manifests.delete(reg, f"scrub/r{i % 6}", d)
+            deletes.delete_manifest(reg, f"scrub/r{i % 6}", d)
         reg.db.dispose()
 
         kills = 0

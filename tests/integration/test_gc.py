@@ -2,6 +2,7 @@
 
 import pytest
 
+from dockyard.lifecycle import deletes
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.fsck import Fsck
@@ -61,7 +62,7 @@ def test_referenced_blobs_stay_and_shared_blobs_survive_a_purge(reg):
     reg.clock.advance(DELAY + 1)
     report = gc(reg)  # only the staged copy of the second push of the shared layer goes
     assert report.total_objects == report.kinds["uploads"].objects == 1
-    manifests.delete(reg, "app", d1)
+    deletes.delete_manifest(reg, "app", d1)
     purge(reg, "app", d1)
     reg.clock.advance(DELAY + 1)
     report = gc(reg)
@@ -73,7 +74,7 @@ def test_referenced_blobs_stay_and_shared_blobs_survive_a_purge(reg):
 
 def test_pending_delete_images_keep_their_blobs(reg):
     d, bl = put_image(reg, "keep", "v1", "k")
-    manifests.delete(reg, "keep", d)
+    deletes.delete_manifest(reg, "keep", d)
     reg.clock.advance(DELAY * 10)
     gc(reg)
     assert {sha256(b) for b in bl} <= stored_blobs(reg)
@@ -83,7 +84,7 @@ def test_unlinked_blob_used_by_another_repository_stays(reg):
     data = b"shared between repos"
     d = put_blob(reg, "r1", data)
     put_image(reg, "r2", "v1", "r2", shared=[data])  # r2 has a manifest that needs it
-    blobs.delete(reg, "r1", d)
+    deletes.unlink_blob(reg, "r1", d)
     reg.clock.advance(DELAY + 1)
     report = gc(reg)
     assert report.kinds["blobs"].objects == 0
@@ -106,7 +107,7 @@ def test_delete_untagged_spares_children_and_live_referrers(reg):
     for d in (amd, idx, sig, new):
         assert manifests.get(reg, "u", d).digest == d
     # the index goes: its child and its referrer follow
-    manifests.delete(reg, "u", idx)
+    deletes.delete_manifest(reg, "u", idx)
     purge(reg, "u", idx)
     reg.clock.advance(DELAY + 1)
     report = gc(reg)

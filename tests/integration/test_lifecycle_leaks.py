@@ -11,6 +11,7 @@ import hashlib
 import pytest
 from sqlalchemy import delete, func, select
 
+from dockyard.lifecycle import deletes
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.purge import purge_manifests
@@ -77,11 +78,11 @@ def test_blobs_unlinked_around_a_manifest_delete_are_reclaimed(reg, blobs_first)
     d, content = put_image(reg, "app", "v1", "one")
     digests = [sha256(c) for c in content]
     if not blobs_first:
-        manifests.delete(reg, "app", d)
+        deletes.delete_manifest(reg, "app", d)
     for digest in digests:
-        blobs.delete(reg, "app", digest)
+        deletes.unlink_blob(reg, "app", digest)
     if blobs_first:
-        manifests.delete(reg, "app", d)
+        deletes.delete_manifest(reg, "app", d)
     reg.clock.advance(DELAY + 1)
     assert gc(reg).kinds["blobs"].objects == 0  # the pending image still references them
     drain(reg)
@@ -93,7 +94,7 @@ def test_blobs_unlinked_around_a_manifest_delete_are_reclaimed(reg, blobs_first)
 @pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
 def test_image_kept_only_by_a_trashed_tag_is_collected_when_the_tag_expires(reg):
     d, content = put_image(reg, "app", "v1", "one")
-    manifests.delete(reg, "app", "v1")
+    deletes.delete_manifest(reg, "app", "v1")
     reg.clock.advance(DELAY + 1)
     gc(reg)
     assert manifests.get(reg, "app", d).digest == d  # the tag can still be restored
@@ -108,7 +109,7 @@ def test_image_kept_only_by_a_trashed_tag_is_collected_when_the_tag_expires(reg)
 @pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
 def test_image_restored_without_its_tag_is_collected(reg):
     old, content = put_image(reg, "app", "latest", "old")
-    manifests.delete(reg, "app", old)
+    deletes.delete_manifest(reg, "app", old)
     new, kept = put_image(reg, "app", "latest", "new")
     result = trash.restore(reg, f"app@{old}")
     assert result.skipped_tags == {"latest": f"now points at {new}"}
@@ -125,7 +126,7 @@ def test_image_restored_without_its_tag_is_collected(reg):
 @pytest.mark.parametrize("reg", [{"delete_untagged": True}], indirect=True)
 def test_tag_restore_that_finds_the_tag_moved_queues_its_manifest(reg):
     old, _ = put_image(reg, "app", "latest", "old")
-    manifests.delete(reg, "app", "latest")
+    deletes.delete_manifest(reg, "app", "latest")
     new, _ = put_image(reg, "app", "latest", "new")
     reg.clock.advance(DELAY + 1)
     gc(reg)  # the review of old finds its tag in the trash and is used up
@@ -142,8 +143,8 @@ def test_referrer_restored_after_its_subject_was_purged_is_collected(reg):
     subject, _ = put_image(reg, "app", "v1", "subject")
     ref = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 10}
     sig, sig_content = put_image(reg, "app", None, "sig", subject=ref)
-    manifests.delete(reg, "app", sig)
-    manifests.delete(reg, "app", subject)
+    deletes.delete_manifest(reg, "app", sig)
+    deletes.delete_manifest(reg, "app", subject)
     trash.purge(reg, f"app@{subject}")
     reg.clock.advance(DELAY + 1)
     gc(reg)  # the referrer is pending: its review finds nothing to do
@@ -208,8 +209,8 @@ def test_tag_restore_brings_back_the_image_deleted_after_the_tag(reg):
     d, content = put_image(reg, "app", "v1", "one")
     manifests.put(reg, "app", "v2", manifests.get(reg, "app", "v1").payload,
                   "application/vnd.oci.image.manifest.v1+json")
-    manifests.delete(reg, "app", "v1")
-    manifests.delete(reg, "app", d)  # v2 goes to the trash with the image
+    deletes.delete_manifest(reg, "app", "v1")
+    deletes.delete_manifest(reg, "app", d)  # v2 goes to the trash with the image
     result = trash.restore(reg, "app:v1")
     assert sorted(result.restored_tags) == ["v1", "v2"] and result.restored_manifests == 1
     pull_all(reg, "app", d, content)
@@ -222,8 +223,8 @@ def test_tag_restore_brings_back_the_image_deleted_after_the_tag(reg):
 def test_tag_restore_fails_cleanly_when_its_image_cannot_come_back(reg):
     amd, _ = put_image(reg, "app", None, "amd")
     idx = put_index(reg, "app", "v1", [amd])
-    manifests.delete(reg, "app", "v1")
-    manifests.delete(reg, "app", idx)
+    deletes.delete_manifest(reg, "app", "v1")
+    deletes.delete_manifest(reg, "app", idx)
     child_id = manifest_id(reg, "app", amd)
     with reg.db.write() as conn:  # the child was purged under the index (as an older version could)
         repo = RepositoryStore(conn).get("app", include_deleted=True)
@@ -249,7 +250,7 @@ def test_child_stays_while_its_index_is_restorable(reg):
     idx = put_index(reg, "app", "v1", [amd])
     trash_child_first(reg, amd)
     reg.clock.advance(SCRUB / 2)
-    manifests.delete(reg, "app", idx)
+    deletes.delete_manifest(reg, "app", idx)
     with pytest.raises(RegistryError, match="references this image"):
         trash.purge(reg, f"app@{amd}")
     reg.clock.advance(SCRUB / 2 + 1)  # the child's scrub time has passed, the index's not
@@ -269,11 +270,11 @@ def test_child_kept_for_its_index_goes_with_it(reg):
         ManifestStore(conn).mark_pending_delete([manifest_id(reg, "app", inner)], reg.now(), None, reg.now())
     reg.clock.advance(SCRUB / 2)
     assert Scrubber.for_registry(reg, batch_size=1).run().kinds["images"].objects == 0
-    manifests.delete(reg, "app", idx)
+    deletes.delete_manifest(reg, "app", idx)
     reg.clock.advance(SCRUB / 2 + 1)
     assert scrub(reg).kinds["images"].objects == 0
     trash.restore(reg, f"app@{idx}")
-    manifests.delete(reg, "app", idx)  # delete it again: the index and its children go together
+    deletes.delete_manifest(reg, "app", idx)  # delete it again: the index and its children go together
     for m in (amd, arm, inner):
         with reg.db.write() as conn:
             ManifestStore(conn).mark_pending_delete([manifest_id(reg, "app", m)], reg.now(), None,
@@ -311,7 +312,7 @@ def lose_reviews(reg):
 def test_fsck_finds_nothing_in_a_healthy_registry(reg):
     d, _ = put_image(reg, "app", "v1", "one")
     put_image(reg, "app", "v2", "two")
-    manifests.delete(reg, "app", d)
+    deletes.delete_manifest(reg, "app", d)
     lose_reviews(reg)
     report = fsck(reg)
     assert report.unreviewed == {"blobs": 0, "links": 0, "manifests": 0, "repositories": 0}

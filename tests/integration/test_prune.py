@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from dockyard.lifecycle import deletes
 from dockyard.config import ConfigError
 from dockyard.errors import RegistryError
 from dockyard.lifecycle import inuse
@@ -114,9 +115,9 @@ def test_immutable_tags_are_never_pruned_or_moved(reg):
     with pytest.raises(RegistryError, match="immutable"):
         put_image(reg, "app", "v1.0", "other")
     with pytest.raises(RegistryError, match="immutable"):
-        manifests.delete(reg, "app", "v1.0")
+        deletes.delete_manifest(reg, "app", "v1.0")
     with pytest.raises(RegistryError, match="immutable"):
-        manifests.delete(reg, "app", frozen)
+        deletes.delete_manifest(reg, "app", frozen)
 
 
 def test_confirm_deletes_exactly_the_plan_into_the_trash(reg):
@@ -158,7 +159,7 @@ def test_a_policy_without_keep_rules_is_refused():
 
 def test_a_stored_policy_that_no_longer_parses_is_skipped_not_a_500(reg):
     """An older version stored what it accepted; pushes, the policy list and prunes go on."""
-    from dockyard.lifecycle.prune import policies
+    from dockyard.lifecycle.rules import policies
     from dockyard.meta.retention import RetentionStore
 
     with reg.db.write() as conn:

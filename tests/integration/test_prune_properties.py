@@ -6,12 +6,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockyard.lifecycle import deletes
 from dockyard.errors import RegistryError
 from dockyard.lifecycle import inuse
 from dockyard.policies import Policy
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.retention import RetentionStore
-from dockyard.registry import manifests
 from tests.lifecycle_support import make_registry, put_image, put_index
 
 TAGS = ["a", "b", "c"]
@@ -35,7 +35,7 @@ def build(reg, steps):
             put_index(reg, "app", arg, [child])
         elif op == "untag":
             try:
-                manifests.delete(reg, "app", arg)
+                deletes.delete_manifest(reg, "app", arg)
             except RegistryError:
                 pass
         reg.clock.advance(3600 * (arg if op == "wait" else 1))

@@ -17,9 +17,10 @@ import time
 import pytest
 
 from dockyard import faults
+from dockyard.lifecycle import deletes
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
-from dockyard.registry import blobs, discovery, manifests, repositories, trash
+from dockyard.registry import blobs, discovery, manifests, trash
 from tests.lifecycle_support import make_registry, put_blob, put_image
 from tests.support import OCI_INDEX, OCI_MANIFEST, image_manifest, make_config, make_layer, sha256
 
@@ -114,7 +115,7 @@ def test_manifest_put_while_the_repository_is_deleted(reg):
     for b in (config, layer):
         put_blob(reg, "team/app", b)
     body = image_manifest(config, [layer])
-    a, b = interleave("repositories.delete_locked", (repositories.delete, reg, "team/app"),
+    a, b = interleave("repositories.delete_locked", (deletes.delete_repository, reg, "team/app"),
                       (manifests.put, reg, "team/app", "new", body, OCI_MANIFEST))
     assert a.error is None
     if b.error is None:  # the push came after the delete: the name lives again, with the push
@@ -127,7 +128,7 @@ def test_manifest_put_while_the_repository_is_deleted(reg):
 def test_manifest_delete_while_the_same_bytes_are_pushed_again(reg):
     digest, _ = put_image(reg, "app", "v1", "same")
     body = manifests.get(reg, "app", digest).payload
-    a, b = interleave("manifests.delete_locked", (manifests.delete, reg, "app", digest),
+    a, b = interleave("manifests.delete_locked", (deletes.delete_manifest, reg, "app", digest),
                       (manifests.put, reg, "app", "v2", body, OCI_MANIFEST))
     assert a.error is None and b.error is None
     # the push waited for the delete: it is live again, with its new tag, and out of the trash
@@ -148,16 +149,16 @@ def test_deleting_a_child_of_a_live_index_is_refused(reg):
                         "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": 1}]}).encode()
     manifests.put(reg, "app", "multi", index, OCI_INDEX)
     with pytest.raises(RegistryError) as err:
-        manifests.delete(reg, "app", child)
+        deletes.delete_manifest(reg, "app", child)
     assert err.value.code == "DENIED" and sha256(index) in err.value.detail["indexes"]
-    manifests.delete(reg, "app", sha256(index))  # the index first: then the child may go
-    manifests.delete(reg, "app", child)
+    deletes.delete_manifest(reg, "app", sha256(index))  # the index first: then the child may go
+    deletes.delete_manifest(reg, "app", child)
 
 
 def test_repush_after_delete_leaves_no_trash_entry_and_is_collected_when_untagged(reg):
     digest, _ = put_image(reg, "app", "v1", "again")
     body = manifests.get(reg, "app", digest).payload
-    manifests.delete(reg, "app", digest)
+    deletes.delete_manifest(reg, "app", digest)
     manifests.put(reg, "app", "v1", body, OCI_MANIFEST)
     assert not in_trash(reg, digest)
     put_image(reg, "app", "v1", "other")  # the tag moves away: the image is untagged

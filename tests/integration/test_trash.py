@@ -6,10 +6,11 @@ import tracemalloc
 
 import pytest
 
+from dockyard.lifecycle import deletes
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.runner import Runner
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.registry import blobs, discovery, manifests, repositories, trash
+from dockyard.registry import blobs, discovery, manifests, trash
 from tests.lifecycle_support import make_registry, put_image, put_index, stored_blobs
 from tests.support import sha256
 
@@ -37,8 +38,8 @@ def test_delete_then_restore_brings_back_tags_and_data(reg):
     d, content = put_image(reg, "team/app", "v1", "a")
     manifests.put(reg, "team/app", "stable", manifests.get(reg, "team/app", "v1").payload,
                   "application/vnd.oci.image.manifest.v1+json")
-    blobs.delete(reg, "team/app", sha256(content[-1]))  # a client also unlinked a layer
-    manifests.delete(reg, "team/app", d, actor="alice")
+    deletes.unlink_blob(reg, "team/app", sha256(content[-1]))  # a client also unlinked a layer
+    deletes.delete_manifest(reg, "team/app", d, actor="alice")
     with pytest.raises(RegistryError):
         manifests.get(reg, "team/app", d)
     listed = trash.listing(reg)["images"]
@@ -56,7 +57,7 @@ def test_delete_then_restore_brings_back_tags_and_data(reg):
 
 def test_a_moved_tag_is_not_stolen_back(reg):
     old, _ = put_image(reg, "app", "latest", "old")
-    manifests.delete(reg, "app", old)
+    deletes.delete_manifest(reg, "app", old)
     new, _ = put_image(reg, "app", "latest", "new")
     result = trash.restore(reg, f"app@{old}")
     assert result.restored_tags == [] and result.skipped_tags == {"latest": f"now points at {new}"}
@@ -66,7 +67,7 @@ def test_a_moved_tag_is_not_stolen_back(reg):
 
 def test_deleted_tag_goes_to_trash_and_comes_back(reg):
     d, _ = put_image(reg, "app", "v1", "t")
-    manifests.delete(reg, "app", "v1")
+    deletes.delete_manifest(reg, "app", "v1")
     assert manifests.get(reg, "app", d).digest == d  # still reachable by digest
     assert [t["tag"] for t in trash.listing(reg)["tags"]] == ["v1"]
     result = trash.restore(reg, "app:v1")
@@ -79,7 +80,7 @@ def test_deleted_tag_goes_to_trash_and_comes_back(reg):
 def test_scrubber_purges_after_scrub_time_and_data_goes(reg):
     d, content = put_image(reg, "app", "v1", "s")
     keep, kept = put_image(reg, "app", "v2", "keep")
-    manifests.delete(reg, "app", d)
+    deletes.delete_manifest(reg, "app", d)
     reg.clock.advance(6 * DAY)
     assert Scrubber.for_registry(reg).run().kinds["images"].objects == 0
     reg.clock.advance(DAY + 1)
@@ -101,7 +102,7 @@ def test_scrubber_purges_after_scrub_time_and_data_goes(reg):
 @pytest.mark.parametrize("reg", [{"delayed_delete": False}], indirect=True)
 def test_without_delayed_delete_images_are_purged_at_once(reg):
     d, content = put_image(reg, "app", "v1", "now")
-    manifests.delete(reg, "app", d)
+    deletes.delete_manifest(reg, "app", d)
     assert trash.listing(reg) == {"images": [], "tags": []}
     with pytest.raises(RegistryError):
         trash.restore(reg, f"app@{d}")
@@ -116,7 +117,7 @@ def test_without_delayed_delete_images_are_purged_at_once(reg):
 def test_repository_delete_and_restore(reg):
     d1, c1 = put_image(reg, "team/svc", "v1", "r1")
     d2, _ = put_image(reg, "team/svc", "v2", "r2")
-    repositories.delete(reg, "team/svc", actor="ops")
+    deletes.delete_repository(reg, "team/svc", actor="ops")
     assert discovery.catalog(reg, None, None) == []
     assert {i["digest"] for i in trash.listing(reg, "team/*")["images"]} == {d1, d2}
     trash.restore(reg, f"team/svc@{d1}")
@@ -129,7 +130,7 @@ def test_restore_of_an_index_restores_its_children(reg):
     amd, c_amd = put_image(reg, "multi", None, "amd")
     arm, _ = put_image(reg, "multi", None, "arm")
     idx = put_index(reg, "multi", "v1", [amd, arm])
-    repositories.delete(reg, "multi")
+    deletes.delete_repository(reg, "multi")
     result = trash.restore(reg, f"multi@{idx}")
     assert result.restored_manifests == 3 and result.restored_tags == ["v1"]
     pull_all(reg, "multi", amd, c_amd)
@@ -137,7 +138,7 @@ def test_restore_of_an_index_restores_its_children(reg):
 
 def test_purge_one_image_now(reg):
     d, content = put_image(reg, "app", "v1", "p")
-    manifests.delete(reg, "app", d)
+    deletes.delete_manifest(reg, "app", d)
     preview = trash.purge(reg, f"app@{d}", dry_run=True)
     assert preview.bytes_freed == sum(len(c) for c in content)
     assert trash.listing(reg)["images"]
@@ -154,7 +155,7 @@ def test_restore_and_scrub_race(reg):
     restored with all its data, or purged and gone; never active with data missing."""
     images = [put_image(reg, "race", f"t{i}", f"race{i}") for i in range(24)]
     for d, _ in images:
-        manifests.delete(reg, "race", d)
+        deletes.delete_manifest(reg, "race", d)
     reg.clock.advance(8 * DAY)
     restored, failed = [], []
 
@@ -193,7 +194,7 @@ def test_scrub_daemon_runs_thousands_of_cycles_without_growing(reg, backend):
     runner = Runner("scrub", lambda: Scrubber.for_registry(reg), 300, wait=fake_wait)
     for i in range(20):  # work for the first cycles: images deleted, scrubbed, collected
         d, _ = put_image(reg, "daemon", f"w{i}", f"w{i}")
-        manifests.delete(reg, "daemon", d)
+        deletes.delete_manifest(reg, "daemon", d)
     runner.run_forever(max_cycles=200)  # warm up caches
     tracemalloc.start()
     before = tracemalloc.take_snapshot()

@@ -107,3 +107,26 @@ def test_cancelled_and_failed_sessions_are_reclaimed_by_the_next_collection(reg)
     report = Collector.for_registry(reg).run()  # long before upload_ttl
     assert report.kinds["uploads"].objects == 2
     assert staged(reg, cancelled) is None and staged(reg, wrong) is None
+
+
+def test_an_honest_push_replaces_a_blob_stored_with_the_wrong_size(reg):
+    """A blob row an older version committed with a size its object does not have (the
+    chunk-longer-than-Content-Range bug) is not deduplicated onto: the next verified push of
+    those bytes commits them again, and size and content agree afterwards."""
+    from sqlalchemy import update
+
+    from dockyard.meta.schema import blobs as blob_rows
+    from dockyard.registry import blobs
+
+    data = b"0123456789"
+    digest = sha256(data)
+    up = uploads.write(reg, uploads.start(reg, "app"), [data])
+    uploads.finish(reg, "app", up, digest)
+    reg.storage.write_at("uploads/" + "a" * 32, 0, [data * 4])  # what the old bug left: 40 bytes stored
+    reg.storage.move("uploads/" + "a" * 32, paths.blob_key(digest))
+    with reg.db.write() as conn:
+        conn.execute(update(blob_rows).where(blob_rows.c.digest == digest).values(size=40))
+    up = uploads.write(reg, uploads.start(reg, "other"), [data])
+    assert uploads.finish(reg, "other", up, digest).size == 10
+    blob = blobs.stat(reg, "other", digest)
+    assert blob.size == 10 and b"".join(blobs.read(reg, blob)) == data

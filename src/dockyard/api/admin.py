@@ -7,12 +7,12 @@ from dataclasses import asdict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dockyard.lifecycle import deletes
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, registry, repo_name, run
-from dockyard.registry import repositories
 
 
 @requires("admin")
 async def delete_repository(request: Request) -> Response:
-    report = await run(repositories.delete, registry(request), repo_name(request), actor(request))
+    report = await run(deletes.delete_repository, registry(request), repo_name(request), actor(request))
     return JSONResponse(asdict(report), status_code=202)

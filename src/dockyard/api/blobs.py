@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from dockyard.lifecycle import deletes
 from dockyard.api.auth import requires
 from dockyard.api.common import parse_uint, registry, repo_name, run
 from dockyard.api.streaming import iterate_in_thread
@@ -76,5 +77,5 @@ async def get_blob(request: Request) -> Response:
 
 @requires("push")
 async def delete_blob(request: Request) -> Response:
-    await run(blobs.delete, registry(request), repo_name(request), request.path_params["digest"])
+    await run(deletes.unlink_blob, registry(request), repo_name(request), request.path_params["digest"])
     return Response(status_code=202)

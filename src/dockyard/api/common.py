@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from dockyard.errors import RegistryError
 from dockyard.meta.db import retrying
-from dockyard.registry.common import check_name
+from dockyard.validate import check_name
 from dockyard.registry.context import Registry
 
 T = TypeVar("T")

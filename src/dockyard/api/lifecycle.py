@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from dockyard.lifecycle import rules
 from dockyard.api.auth import requires
 from dataclasses import asdict
 
@@ -89,7 +90,7 @@ async def trash_purge(request: Request) -> Response:
 
 @requires("admin")
 async def list_policies(request: Request) -> Response:
-    found = await run(prune.policies, registry(request))
+    found = await run(rules.policies, registry(request))
     return JSONResponse({name: p.to_doc() for name, p in sorted(found.items())})
 
 
@@ -172,7 +173,7 @@ async def run_prune(request: Request) -> Response:
     The body may carry in-use references: kubectl JSON or one reference per line."""
     reg = registry(request)
     name = request.query_params.get("policy", "")
-    found = await run(prune.policies, reg)
+    found = await run(rules.policies, reg)
     if name not in found:
         raise RegistryError("NAME_UNKNOWN", "no such policy", {"policy": name, "known": sorted(found)}, status=404)
     body = (await request.body()).decode("utf-8", errors="replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.lifecycle import deletes
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, registry, repo_name, run
 from dockyard.errors import RegistryError
@@ -71,6 +72,6 @@ async def put_manifest(request: Request) -> Response:
 
 @requires("push")
 async def delete_manifest(request: Request) -> Response:
-    await run(manifests.delete, registry(request), repo_name(request), request.path_params["reference"],
+    await run(deletes.delete_manifest, registry(request), repo_name(request), request.path_params["reference"],
               actor(request))
     return Response(status_code=202)

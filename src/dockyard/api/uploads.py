@@ -14,7 +14,7 @@ from dockyard.api.streaming import consume_body
 from dockyard.errors import RegistryError
 from dockyard.meta.uploads import Upload
 from dockyard.registry import blobs, uploads
-from dockyard.registry.common import check_name
+from dockyard.validate import check_name
 
 # at most 19 digits: below 2**63, and never a number Python refuses to convert
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/\d{1,19}|/\*)?$")

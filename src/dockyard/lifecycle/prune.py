@@ -3,7 +3,7 @@
 The plan is made repository by repository (memory stays flat per repository); with
 ``confirm`` each repository is planned and deleted in one write transaction, so what is
 deleted is exactly what that plan says. Deletes go through the one delete path
-(``registry.manifests.trash_manifests``): restorable until ``scrub_time``.
+(``lifecycle.deletes.trash_manifests``): restorable until ``scrub_time``.
 
 See ``lifecycle/policies.py`` for the rules; a manifest is kept if any keep rule keeps it.
 """
@@ -16,6 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dockyard.lifecycle.deletes import trash_manifests
+from dockyard.lifecycle.rules import immutable_rules
 from dockyard.lifecycle.inuse import InUse
 from dockyard.policies import ImmutableRules, Policy
 from dockyard.meta.gc import PurgeTarget
@@ -187,7 +189,6 @@ class Pruner:
         self.progress = progress
 
     def run(self) -> Plan:
-        from dockyard.registry.manifests import immutable_rules, trash_manifests
 
         reg = self.reg
         t0 = time.monotonic()
@@ -250,21 +251,3 @@ class Pruner:
         log.info("prune[%s]%s: %s", self.policy.name, "" if self.confirm else " (dry run)", plan.totals)
 
 
-def policies(reg) -> dict[str, Policy]:
-    """Configured policies and those declared through the admin API (config wins on a name clash)."""
-    with reg.db.read() as conn:
-        return policies_in(conn, reg.config)
-
-
-def policies_in(conn, cfg) -> dict[str, Policy]:
-    """:func:`policies` inside the caller's transaction. A stored policy that no longer parses
-    (stored by an older version that accepted it) is skipped with a warning, never a 500."""
-    found = dict(cfg.retention)
-    for name, body in RetentionStore(conn).policies().items():
-        if name in found:
-            continue
-        try:
-            found[name] = Policy.parse(name, body)
-        except ValueError as exc:
-            log.warning("retention policy %s is stored but invalid, ignored until replaced or deleted: %s", name, exc)
-    return found

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from dockyard import faults
 from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import READY, blobs, repository_blobs
+from dockyard.meta.schema import COMMITTING, READY, blobs, repository_blobs
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
 
+from dockyard.errors import name_unknown
 from dockyard.meta.db import insert_ignore
 from dockyard.meta.schema import repositories as t
 
@@ -26,6 +27,13 @@ class RepositoryStore:
         if row is None or (row.deleted_at is not None and not include_deleted):
             return None
         return Repository(row.id, row.name, row.deleted_at)
+
+    def require(self, name: str) -> Repository:
+        """The live repository, or NAME_UNKNOWN."""
+        repo = self.get(name)
+        if repo is None:
+            raise name_unknown(name)
+        return repo
 
     def by_ids(self, repo_ids, *, lock: bool = False) -> dict[int, Repository]:
         """The repositories that exist among ``repo_ids``; with ``lock``, locked (in id order)."""

@@ -10,7 +10,7 @@ from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
 from dockyard.meta.db import DatabaseConflict, DatabaseUnavailable
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.repositories import RepositoryStore
-from dockyard.registry.common import check_digest, require_repo
+from dockyard.validate import check_digest
 from dockyard.registry.context import Registry
 from dockyard.registry.pulls import Throttled
 from dockyard.storage import paths
@@ -83,19 +83,6 @@ def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob 
         store.link(repo.id, [d], reg.now())
         QueueStore(conn).review_links(repo.id, [d], reg.now() + reg.config.gc_delay, "mounted")
     return blob
-
-
-def delete(reg: Registry, name: str, digest: str) -> None:
-    """Remove the repository's link to the blob. The data stays for the collector."""
-    d = str(check_digest(digest))
-    with reg.db.write() as conn:
-        repo = require_repo(conn, name)
-        if not BlobStore(conn).unlink(repo.id, d):
-            raise blob_unknown(d)
-        queue = QueueStore(conn)
-        queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
-        queue.review_repositories([repo.id], reg.now() + reg.config.gc_delay)
-    log.info("unlinked blob %s from %s", d, name)
 
 
 def range_error(size: int) -> RegistryError:

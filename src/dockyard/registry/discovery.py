@@ -5,13 +5,13 @@ from __future__ import annotations
 from dockyard.meta.manifests import ManifestStore, Referrer
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
-from dockyard.registry.common import check_digest, require_repo
+from dockyard.validate import check_digest
 from dockyard.registry.context import Registry
 
 
 def tags(reg: Registry, name: str, limit: int | None, last: str | None) -> list[str]:
     with reg.db.read() as conn:
-        repo = require_repo(conn, name)
+        repo = RepositoryStore(conn).require(name)
         return TagStore(conn).page(repo.id, last, limit)
 
 

@@ -1,4 +1,4 @@
-"""Manifest reads (with media-type negotiation), pushes and deletes."""
+"""Manifest reads (with media-type negotiation) and pushes. Deletes are in ``lifecycle.deletes``."""
 
 from __future__ import annotations
 
@@ -6,23 +6,19 @@ import json
 import logging
 from dataclasses import dataclass
 
-from dockyard import faults
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
+from dockyard.lifecycle.deletes import check_mutable
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.gc import QueueStore
 from dockyard.meta.trash import TrashStore
-from dockyard.policies import ImmutableRules
-from dockyard.lifecycle.prune import policies_in
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import compute
 from dockyard.oci.manifest import ManifestInvalid, parse
-from dockyard.registry.common import check_reference, is_digest_reference, require_repo
+from dockyard.validate import check_reference, is_digest_reference
 from dockyard.registry.context import Registry
-from dockyard.lifecycle.collector import GcOptions
-from dockyard.lifecycle.purge import purge_manifests
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +41,7 @@ def get(reg: Registry, name: str, reference: str, accept: list[str] | None = Non
         by_digest = is_digest_reference(ref)
         manifest = store.lookup(name, digest=ref) if by_digest else store.lookup(name, tag=ref)
         if manifest is None:
-            require_repo(conn, name)  # NAME_UNKNOWN if it is the repository that is missing
+            RepositoryStore(conn).require(name)  # NAME_UNKNOWN if it is the repository that is missing
             raise manifest_unknown(reference)
         repo_id = manifest.repository_id
         if (not is_digest_reference(ref) and manifest.media_type in mt.INDEXES
@@ -122,67 +118,3 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             queue.review_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)
-
-
-def immutable_rules(conn, cfg) -> ImmutableRules:
-    """Immutable tag patterns: the setting, the configured policies and those declared by API."""
-    return ImmutableRules.build(cfg.immutable_tags, policies_in(conn, cfg))
-
-
-def check_mutable(conn, cfg, repo_name: str, tag_names) -> None:
-    rules = immutable_rules(conn, cfg)
-    frozen = sorted(t for t in tag_names if rules.matches(repo_name, t))
-    if frozen:
-        raise RegistryError("DENIED", "tag is immutable", {"repository": repo_name, "tags": frozen}, status=403)
-
-
-def trash_manifests(conn, cfg, repo_id: int, targets: list[PurgeTarget], now: float, actor: str | None) -> list:
-    """The one delete path for images (API, repository delete, prune): their tags go to the
-    trash and they turn pending_delete; without ``delayed_delete`` they are purged at once.
-    Returns the tags removed."""
-    ids = [t.id for t in targets]
-    removed = TagStore(conn).delete_for_manifests(repo_id, ids, now, actor)
-    if cfg.delayed_delete:
-        TrashStore(conn).add_tags(repo_id, removed, now, actor, now + cfg.scrub_time, with_manifest=True)
-        ManifestStore(conn).mark_pending_delete(ids, now, actor, now + cfg.scrub_time)
-    else:
-        purge_manifests(conn, targets, now, GcOptions.from_config(cfg).purge, actor=actor)
-    return removed
-
-
-def delete(reg: Registry, name: str, reference: str, actor: str | None = None) -> None:
-    """By tag: untag (the tag goes to the trash). By digest: the image turns pending_delete
-    and its tags go to the trash with it; without ``delayed_delete`` it is purged at once.
-    Either way no data is deleted here."""
-    ref = check_reference(reference)
-    now = reg.now()
-    cfg = reg.config
-    with reg.db.write() as conn:
-        repo = require_repo(conn, name)
-        tags = TagStore(conn)
-        if not is_digest_reference(ref):
-            if tags.get(repo.id, ref) is None:
-                raise manifest_unknown(reference)
-            check_mutable(conn, cfg, name, [ref])
-            removed_tag = tags.delete(repo.id, ref, now, actor)
-            if cfg.delayed_delete:
-                TrashStore(conn).add_tags(repo.id, [removed_tag], now, actor, now + cfg.scrub_time,
-                                          with_manifest=False)
-            if cfg.delete_untagged:
-                QueueStore(conn).review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
-            log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
-            return
-        store = ManifestStore(conn)
-        manifest = store.get(repo.id, ref, lock=True)  # a push of the same manifest waits for us, or we for it
-        if manifest is None:
-            raise manifest_unknown(reference)
-        faults.point("manifests.delete_locked")
-        parents = store.active_parents(repo.id, manifest.digest)
-        if parents:
-            raise RegistryError("DENIED", "manifest is a child of an index in use; delete the index first",
-                                {"digest": manifest.digest, "indexes": parents[:10]}, status=403)
-        check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
-        removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
-                                  actor)
-    log.info("manifest %s@%s deleted by %s (tags: %s)%s", name, ref, actor or "-",
-             ",".join(t.name for t in removed) or "none", "" if cfg.delayed_delete else ", purged")

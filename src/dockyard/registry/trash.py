@@ -14,7 +14,7 @@ from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE
 from dockyard.meta.tags import TagStore
 from dockyard.meta.trash import TrashStore
-from dockyard.registry.common import check_digest, check_name
+from dockyard.validate import check_digest, check_name
 from dockyard.registry.context import Registry
 from dockyard.oci.names import is_valid_tag
 

@@ -36,7 +36,7 @@ from dockyard.meta.schema import COMMITTING, READY
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.uploads import Upload, UploadStore
 from dockyard.oci.digest import Digest
-from dockyard.registry.common import check_digest
+from dockyard.validate import check_digest
 from dockyard.registry.context import Registry
 from dockyard.storage import paths
 
