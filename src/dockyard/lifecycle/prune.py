@@ -20,6 +20,7 @@ from dockyard.lifecycle.deletes import trash_manifests
 from dockyard.lifecycle.rules import immutable_rules
 from dockyard.lifecycle.inuse import InUse
 from dockyard.policies import ImmutableRules, Policy
+from dockyard.meta.db import retrying
 from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.retention import ManifestFacts, RetentionStore
 
@@ -189,7 +190,6 @@ class Pruner:
         self.progress = progress
 
     def run(self) -> Plan:
-
         reg = self.reg
         t0 = time.monotonic()
         plan = Plan(self.policy.name, self.confirm)
@@ -201,13 +201,9 @@ class Pruner:
         for repo_id, name in repos:
             if not self.policy.applies_to(name) or (self.repository and name != self.repository):
                 continue
-            now = reg.now()
-            tx = reg.db.write() if self.confirm else reg.db.read()
-            with tx as conn:
-                rp, targets, blob_refs = plan_repository(RetentionStore(conn), repo_id, name, self.policy,
-                                                         self.inuse, immutable, now)
-                if self.confirm and targets:
-                    trash_manifests(conn, reg.config, repo_id, targets, now, self.actor or f"prune:{self.policy.name}")
+            # one transaction per repository, run again if it loses a deadlock (a concurrent
+            # push or collection): nothing of it committed, so it starts from the same state
+            rp, targets, blob_refs = retrying(self._repository, repo_id, name, immutable)
             by_digest = {d.digest: d for d in rp.deleted}
             for t in targets:
                 deleted_ids.add(t.id)
@@ -221,6 +217,16 @@ class Pruner:
         plan.duration = time.monotonic() - t0
         self._audit(plan)
         return plan
+
+    def _repository(self, repo_id: int, name: str, immutable: ImmutableRules):
+        reg = self.reg
+        now = reg.now()
+        with (reg.db.write() if self.confirm else reg.db.read()) as conn:
+            rp, targets, blob_refs = plan_repository(RetentionStore(conn), repo_id, name, self.policy,
+                                                     self.inuse, immutable, now)
+            if self.confirm and targets:
+                trash_manifests(conn, reg.config, repo_id, targets, now, self.actor or f"prune:{self.policy.name}")
+        return rp, targets, blob_refs
 
     def _bytes(self, candidates: dict, deleted_ids: set[int]) -> None:
         """A blob is freed when every manifest that uses it (any repository) is deleted by this prune."""
