@@ -41,7 +41,7 @@ from typing import Callable
 
 from dockyard import faults
 from dockyard.clock import Clock
-from dockyard.lifecycle.deleter import DeletePool, DeleteResult
+from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
@@ -136,6 +136,7 @@ class Collector:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
         self._pool: DeletePool | None = None
+        self._inflight: InFlight | None = None  # the storage deletes of the last claimed tombstones
 
     @classmethod
     def for_registry(cls, reg, progress=None, **overrides) -> "Collector":
@@ -158,6 +159,7 @@ class Collector:
                 steps = 0
                 while self.step(report) and (max_steps is None or (steps := steps + 1) < max_steps):
                     pass
+                self._settle_inflight(report)
         finally:
             report.duration = time.monotonic() - t0
             if self._pool:
@@ -179,7 +181,7 @@ class Collector:
             # an earlier queue of this step may have made entries of a later one due
             if name in due or done:
                 done += self._queue(name, review, report, now)
-        if "tombstones" in due or done:
+        if "tombstones" in due or done or self._inflight is not None:
             done += self._tombstones(report, now)
         if self.progress:
             self.progress(report)
@@ -302,19 +304,32 @@ class Collector:
 
     # ---- storage deletes -----------------------------------------------------------
     def _tombstones(self, report: Report, now: float) -> int:
+        """Settle the deletes the previous step started, claim due tombstones and start deleting
+        their data (batches of ``delete_many`` over the worker pool, see :class:`DeletePool`)
+        without waiting: the storage round trips overlap the next step's reviews. One claimed
+        batch at most is in flight, under its lease; ``run`` settles the last one."""
+        done = self._settle_inflight(report)
         with self.db.write() as conn:
             claimed = QueueStore(conn).claim_tombstones(now, self.opts.batch_size, self.owner, self.opts.lease)
-        if not claimed:
+        if claimed:
+            if self._pool is None:
+                self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
+            self._inflight = self._pool.start(claimed)
+        return done + len(claimed)
+
+    def _settle_inflight(self, report: Report) -> int:
+        """Wait for the deletes in flight; drop the tombstones whose keys are gone and schedule
+        a retry of each other one, from its own key's result."""
+        if self._inflight is None:
             return 0
-        if self._pool is None:
-            self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
-        results = self._pool.delete_all(claimed)
+        results, self._inflight = self._inflight.result(), None
+        now = self.clock.now()
         with self.db.write() as conn:
             q = QueueStore(conn)
             q.drop_tombstones([r.tombstone.key for r in results if r.error is None])
             for r in results:
                 self._settle(q, r, report, now)
-        return len(claimed)
+        return len(results)
 
     def _settle(self, q: QueueStore, r: DeleteResult, report: Report, now: float) -> None:
         """Report a delete (its tombstone is dropped by the caller) or schedule its retry."""

@@ -17,7 +17,7 @@ others back.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,6 +39,19 @@ class DeleteResult:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class InFlight:
+    """The batches of one :meth:`DeletePool.start`; :meth:`result` waits for all of them."""
+
+    def __init__(self, futures: list[Future]):
+        self._futures = futures
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def result(self) -> list[DeleteResult]:
+        return [r for f in self._futures for r in f.result()]
 
 
 class DeletePool:
@@ -87,14 +100,16 @@ class DeletePool:
             results.append(DeleteResult(t, error))
         return results
 
+    def start(self, tombstones: list[Tombstone]) -> "InFlight":
+        """Start deleting without waiting: the caller does other work meanwhile."""
+        return InFlight([self._pool.submit(self._delete, batch) for batch in self.batches(tombstones)])
+
     def delete_all(self, tombstones: list[Tombstone], on_done: Callable[[DeleteResult], None] | None = None
                    ) -> list[DeleteResult]:
-        results = []
-        for batch_results in self._pool.map(self._delete, self.batches(tombstones)):
-            for result in batch_results:
-                results.append(result)
-                if on_done:
-                    on_done(result)
+        results = self.start(tombstones).result()
+        if on_done:
+            for result in results:
+                on_done(result)
         return results
 
     def close(self) -> None:
