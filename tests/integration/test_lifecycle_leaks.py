@@ -254,6 +254,7 @@ def test_child_stays_while_its_index_is_restorable(reg):
     with pytest.raises(RegistryError, match="references this image"):
         trash.purge(reg, f"app@{amd}")
     reg.clock.advance(SCRUB / 2 + 1)  # the child's scrub time has passed, the index's not
+    assert Scrubber.for_registry(reg, dry_run=True).run().kinds["images"].objects == 0
     assert scrub(reg).kinds["images"].objects == 0
     result = trash.restore(reg, f"app@{idx}")
     assert result.restored_manifests == 2 and result.restored_tags == ["v1"]

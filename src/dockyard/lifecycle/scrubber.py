@@ -130,8 +130,11 @@ class Scrubber:
         now = self.clock.now()
         with self.db.read() as conn:
             trash = TrashStore(conn)
-            for image in trash.images(limit=1_000_000):
-                if image.scrub_after <= now:
+            due = [i for i in trash.images(limit=1_000_000) if i.scrub_after <= now]
+            kept = kept_children(QueueStore(conn), [PurgeTarget(i.manifest_id, i.repository_id, i.digest)
+                                                    for i in due], now, self.opts.gc_delay)
+            for image in due:
+                if image.manifest_id not in kept:
                     report.add("images", image.bytes_freed, {"repository": image.repository, "digest": image.digest,
                                                              "tags": image.tags})
             for tag in trash.tags(limit=1_000_000):
