@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from dockyard import faults
-from dockyard.errors import RegistryError
+from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.registry import uploads
 from dockyard.storage import paths
@@ -43,7 +43,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_session(reg):
         assert h.reached.wait(30)
         with pytest.raises(RegistryError) as err:
             uploads.write(reg, up, [b"second!"])
-        assert err.value.code == "BLOB_UPLOAD_INVALID" and err.value.status == 409
+        assert err.value.code == "BLOB_UPLOAD_INVALID" and isinstance(err.value, Conflict)
         with pytest.raises(RegistryError):
             uploads.finish(reg, "app", up, sha256(b"first"))
         with pytest.raises(RegistryError):
@@ -74,7 +74,7 @@ def test_a_writer_whose_lease_ran_out_loses_the_session_and_acknowledges_nothing
         second = uploads.write(reg, up, [b"taken over"])
         h.release()
         first.join(30)
-    assert errors and errors[0].status == 409
+    assert errors and isinstance(errors[0], Conflict)
     assert second.size == len(b"taken over")
     assert uploads.get(reg, "app", up.id).size == len(b"taken over")
     assert uploads.finish(reg, "app", second, sha256(b"taken over")).size == len(b"taken over")

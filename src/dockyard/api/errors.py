@@ -7,7 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dockyard.errors import RegistryError
+from dockyard.errors import Conflict, RangeNotSatisfiable, RegistryError, Unavailable, UploadOutOfOrder
 from dockyard.storage.base import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,27 @@ def envelope(code: str, message: str, detail=None) -> dict:
     return {"errors": [{"code": code, "message": message, "detail": detail}]}
 
 
+def status_and_headers(exc: RegistryError) -> tuple[int, dict[str, str]]:
+    """How HTTP spells a domain error: by its class where the class says more than its OCI code
+    (a conflict, a range, a dependency that fails), else by the code."""
+    headers = dict(exc.headers)
+    if isinstance(exc, Unavailable):
+        headers.setdefault("Retry-After", str(exc.retry_after))
+        return 503, headers
+    if isinstance(exc, Conflict):
+        return 409, headers
+    if isinstance(exc, RangeNotSatisfiable):
+        if not isinstance(exc, UploadOutOfOrder):
+            headers.setdefault("Content-Range", f"bytes */{exc.size}")
+        return 416, headers
+    return exc.status or STATUS.get(exc.code, 400), headers
+
+
 def render(exc: RegistryError, request: Request | None = None) -> Response:
-    status = exc.status or STATUS.get(exc.code, 400)
+    status, headers = status_and_headers(exc)
     if request is not None and request.method == "HEAD":
-        return Response(status_code=status, headers=exc.headers)
-    return JSONResponse(envelope(exc.code, exc.message, exc.detail), status_code=status, headers=exc.headers)
+        return Response(status_code=status, headers=headers)
+    return JSONResponse(envelope(exc.code, exc.message, exc.detail), status_code=status, headers=headers)
 
 
 async def registry_error_handler(request: Request, exc: Exception) -> Response:
@@ -61,8 +77,7 @@ async def storage_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StorageFull) and reserve is not None:
         reserve.release(str(exc))
     log.warning("%s %s: 503 storage failure (%s)", request.method, request.url.path, exc)
-    return render(RegistryError("UNAVAILABLE", "the registry's storage is unavailable; retry later",
-                                status=503, headers={"Retry-After": "5"}), request)
+    return render(Unavailable("the registry's storage is unavailable; retry later"), request)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from dockyard.api.auth import requires
 from dockyard.api.common import registry, repo_name, run
 from dockyard.api.streaming import consume_body
-from dockyard.errors import RegistryError
+from dockyard.errors import RegistryError, UploadOutOfOrder
 from dockyard.meta.uploads import Upload
 from dockyard.registry import blobs, uploads
 from dockyard.validate import check_name
@@ -54,10 +54,9 @@ async def _write(request: Request, upload: Upload, expected: int | None, start: 
     try:
         return await consume_body(request, partial(uploads.write, registry(request), upload,
                                                    expected_length=expected, start=start))
-    except RegistryError as exc:
-        if exc.status == 416:  # out of order: tell the client where the session stands
-            current = await run(uploads.get, registry(request), name, upload.id)
-            exc.headers = _upload_headers(name, current)
+    except UploadOutOfOrder as exc:  # tell the client where the session stands
+        current = await run(uploads.get, registry(request), name, upload.id)
+        exc.headers = _upload_headers(name, current)
         raise
 
 

@@ -72,7 +72,7 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
         parents = store.active_parents(repo.id, manifest.digest)
         if parents:
             raise RegistryError("DENIED", "manifest is a child of an index in use; delete the index first",
-                                {"digest": manifest.digest, "indexes": parents[:10]}, status=403)
+                                {"digest": manifest.digest, "indexes": parents[:10]})
         check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
         removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
                                   actor)

@@ -41,4 +41,4 @@ def check_mutable(conn, cfg, repo_name: str, tag_names) -> None:
     rules = immutable_rules(conn, cfg)
     frozen = sorted(t for t in tag_names if rules.matches(repo_name, t))
     if frozen:
-        raise RegistryError("DENIED", "tag is immutable", {"repository": repo_name, "tags": frozen}, status=403)
+        raise RegistryError("DENIED", "tag is immutable", {"repository": repo_name, "tags": frozen})

@@ -33,7 +33,7 @@ from sqlalchemy import (ColumnElement, Connection, Engine, bindparam, create_eng
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dockyard.errors import RegistryError
+from dockyard.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,12 +65,11 @@ _CONFLICT_STATES = ("40P01", "40001")  # deadlock_detected, serialization_failur
 _UNAVAILABLE_STATES = ("08", "53", "57P", "25006")
 
 
-class DatabaseUnavailable(RegistryError):
+class DatabaseUnavailable(Unavailable):
     """The database cannot do the work now; the same request later may succeed."""
 
     def __init__(self, reason: str):
-        super().__init__("UNAVAILABLE", "the registry's database is unavailable; retry later",
-                         status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        super().__init__("the registry's database is unavailable; retry later", RETRY_AFTER_SECONDS)
         self.reason = reason
 
     @property

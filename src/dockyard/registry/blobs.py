@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator
 
-from dockyard.errors import RegistryError, blob_unknown
+from dockyard.errors import RangeNotSatisfiable, blob_unknown
 from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
 from dockyard.meta.db import DatabaseConflict, DatabaseUnavailable
 from dockyard.meta.gc import QueueStore
@@ -85,6 +85,5 @@ def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob 
     return blob
 
 
-def range_error(size: int) -> RegistryError:
-    return RegistryError("SIZE_INVALID", "requested range not satisfiable", {"size": size}, status=416,
-                         headers={"Content-Range": f"bytes */{size}"})
+def range_error(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable("SIZE_INVALID", "requested range not satisfiable", size)

@@ -29,7 +29,7 @@ import time
 from typing import Iterable, Iterator
 
 from dockyard import faults
-from dockyard.errors import RegistryError, digest_invalid, upload_unknown
+from dockyard.errors import Conflict, RegistryError, Unavailable, UploadOutOfOrder, digest_invalid, upload_unknown
 from dockyard.meta.blobs import Blob, BlobStore
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.schema import COMMITTING, READY
@@ -48,8 +48,7 @@ RENEW_EVERY = 10.0  # seconds between renewals while a body streams
 
 def _room_for_uploads(reg: Registry) -> None:
     if reg.reserve is not None and reg.reserve.refuses_uploads():
-        raise RegistryError("UNAVAILABLE", "the registry's disk is full; uploads resume once space is reclaimed",
-                            status=503, headers={"Retry-After": "60"})
+        raise Unavailable("the registry's disk is full; uploads resume once space is reclaimed", retry_after=60)
 
 
 def start(reg: Registry, name: str) -> Upload:
@@ -100,8 +99,8 @@ class _Claim:
         if upload is None:
             raise upload_unknown(self.upload_id)
         if not claimed:
-            raise RegistryError("BLOB_UPLOAD_INVALID", "another request is writing to this upload session",
-                                {"upload": self.upload_id}, status=409)
+            raise Conflict("BLOB_UPLOAD_INVALID", "another request is writing to this upload session",
+                           {"upload": self.upload_id})
         self.renewed = time.monotonic()
         return upload
 
@@ -122,8 +121,8 @@ class _Claim:
 
 
 def _lost(upload_id: str) -> RegistryError:
-    return RegistryError("BLOB_UPLOAD_INVALID", "upload session was taken over or removed by another request",
-                         {"upload": upload_id}, status=409)
+    return Conflict("BLOB_UPLOAD_INVALID", "upload session was taken over or removed by another request",
+                    {"upload": upload_id})
 
 
 def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | None,
@@ -149,8 +148,7 @@ def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes
     try:
         _room_for_uploads(reg)
         if start is not None and start != upload.size:
-            raise RegistryError("BLOB_UPLOAD_INVALID", "chunk out of order",
-                                {"expected_start": upload.size, "start": start}, status=416)
+            raise UploadOutOfOrder(upload.id, upload.size, start)
         hasher = reg.hashers.take(upload.id, upload.size)
         counter = [0]
         new_size = reg.storage.write_at(key, upload.size, _bounded(chunks, hasher, counter, expected_length, claim))
