@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
 from dockyard.api.auth import Authenticator, token_endpoint
@@ -58,7 +59,7 @@ def routes() -> list[Route]:
 def _lifespan(registry: Registry, background: bool):
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        runners = background_runners(registry) if background else []
+        runners = scheduled_jobs(registry) if background else []
         for r in runners:
             r.start()
         try:
@@ -69,45 +70,6 @@ def _lifespan(registry: Registry, background: bool):
             registry.pulls.flush(registry.db)
 
     return lifespan
-
-
-def background_runners(registry: Registry) -> list:
-    """The lifecycle jobs ``dockyard serve`` runs in the background."""
-    from dockyard.lifecycle.collector import Collector
-    from dockyard.lifecycle.runner import Runner
-
-    cfg = registry.config
-    runners = []
-    if cfg.gc_enabled:
-        runners.append(Runner("gc", lambda: Collector.for_registry(registry), cfg.gc_interval))
-    if cfg.scrub_enabled:
-        from dockyard.lifecycle.scrubber import Scrubber
-
-        runners.append(Runner("scrub", lambda: Scrubber.for_registry(registry), cfg.wakeup_time))
-    from dockyard.lifecycle.prune import Pruner
-    from dockyard.lifecycle.runner import lease_gate
-
-    for policy in cfg.retention.values():
-        if policy.schedule:  # a singleton: one replica at a time, through a database lease
-            runners.append(Runner(f"prune-{policy.name}",
-                                  lambda p=policy: Pruner(registry, p, confirm=True, actor="schedule"),
-                                  policy.schedule,
-                                  gate=lease_gate(registry.db, f"prune:{policy.name}", policy.schedule * 1.5,
-                                                  registry.clock)))
-    runners.append(Runner("pulls", lambda: _PullFlush(registry), cfg.pull_flush_interval, jitter=0.0))
-    return runners
-
-
-class _PullFlush:
-    """Writes the pull times recorded in memory, as one background job."""
-
-    job = "pulls"
-
-    def __init__(self, registry: Registry):
-        self.registry = registry
-
-    def run(self):
-        return self.registry.pulls.flush(self.registry.db)
 
 
 def create_app(registry: Registry, auth: Authenticator | None = None, *, background: bool = True) -> Starlette:

@@ -7,11 +7,16 @@ lifespan; ``--daemon`` commands run one in the foreground.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
+import time
+import uuid
 from typing import Callable, Protocol
 
 from dockyard.meta.db import DatabaseUnavailable
+from dockyard.meta.leases import LeaseStore
 from dockyard.lifecycle.report import Report
 
 log = logging.getLogger(__name__)
@@ -25,13 +30,6 @@ class Job(Protocol):
 
 def lease_gate(db, name: str, ttl: float, clock=None) -> Callable[[], bool]:
     """A gate that lets a singleton job run only in the replica holding the database lease."""
-    import os
-    import socket
-    import time
-    import uuid
-
-    from dockyard.meta.leases import LeaseStore
-
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     now = clock.now if clock else time.time
 
