@@ -93,7 +93,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    from dockyard.lifecycle.collector import GcOptions
+    from dockyard.lifecycle.collector import Collector, GcOptions
     from dockyard.lifecycle.fsck import Fsck
     from dockyard.progress import progress
 
@@ -103,6 +103,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=args.delete,
                       verify=args.verify, progress=update, gc=GcOptions.from_config(reg.config),
                       requeue=args.requeue).run()
+    if report.deleted:  # the leaks are tombstones now: the collector deletes them
+        Collector.for_registry(reg).run()
     _emit(args, report.as_dict(), report.table())
     return 1 if report.missing or report.corrupt else 0
 
@@ -259,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = sub.add_parser("fsck", help="reconcile storage with the database (deletes leaked data only with "
                                        "--delete) and check that every unreferenced row is queued for review")
     _admin_common(fsck)
-    fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace)")
+    fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace): hand it to the collector as tombstones, then run a collection")
     fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
     fsck.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
                       help="rows (blob, layer link, manifest, repository) that nothing references and that have "

@@ -280,7 +280,8 @@ def test_fsck_finds_leaks_and_missing_data(reg):
     report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run()
     assert report.leaks == 2 and report.deleted == 0 and not report.missing
     report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=True).run()
-    assert report.deleted == 2
+    assert report.deleted == 2  # handed to the collector: tombstones, nothing deleted by fsck
+    assert reg.storage.stat("uploads/" + "f" * 32) is not None
     assert Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run().leaks == 0
     reg.storage.delete(paths.blob_key(d))
     report = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, verify=True).run()
@@ -296,3 +297,15 @@ def test_fsck_reports_a_blob_whose_stored_size_differs_from_its_row(reg):
     reg.storage.write_at("uploads/" + "d" * 32, 0, [b"0123456789" * 4])  # 40 bytes where 10 are recorded
     reg.storage.move("uploads/" + "d" * 32, paths.blob_key(d))
     assert Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace).run().corrupt == [d]  # even without verify
+
+
+def test_fsck_hands_leaks_to_the_collector_which_deletes_them(reg):
+    reg.storage.write_at("uploads/" + "f" * 32, 0, [b"leaked staging"])
+    reg.storage.write_at("uploads/" + "e" * 32, 0, [b"leaked blob"])
+    reg.storage.move("uploads/" + "e" * 32, paths.blob_key(sha256(b"leaked blob")))
+    import time
+    reg.clock.t = time.time() + reg.config.fsck_grace + 10
+    assert Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=True).run().deleted == 2
+    report = gc(reg)
+    assert report.kinds["blobs"].objects == 1 and report.kinds["uploads"].objects == 1
+    assert reg.storage.stat("uploads/" + "f" * 32) is None and stored_blobs(reg) == set()

@@ -1,7 +1,9 @@
 """fsck: reconcile storage with the database. The only code that walks storage.
 
 - data with no row and no tombstone, older than ``fsck_grace``, is a leak (a crash, an
-  older version); it is reported, and removed with ``delete=True``;
+  older version); it is reported, and with ``delete=True`` handed to the collector as a
+  tombstone (fsck deletes nothing itself: the collector does, with its pool, retries and
+  rate limit, and a push of the same digest meanwhile cancels the tombstone and keeps it);
 - a ready blob row whose data is missing is reported, never dropped;
 - a blob whose stored size differs from its row's is corrupt (always checked: the stat is
   done anyway); ``verify=True`` also re-hashes every blob and reports the corrupt ones;
@@ -163,6 +165,7 @@ class Fsck:
         for batch in _batches(self.storage.list(prefix), BATCH):
             r.scanned_objects += len(batch)
             keep = known(batch)
+            buried = []
             for obj in batch:
                 if obj.key in keep:
                     continue
@@ -174,13 +177,25 @@ class Fsck:
                 if len(r.leak_keys) < 10_000:
                     r.leak_keys.append(obj.key)
                 if r.delete:
-                    self.storage.delete(obj.key)
-                    r.deleted += 1
-                    log.info("fsck: deleted leaked object %s (%d bytes)", obj.key, obj.size)
+                    buried.append(obj)
+                    log.info("fsck: leaked object %s (%d bytes) handed to the collector", obj.key, obj.size)
                 else:
                     log.info("fsck: leaked object %s (%d bytes)", obj.key, obj.size)
+            if buried:  # fsck deletes nothing itself: the collector does, with its pool and rate limit
+                self._bury(buried)
+                r.deleted += len(buried)
             if self.progress:
                 self.progress(r)
+
+    def _bury(self, objs: list[ObjectInfo]) -> None:
+        now = self.clock.now()
+        rows = []
+        for obj in objs:
+            digest = paths.digest_from_blob_key(obj.key)
+            rows.append({"key": obj.key, "kind": "blob" if digest else "upload", "digest": digest,
+                         "size": obj.size, "created_at": now, "next_attempt_at": now})
+        with self.db.write() as conn:
+            QueueStore(conn).add_tombstones(rows)
 
     # ---- database -> storage ---------------------------------------------------
     def _rows(self) -> None:
