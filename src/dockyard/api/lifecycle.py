@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from dockyard.lifecycle import rules
+from dockyard.lifecycle import rules, scheduler
 from dockyard.api.auth import requires
 from dataclasses import asdict
 
@@ -13,12 +13,10 @@ from dockyard.api.common import actor, page_size, registry, run
 from dockyard.lifecycle import inuse, prune
 from dockyard.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.meta.retention import RetentionStore
 from dockyard.registry import trash
 from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
-from dockyard.meta.gc import QueueStore
 from dockyard.oci.manifest import JSONTooDeep, loads_bounded
 
 
@@ -41,14 +39,7 @@ async def start_gc(request: Request) -> Response:
 @requires("admin")
 async def gc_status(request: Request) -> Response:
     """``GET /admin/v1/gc``: the backlog of every queue and the last runs' reports."""
-    reg = registry(request)
-
-    def status():
-        with reg.db.read() as conn:
-            q = QueueStore(conn)
-            return {"backlog": q.backlog(reg.now()), "runs": q.recent_runs("gc", 10)}
-
-    return JSONResponse(await run(status))
+    return JSONResponse(await run(scheduler.gc_status, registry(request)))
 
 
 @requires("admin")
@@ -107,24 +98,13 @@ async def put_policy(request: Request) -> Response:
     if name in reg.config.retention:
         raise RegistryError("DENIED", "a policy of that name is declared in the configuration file",
                             {"policy": name}, status=403)
-
-    def store():
-        with reg.db.write() as conn:
-            RetentionStore(conn).put_policy(name, policy.to_doc(), reg.now(), actor(request))
-
-    await run(store)
+    await run(rules.store_policy, reg, name, policy, actor(request))
     return JSONResponse(policy.to_doc(), status_code=201)
 
 
 @requires("admin")
 async def delete_policy(request: Request) -> Response:
-    reg = registry(request)
-
-    def drop():
-        with reg.db.write() as conn:
-            return RetentionStore(conn).delete_policy(request.path_params["policy"])
-
-    if not await run(drop):
+    if not await run(rules.delete_policy, registry(request), request.path_params["policy"]):
         raise RegistryError("NAME_UNKNOWN", "no such policy (configured policies cannot be deleted here)",
                             {"policy": request.path_params["policy"]}, status=404)
     return Response(status_code=204)
@@ -189,13 +169,7 @@ async def run_prune(request: Request) -> Response:
 
 @requires("admin")
 async def prune_audit(request: Request) -> Response:
-    reg = registry(request)
-
-    def read():
-        with reg.db.read() as conn:
-            return RetentionStore(conn).audit_log()
-
-    return JSONResponse(await run(read))
+    return JSONResponse(await run(rules.prune_audit, registry(request)))
 
 
 @requires("pull")

@@ -42,3 +42,21 @@ def check_mutable(conn, cfg, repo_name: str, tag_names) -> None:
     frozen = sorted(t for t in tag_names if rules.matches(repo_name, t))
     if frozen:
         raise RegistryError("DENIED", "tag is immutable", {"repository": repo_name, "tags": frozen})
+
+
+def store_policy(reg, name: str, policy: Policy, actor: str | None) -> None:
+    """Declare (or replace) a retention policy through the admin API."""
+    with reg.db.write() as conn:
+        RetentionStore(conn).put_policy(name, policy.to_doc(), reg.now(), actor)
+
+
+def delete_policy(reg, name: str) -> bool:
+    """Remove a policy declared through the admin API; False if there was none."""
+    with reg.db.write() as conn:
+        return RetentionStore(conn).delete_policy(name)
+
+
+def prune_audit(reg) -> list:
+    """The audit trail of prune runs."""
+    with reg.db.read() as conn:
+        return RetentionStore(conn).audit_log()

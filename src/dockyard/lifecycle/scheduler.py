@@ -12,6 +12,7 @@ from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.lifecycle.scrubber import Scrubber
+from dockyard.meta.gc import QueueStore
 
 
 def scheduled_jobs(reg) -> list[Runner]:
@@ -42,3 +43,10 @@ class _PullFlush:
 
     def run(self):
         return self.reg.pulls.flush(self.reg.db)
+
+
+def gc_status(reg, runs: int = 10) -> dict:
+    """The backlog of every review queue and the last collections' reports."""
+    with reg.db.read() as conn:
+        q = QueueStore(conn)
+        return {"backlog": q.backlog(reg.now()), "runs": q.recent_runs("gc", runs)}
