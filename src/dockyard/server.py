@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dockyard.config import Config, ConfigError
 from dockyard.lifecycle.reserve import DiskReserve
-from dockyard.meta.db import Database
+from dockyard.meta.db import Database, is_database_error, safe_url
 from dockyard.registry.context import Registry
 from dockyard.storage import open_driver
 
@@ -84,12 +84,6 @@ def tls_options(cfg: Config) -> dict:
     return options
 
 
-def safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def preflight(cfg: Config) -> None:
     """Every start-up check that needs no database, before anything is bound or written."""
     check_exposure(cfg)
@@ -103,15 +97,13 @@ def preflight(cfg: Config) -> None:
 def open_registry(cfg: Config) -> Registry:
     """:func:`build_registry` for ``dockyard serve``: a database that cannot be reached or
     migrated is a :class:`StartupError` naming it (password hidden), not a traceback."""
-    from sqlalchemy import exc as sa_exc
-
-    from dockyard.meta.db import DatabaseUnavailable
-
     try:
         return build_registry(cfg)
     except OSError as exc:  # the directory of a SQLite file
         raise StartupError(f"cannot use the database {safe_url(cfg.effective_database_url)}: {exc}") from exc
-    except (sa_exc.SQLAlchemyError, DatabaseUnavailable) as exc:
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
         reason = getattr(exc, "reason", None) or str(getattr(exc, "orig", None) or exc)
         raise StartupError(f"cannot use the database {safe_url(cfg.effective_database_url)}: "
                            f"{reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__}") from exc

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import select
-
 from dockyard.clock import Clock
 from dockyard.lifecycle.collector import GcOptions, collectable_manifests
 from dockyard.meta.db import Database
 from dockyard.meta.gc import QueueStore
-from dockyard.meta.schema import ACTIVE, READY, blobs, uploads
+from dockyard.meta.blobs import BlobStore
+from dockyard.meta.schema import ACTIVE
+from dockyard.meta.uploads import UploadStore
 from dockyard.storage import paths
 from dockyard.storage.base import ObjectInfo, StorageDriver
 
@@ -147,15 +147,14 @@ class Fsck:
     def _known_blobs(self, objs: list[ObjectInfo]) -> set[str]:
         digests = {o.key: paths.digest_from_blob_key(o.key) for o in objs}
         with self.db.read() as conn:
-            rows = set(conn.execute(select(blobs.c.digest).where(
-                blobs.c.digest.in_([d for d in digests.values() if d]))).scalars())
+            rows = BlobStore(conn).existing(d for d in digests.values() if d)
             tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
         return {k for k, d in digests.items() if d in rows} | tomb
 
     def _known_uploads(self, objs: list[ObjectInfo]) -> set[str]:
         ids = {o.key: o.key[len(paths.UPLOADS):] for o in objs}
         with self.db.read() as conn:
-            rows = set(conn.execute(select(uploads.c.id).where(uploads.c.id.in_(list(ids.values())))).scalars())
+            rows = UploadStore(conn).existing(ids.values())
             tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
         return {k for k, i in ids.items() if i in rows} | tomb
 
@@ -203,8 +202,7 @@ class Fsck:
         last = ""
         while True:
             with self.db.read() as conn:
-                page = list(conn.execute(select(blobs.c.digest, blobs.c.size).where(
-                    blobs.c.state == READY, blobs.c.digest > last).order_by(blobs.c.digest).limit(BATCH)))
+                page = BlobStore(conn).ready_page(last, BATCH)
             if not page:
                 return
             last = page[-1].digest

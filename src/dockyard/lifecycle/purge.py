@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import Connection
-
 from dockyard.meta.gc import QueueStore, PurgeTarget
 
 
@@ -23,7 +21,7 @@ class PurgeOptions:
     referrers_follow_subject: bool
 
 
-def purge_manifests(conn: Connection, targets: Sequence[PurgeTarget], now: float, opts: PurgeOptions,
+def purge_manifests(conn, targets: Sequence[PurgeTarget], now: float, opts: PurgeOptions,
                     *, actor: str | None = "gc") -> None:
     """Purge ``targets``. Their layer links and their blobs are reviewed after ``gc_delay``,
     like any other link: a push may have just seen such a layer exist (HEAD) and be about to

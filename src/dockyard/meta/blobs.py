@@ -75,6 +75,19 @@ class BlobStore:
     def add(self, digest: str, size: int, now: float, state: str = READY) -> None:
         insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now, "state": state})
 
+    def existing(self, digests) -> set[str]:
+        """Those of ``digests`` that have a row (any state)."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return set()
+        return set(self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted))).scalars())
+
+    def ready_page(self, after: str, limit: int) -> list[Blob]:
+        """Ready blobs in digest order, after ``after`` (a keyset page, for fsck)."""
+        rows = self.conn.execute(select(blobs.c.digest, blobs.c.size).where(
+            blobs.c.state == READY, blobs.c.digest > after).order_by(blobs.c.digest).limit(limit))
+        return [Blob(r.digest, r.size) for r in rows]
+
     def recommit(self, digest: str, size: int) -> None:
         """A row whose object is not known good (left ``committing``, or recorded with another
         size) is committed again from a verified upload."""

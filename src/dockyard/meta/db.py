@@ -32,6 +32,7 @@ from sqlalchemy import (ColumnElement, Connection, Engine, bindparam, create_eng
                         select, text, tuple_)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from dockyard.errors import Unavailable
 
@@ -248,3 +249,13 @@ def insert_ignore(conn: Connection, table, values: dict | list[dict]) -> list:
             return []
         return list(conn.execute(stmt, values).all()) if len(values) > 1 else list(conn.execute(stmt, values[0]).all())
     return list(conn.execute(stmt, values).all())
+
+
+def safe_url(url: str) -> str:
+    """The database URL with its password hidden, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing (for start-up messages without a traceback)."""
+    return isinstance(exc, (sa_exc.SQLAlchemyError, DatabaseUnavailable))

@@ -68,3 +68,10 @@ class UploadStore:
 
     def delete(self, upload_id: str) -> bool:
         return self.conn.execute(delete(t).where(t.c.id == upload_id)).rowcount > 0
+
+    def existing(self, upload_ids) -> set[str]:
+        """Those of ``upload_ids`` that are live sessions."""
+        wanted = sorted(set(upload_ids))
+        if not wanted:
+            return set()
+        return set(self.conn.execute(select(t.c.id).where(t.c.id.in_(wanted))).scalars())
