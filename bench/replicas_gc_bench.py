@@ -8,7 +8,7 @@ LOCKED``) reclaim them together, every storage call delayed by ``storage_latency
 20 ms, as an object store's round trip) with ``gc_workers`` parallel deletes per process.
 
 The garbage. A few blobs (``--template``, default 8) are made through dockyard's own code
-in this process: ``registry.uploads.start/write/finish`` then ``registry.blobs.delete`` (the
+in this process: ``registry.uploads.start/write/finish`` then ``lifecycle.deletes.unlink_blob`` (the
 ``DELETE /v2/<name>/blobs/<digest>`` of a client that unlinks a layer), with ``gc_delay`` 0 so
 the reviews are due at once. That writes a ready ``blobs`` row, the object at
 ``<prefix>/blobs/sha256/<xx>/<hex>``, a ``gc_link_reviews`` entry (from the upload), a
@@ -26,7 +26,8 @@ start together, like replicas that were already running. The end is the latest
 
 Checks after each run: no blob row, review entry or tombstone left; no blob object left in
 the bucket; moto's request log shows exactly one DELETE per blob key (nothing deleted
-twice, nothing missed); every process exited 0.
+twice, nothing missed; not checkable when the blobs go in DeleteObjects batches, whose keys
+the log does not show); every process exited 0.
 
 CPU. moto is one Python process (werkzeug, a thread per request, one GIL): the bench
 reports its CPU use in cores over the timed interval, the collectors' CPU (from
@@ -76,6 +77,7 @@ PREFIX = "registry"
 REPO = "bench/garbage"
 TEMPLATE_TABLES = ("blobs", "gc_blob_reviews", "gc_link_reviews")
 DELETE_LINE = re.compile(r'"DELETE (/\S+) HTTP/[\d.]+" (\d+)')
+BATCH_LINE = re.compile(r'"POST (/\S+)\?delete\S* HTTP/[\d.]+" (\d+)')
 
 
 def log(msg: str) -> None:
@@ -100,7 +102,7 @@ def build_store(moto, bucket: str, database_url: str, n: int, template: int, wor
     """``n`` garbage blobs: ``template`` through dockyard's code, the rest copied in bulk."""
     from dockyard.config import load
     from dockyard.meta import schema
-    from dockyard.registry import blobs as blobs_api
+    from dockyard.lifecycle.deletes import unlink_blob
     from dockyard.registry import uploads
     from dockyard.server import build_registry
     from dockyard.storage import paths
@@ -121,7 +123,7 @@ def build_store(moto, bucket: str, database_url: str, n: int, template: int, wor
             up = uploads.start(reg, REPO)
             up = uploads.write(reg, up, [data])
             uploads.finish(reg, REPO, up, d)
-            blobs_api.delete(reg, REPO, d)
+            unlink_blob(reg, REPO, d)
             made.append(d)
     finally:
         reg.db.dispose()
@@ -330,7 +332,10 @@ def run_collectors(moto, bucket: str, database_url: str, k: int, workers: int, l
         problems.append(f"left in the database: {left}")
     if objects_left:
         problems.append(f"{objects_left} blob objects left in the bucket")
-    if len(deletes) != n or any(c != 1 for c in deletes.values()):
+    batches = [path for path, _status in BATCH_LINE.findall(text) if path.rstrip("/") == f"/{bucket}"]
+    # blobs deleted in DeleteObjects batches (issue 16) do not show per key in moto's log: then
+    # the empty bucket and the report's counts are the checks
+    if not batches and (len(deletes) != n or any(c != 1 for c in deletes.values())):
         twice = {k: c for k, c in deletes.items() if c > 1}
         problems.append(f"moto log: {len(deletes)} blob keys deleted (want {n}); deleted more than once: "
                         f"{len(twice)} {list(twice.items())[:5]}")
@@ -345,6 +350,7 @@ def run_collectors(moto, bucket: str, database_url: str, k: int, workers: int, l
         "moto_cores": round(moto_cpu / exited, 2), "moto_peak_cores": round(peak_moto, 2),
         "collector_cores": round(children_cpu / exited, 2), "machine_busy_cores": round(sys_cpu / exited, 2),
         "machine_busy_before": round(baseline, 2), "deletes_logged": sum(deletes.values()),
+        "delete_objects_calls": len(batches),
         "problems": problems,
     }
 
