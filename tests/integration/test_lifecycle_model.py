@@ -47,10 +47,13 @@ class Image:
 
 
 class Lifecycle(RuleBasedStateMachine):
+    DELETE_UNTAGGED = False
+
     def __init__(self):
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory()
-        self._ctx = make_registry(Path(self._tmp.name), "sqlite", gc_delay=DELAY, scrub_time=SCRUB)
+        self._ctx = make_registry(Path(self._tmp.name), "sqlite", gc_delay=DELAY, scrub_time=SCRUB,
+                                  delete_untagged=self.DELETE_UNTAGGED)
         self.reg = self._ctx.__enter__()
         self.images: dict[tuple[str, str], Image] = {}
         self.tags: dict[tuple[str, str], str] = {}
@@ -98,7 +101,8 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(data=st.data())
     def delete_manifest(self, data):
         image = data.draw(st.sampled_from(sorted(self.active(), key=lambda i: i.digest)))
-        deletes.delete_manifest(self.reg, image.repo, image.digest)
+        if not self._delete(image):
+            return
         image.state, image.deleted_at = "pending", self.reg.now()
         image.trashed_tags = sorted(t for (r, t), d in self.tags.items() if r == image.repo and d == image.digest)
         for t in image.trashed_tags:
@@ -136,8 +140,10 @@ class Lifecycle(RuleBasedStateMachine):
         for t in expected:
             self.tags[(image.repo, t)] = image.digest
 
-    @rule()
-    def scrub(self):
+    @rule(seconds=st.sampled_from([0, SCRUB + 1]))
+    def wait_and_scrub(self, seconds):
+        """Time passes; the scrubber runs (purges, expires trashed tags, collects)."""
+        self.reg.clock.advance(seconds)
         Scrubber.for_registry(self.reg).run()
 
     @rule(seconds=st.sampled_from([0, DELAY // 2, DELAY + 1, SCRUB // 2, SCRUB + 1]))
@@ -146,14 +152,24 @@ class Lifecycle(RuleBasedStateMachine):
         self.reg.clock.advance(seconds)
         Collector.for_registry(self.reg).run()
 
+    def _delete(self, image: Image) -> bool:
+        try:
+            deletes.delete_manifest(self.reg, image.repo, image.digest)
+        except RegistryError:  # collected: untagged, with delete_untagged on
+            assert self.DELETE_UNTAGGED and image.digest not in self.tags.values()
+            del self.images[(image.repo, image.digest)]
+            return False
+        return True
+
     # ---- invariants ---------------------------------------------------------------------
     @invariant()
     def live_images_pull(self):
         self._failed = True
         for (repo, tag), digest in self.tags.items():
             self.pulls(self.images[(repo, digest)], tag)
-        for image in self.active():  # delete_untagged is off: untagged images stay too
-            self.pulls(image, image.digest)
+        if not self.DELETE_UNTAGGED:  # untagged images stay too
+            for image in self.active():
+                self.pulls(image, image.digest)
         self._failed = False
 
     @invariant()
@@ -167,7 +183,7 @@ class Lifecycle(RuleBasedStateMachine):
     # ---- the end ------------------------------------------------------------------------
     def _delete_everything_and_check_empty(self):
         for image in self.active():
-            deletes.delete_manifest(self.reg, image.repo, image.digest)
+            self._delete(image)
         for _ in range(4):
             self.reg.clock.advance(SCRUB + DELAY + 1)
             Scrubber.for_registry(self.reg).run()
@@ -180,6 +196,14 @@ class Lifecycle(RuleBasedStateMachine):
         assert set(counts.values()) == {0}, counts
 
 
-Lifecycle.TestCase.settings = settings(max_examples=60, stateful_step_count=20, deadline=None,
-                                       suppress_health_check=[HealthCheck.too_slow])
+class LifecycleDeleteUntagged(Lifecycle):
+    """The same with delete_untagged on: untagged images may go (tags in the trash keep them)."""
+    DELETE_UNTAGGED = True
+
+
+SETTINGS = settings(max_examples=40, stateful_step_count=20, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+Lifecycle.TestCase.settings = SETTINGS
+LifecycleDeleteUntagged.TestCase.settings = SETTINGS
 TestLifecycleModel = Lifecycle.TestCase
+TestLifecycleModelDeleteUntagged = LifecycleDeleteUntagged.TestCase
