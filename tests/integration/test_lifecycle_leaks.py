@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from dockyard.lifecycle import deletes
-from dockyard.errors import RegistryError
+from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.scrubber import Scrubber
@@ -251,7 +251,7 @@ def test_child_stays_while_its_index_is_restorable(reg):
     trash_child_first(reg, amd)
     reg.clock.advance(SCRUB / 2)
     deletes.delete_manifest(reg, "app", idx)
-    with pytest.raises(RegistryError, match="references this image"):
+    with pytest.raises(Conflict, match="references this image"):  # 409
         trash.purge(reg, f"app@{amd}")
     reg.clock.advance(SCRUB / 2 + 1)  # the child's scrub time has passed, the index's not
     assert Scrubber.for_registry(reg, dry_run=True).run().kinds["images"].objects == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
-from dockyard.errors import RegistryError
+from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
@@ -196,8 +196,8 @@ def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None 
         holders = [p.id for p in QueueStore(conn).parents_of([(repo.id, ref.digest)]).get((repo.id, ref.digest), [])
                    if p.id != row.id]
         if holders:  # purging it would leave that index broken, or unrestorable
-            raise RegistryError("DENIED", "an index of the repository (live, or in the trash) references this "
-                                "image; purge or restore the index instead", {"reference": text}, status=409)
+            raise Conflict("DENIED", "an index of the repository (live, or in the trash) references this "
+                           "image; purge or restore the index instead", {"reference": text})
         freed = TrashStore(conn).bytes_freed(row.id, repo.id)
         if not dry_run:
             purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
