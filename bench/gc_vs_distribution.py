@@ -192,7 +192,7 @@ PHASES = [
     ("collector: blob reviews", ("Collector._review_blobs",)),
     ("collector: repository reviews", ("Collector._review_repositories",)),
     ("collector: claim + commit of review batches", ("Collector._queue",)),
-    ("collector: waiting for the delete pool (storage deletes)", ("DeletePool.delete_all",)),
+    ("collector: waiting for the delete pool (storage deletes)", ("InFlight.result", "DeletePool.delete_all")),
     ("collector: settling deleted tombstones (row deletes, log lines)", ("Collector._settle",)),
     ("collector: claiming tombstones, commits", ("Collector._tombstones",)),
     ("collector: stale uploads check", ("Collector._uploads",)),
