@@ -130,7 +130,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 
 
 def cmd_trash_list(args: argparse.Namespace) -> int:
-    from dockyard.registry import trash
+    from dockyard.lifecycle import trash
 
     data = trash.listing(_registry(args), args.repository, args.limit)
     lines = [f"{'image':<70} {'tags':<20} {'deleted by':<12} {'hours left':>10} {'bytes freed':>12}"]
@@ -150,7 +150,7 @@ def cmd_trash_purge(args: argparse.Namespace) -> int:
 
     from dockyard.errors import RegistryError
     from dockyard.lifecycle.collector import Collector
-    from dockyard.registry import trash
+    from dockyard.lifecycle import trash
 
     reg = _registry(args)
     try:
@@ -170,7 +170,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from dockyard.errors import RegistryError
-    from dockyard.registry import trash
+    from dockyard.lifecycle import trash
 
     try:
         result = trash.restore(_registry(args), args.reference, actor="cli")

@@ -11,7 +11,7 @@ import hashlib
 import pytest
 from sqlalchemy import delete, func, select
 
-from dockyard.lifecycle import deletes
+from dockyard.lifecycle import deletes, trash
 from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.purge import purge_manifests
@@ -20,7 +20,7 @@ from dockyard.meta import schema
 from dockyard.meta.gc import PurgeTarget
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
-from dockyard.registry import blobs, manifests, trash
+from dockyard.registry import blobs, manifests
 from tests.lifecycle_support import make_registry, put_blob, put_image, put_index, stored_blobs
 from tests.support import sha256
 

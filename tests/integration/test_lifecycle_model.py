@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import func, select
 
-from dockyard.lifecycle import deletes
+from dockyard.lifecycle import deletes, trash
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.fsck import Fsck
 from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.meta import schema
-from dockyard.registry import blobs, manifests, trash
+from dockyard.registry import blobs, manifests
 from tests.lifecycle_support import make_registry, put_image, stored_blobs
 from tests.support import make_layer, sha256
 

@@ -4,13 +4,12 @@ import json
 
 import pytest
 
-from dockyard.lifecycle import deletes
+from dockyard.lifecycle import deletes, inuse, trash
 from dockyard.config import ConfigError
 from dockyard.errors import RegistryError
-from dockyard.lifecycle import inuse
 from dockyard.policies import Policy
 from dockyard.lifecycle.prune import Pruner
-from dockyard.registry import manifests, trash
+from dockyard.registry import manifests
 from dockyard.registry.pulls import PullTracker
 from tests.lifecycle_support import make_registry, put_image, put_index
 

@@ -17,10 +17,10 @@ import time
 import pytest
 
 from dockyard import faults
-from dockyard.lifecycle import deletes
+from dockyard.lifecycle import deletes, trash
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
-from dockyard.registry import blobs, discovery, manifests, trash
+from dockyard.registry import blobs, discovery, manifests
 from tests.lifecycle_support import make_registry, put_blob, put_image
 from tests.support import OCI_INDEX, OCI_MANIFEST, image_manifest, make_config, make_layer, sha256
 

@@ -6,11 +6,11 @@ import tracemalloc
 
 import pytest
 
-from dockyard.lifecycle import deletes
+from dockyard.lifecycle import deletes, trash
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.runner import Runner
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.registry import blobs, discovery, manifests, trash
+from dockyard.registry import blobs, discovery, manifests
 from tests.lifecycle_support import make_registry, put_image, put_index, stored_blobs
 from tests.support import sha256
 

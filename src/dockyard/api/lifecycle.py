@@ -5,15 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from dockyard.lifecycle import rules, scheduler
+from dockyard.lifecycle import inuse, prune, rules, scheduler, trash
 from dockyard.api.auth import requires
 from dataclasses import asdict
 
 from dockyard.api.common import actor, page_size, registry, run
-from dockyard.lifecycle import inuse, prune
 from dockyard.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.registry import trash
 from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector

@@ -10,12 +10,12 @@ from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE
 from dockyard.meta.tags import TagStore
 from dockyard.meta.trash import TrashStore
 from dockyard.validate import check_digest, check_name
-from dockyard.registry.context import Registry
 from dockyard.oci.names import is_valid_tag
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def parse_reference(text: str) -> Reference:
     return Reference(check_name(name), tag=tag)
 
 
-def listing(reg: Registry, repository: str | None = None, limit: int = 1000) -> dict:
+def listing(reg, repository: str | None = None, limit: int = 1000) -> dict:
     now = reg.now()
     with reg.db.read() as conn:
         trash = TrashStore(conn)
@@ -68,7 +68,7 @@ class RestoreResult:
     restored_manifests: int = 0
 
 
-def restore(reg: Registry, text: str, actor: str | None = None) -> RestoreResult:
+def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
     ref = parse_reference(text)
     now = reg.now()
     with reg.db.write() as conn:
@@ -83,7 +83,7 @@ def restore(reg: Registry, text: str, actor: str | None = None) -> RestoreResult
             entry = trash.latest_trashed_tag(repo.id, ref.tag)
             if entry is None:
                 raise RegistryError("MANIFEST_UNKNOWN", "no such tag in the trash", {"reference": str(ref)})
-            digest = _digest_of(conn, entry.manifest_id)
+            digest = ManifestStore(conn).digest_of(entry.manifest_id)
             image = trash.lock_pending(repo.id, digest)
             if entry.with_manifest or image.state != ACTIVE:
                 # a tag deleted on its own, then its image: the image comes back too (with the
@@ -114,15 +114,7 @@ def restore(reg: Registry, text: str, actor: str | None = None) -> RestoreResult
     return result
 
 
-def _digest_of(conn, manifest_id: int) -> str:
-    from sqlalchemy import select
-
-    from dockyard.meta.schema import manifests
-
-    return conn.execute(select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar_one()
-
-
-def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: float, label: str,
+def _restore_image(conn, reg, repo_id: int, digest: str, actor, now: float, label: str,
                    restored_ids: list[int]) -> RestoreResult:
     trash = TrashStore(conn)
     row = trash.lock_pending(repo_id, digest)
@@ -146,14 +138,13 @@ def _restore_image(conn, reg: Registry, repo_id: int, digest: str, actor, now: f
     return result
 
 
-def _activate_tree(conn, reg: Registry, repo_id: int, manifest_id: int, digest: str, now: float,
+def _activate_tree(conn, reg, repo_id: int, manifest_id: int, digest: str, now: float,
                    result: RestoreResult, restored_ids: list[int]) -> None:
     """Activate the manifest and every pending child it needs; re-link its blobs.
 
     Fails (rolling everything back) if a child is gone: never an active image with
     missing content.
     """
-    from dockyard.meta.manifests import ManifestStore
 
     trash = TrashStore(conn)
     store = ManifestStore(conn)
@@ -182,7 +173,7 @@ class PurgeResult:
     bytes_freed: int
 
 
-def purge(reg: Registry, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
+def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
     """Purge one trashed image now; its data goes with the first collection after gc_delay."""
     ref = parse_reference(text)
     if ref.digest is None:

@@ -59,6 +59,9 @@ class ManifestStore:
         row = self.conn.execute(q.with_for_update() if lock else q).first()
         return _row(row, payload) if row else None
 
+    def digest_of(self, manifest_id: int) -> str:
+        return self.conn.execute(select(t.c.digest).where(t.c.id == manifest_id)).scalar_one()
+
     def lookup(self, repo_name: str, *, tag: str | None = None, digest: str | None = None) -> Manifest | None:
         """The active manifest a live repository's tag or digest names, with its payload: one
         query, for the pull hot path."""
