@@ -744,8 +744,33 @@ def moto_events(log_text: str) -> list[tuple[str, str, str, int]]:
     return out
 
 
+_LOG_EVENT = re.compile(r"^time=(\S+ \S+) .*?msg=(?:gc: deleted blob sha256:([0-9a-f]{64})|blob sha256:([0-9a-f]{64}) "
+                        r"committed)", re.M)
+
+
+def blob_key_histories_from_logs(cl: Cluster) -> tuple[dict[str, list[str]], dict]:
+    """Every blob key's commits and deletes, in time order, from the replicas' own logs: the
+    collector deletes blobs with DeleteObjects batches, whose keys moto's request log does not
+    show, and logs each key it deleted (once its batch answered)."""
+    events = []
+    for s in cl.servers:
+        for m in _LOG_EVENT.finditer(s.log()):
+            deleted, committed = m.group(2), m.group(3)
+            hexd = deleted or committed
+            events.append((m.group(1), f"/{cl.bucket}/{PREFIX}/blobs/sha256/{hexd[:2]}/{hexd}",
+                           "DELETE 204" if deleted else "COMMIT"))
+    history: dict[str, list[str]] = defaultdict(list)
+    for _, path, what in sorted(events):
+        history[path].append(what)
+    stats = Counter(blob_deletes=sum(1 for e in events if e[2].startswith("DELETE")),
+                    blob_writes=sum(1 for e in events if e[2] == "COMMIT"))
+    stats["blob_keys_deleted"] = sum(1 for h in history.values() if any(e.startswith("DELETE") for e in h))
+    return history, dict(stats)
+
+
 def blob_key_histories(cl: Cluster) -> tuple[dict[str, list[str]], dict]:
-    """Every blob key's writes and DELETEs, in the order of moto's request log, and counts."""
+    """Every blob key's writes and DELETEs, in the order of moto's request log, and counts; when
+    the collector deleted blobs in DeleteObjects batches, from the replicas' logs instead."""
     text = cl.moto.log_path.read_text(errors="replace")
     history: dict[str, list[str]] = defaultdict(list)
     stats = Counter()
@@ -753,7 +778,7 @@ def blob_key_histories(cl: Cluster) -> tuple[dict[str, list[str]], dict]:
         if not path.startswith(f"/{cl.bucket}"):
             continue  # the Ceph gateway is shared by the whole test run
         if method == "POST" and path.rstrip("/") == f"/{cl.bucket}" and query.startswith("delete"):
-            stats["delete_objects_batches"] += 1  # DeleteObjects: only upload staging keys (S3Driver._delete_many)
+            stats["delete_objects_batches"] += 1  # DeleteObjects: blob batches and upload staging parts
             continue
         if not BLOB_KEY.search(path):
             continue
@@ -764,6 +789,9 @@ def blob_key_histories(cl: Cluster) -> tuple[dict[str, list[str]], dict]:
             stats["blob_writes"] += 1
             history[path].append(f"{method}{'?' + query if query else ''} {status}")
     stats["blob_keys_deleted"] = sum(1 for h in history.values() if any(e.startswith("DELETE") for e in h))
+    if stats["delete_objects_batches"] and not stats["blob_deletes"]:
+        logged, logged_stats = blob_key_histories_from_logs(cl)
+        return logged, {**dict(stats), **logged_stats, "source": "replica logs"}
     return history, dict(stats)
 
 
