@@ -31,7 +31,8 @@ SCRUB = 3600
 @pytest.fixture
 def reg(tmp_path, backend, request):
     settings = {"scrub_time": SCRUB, **getattr(request, "param", {})}
-    with make_registry(tmp_path, backend, **settings) as r:
+    moto = request.getfixturevalue("moto") if backend == "s3" else None
+    with make_registry(tmp_path, backend, moto=moto, **settings) as r:
         yield r
 
 
