@@ -23,7 +23,9 @@ GC_DELAY = 1.0
 
 def _cli(data, url, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
-    env.update({"DOCKYARD_DATABASE_URL": url, "DOCKYARD_STORAGE_LATENCY": "20ms", "DOCKYARD_SCRUB_POOL_SIZE": "2",
+    # small batches: with batched storage deletes a run must still last long enough for the kills
+    env.update({"DOCKYARD_DATABASE_URL": url, "DOCKYARD_STORAGE_LATENCY": "150ms", "DOCKYARD_SCRUB_POOL_SIZE": "2",
+                "DOCKYARD_GC_BATCH_SIZE": "2",
                 "DOCKYARD_GC_DELAY": f"{GC_DELAY}s", "DOCKYARD_FSCK_GRACE": "0s", "DOCKYARD_LOG_LEVEL": "warning"})
     return [sys.executable, "-m", "dockyard", *args, "--data-dir", str(data)], env
 
