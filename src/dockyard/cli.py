@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dockyard.errors import Unavailable
 from dockyard import __version__
 from dockyard import config as config_mod
 
@@ -316,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"dockyard: {exc}", file=sys.stderr)
         return 2
+    except Unavailable as exc:  # the database or storage failing: one line, not a traceback
+        reason = getattr(exc, "reason", None)
+        print(f"dockyard: {exc.message}{f' ({reason})' if reason else ''}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: the same command later may succeed
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Callable
 
@@ -45,7 +46,7 @@ from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
-from dockyard.meta.db import Database
+from dockyard.meta.db import Database, retrying
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE, COMMITTING
@@ -175,16 +176,28 @@ class Collector:
             due = QueueStore(conn).due_work(now, now - self.opts.upload_ttl)
         done = 0
         if due & {"uploads", "commits"}:
-            done += self._uploads(report, now)
+            done += self._retrying(self._uploads, report, now)
         for name, review in (("manifests", self._review_manifests), ("links", self._review_links),
                              ("blobs", self._review_blobs), ("repositories", self._review_repositories)):
             # an earlier queue of this step may have made entries of a later one due
             if name in due or done:
-                done += self._queue(name, review, report, now)
+                done += self._retrying(partial(self._queue, name, review), report, now)
         if "tombstones" in due or done or self._inflight is not None:
             done += self._tombstones(report, now)
         if self.progress:
             self.progress(report)
+        return done
+
+    @staticmethod
+    def _retrying(unit: Callable, report: Report, now: float) -> int:
+        """Run one transaction of a step again if it loses a deadlock to a push or another
+        collector (it was rolled back: nothing of it happened); what it reports counts once."""
+        def attempt() -> tuple[int, Report]:
+            scratch = Report(report.job, dry_run=report.dry_run)
+            return unit(scratch, now), scratch
+
+        done, scratch = retrying(attempt)
+        report.merge(scratch)
         return done
 
     def backlog(self) -> dict:

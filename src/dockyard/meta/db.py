@@ -117,6 +117,7 @@ def retrying(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     only after a commit). A conflict after a commit, or the last one, is raised (a 503).
     Runs in the calling thread; the HTTP layer runs every service call through it."""
     attempts = RETRY_ATTEMPTS
+    outer = getattr(_unit, "committed", None)  # a unit inside a unit (a job run by a request)
     try:
         for attempt in range(1, attempts + 1):
             _unit.committed = False
@@ -127,8 +128,8 @@ def retrying(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                     raise
                 log.info("transaction conflict (%s); running it again (attempt %d)", exc.reason, attempt + 1)
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
-    finally:
-        _unit.committed = None
+    finally:  # what this unit committed, the enclosing one committed too
+        _unit.committed = None if outer is None else (outer or bool(_unit.committed))
     raise AssertionError("unreachable")
 
 
