@@ -61,6 +61,8 @@ from tests.e2e.gc_workload import (Http, Image, Model, Recorder, backlog_pending
                                    upload_blob, verify_image)
 from tests.support import postgres_database, start_server
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 KILLS = int(os.environ.get("DOCKYARD_CRASH_KILLS", "50"))
 KILL_PHASE_MAX = 110.0  # seconds: stop starting rounds after this even with fewer kills
 IMAGES = 300

@@ -53,6 +53,8 @@ import pytest
 from tests.e2e.gc_workload import RaceSettings, RaceWorkload
 from tests.support import postgres_database, start_server
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 RACE_SECONDS = float(os.environ.get("DOCKYARD_RACE_SECONDS", "75"))
 GC_DELAY = float(os.environ.get("DOCKYARD_RACE_GC_DELAY", "8"))
 

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 SOAK_SECONDS = float(os.environ.get("DOCKYARD_SOAK_SECONDS", "50"))
 
 # Open defects this soak found, by the exception their server-log traceback ends with. A run whose

@@ -116,6 +116,8 @@ from tests.e2e.gc_workload import (Http, LayerPool, Recorder, config_blob, docke
                                    percentile, random_blob, run_command, sha256)
 from tests.support import CephGateway, OCI_MANIFEST, postgres_database, push_image, start_moto, start_server
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 SECONDS = float(os.environ.get("DOCKYARD_REPLICAS_SECONDS", "30"))
 GC_DELAY = float(os.environ.get("DOCKYARD_REPLICAS_GC_DELAY", "10"))
 STORAGE_LATENCY = os.environ.get("DOCKYARD_REPLICAS_STORAGE_LATENCY", "10ms")

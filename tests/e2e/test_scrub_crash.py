@@ -15,6 +15,8 @@ from dockyard.registry import manifests
 from tests.lifecycle_support import make_registry, put_image, stored_blobs
 from tests.support import sha256
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 ROUNDS = int(os.environ.get("DOCKYARD_SCRUB_KILLS", "25"))
 # a purged image's layer links keep gc_delay (of the real clock: the CLI runs on it) before
 # its blobs can go, so the final collection waits that long after the final scrub

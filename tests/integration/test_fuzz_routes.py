@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from dockyard.api.app import routes
 from tests.support import OCI_MANIFEST, image_manifest, make_config, make_layer, push_blob, sha256, start_server
 
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
+
 EXAMPLES = int(os.environ.get("DOCKYARD_FUZZ_EXAMPLES", "1000"))
 REPO = "fuzz/app"
 USER, PASSWORD = "fuzzer", "fuzz-pw"

@@ -28,6 +28,9 @@ from dockyard.meta import schema
 from dockyard.registry import blobs, manifests
 from tests.lifecycle_support import make_registry, put_image, stored_blobs
 from tests.support import make_layer, sha256
+import pytest
+
+pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
 DELAY = 60
 SCRUB = 600
