@@ -179,7 +179,6 @@ def test_bucket_is_empty_after_collection(ceph_rgw, workdir, tmp_path):
     env = {**ceph_rgw.env(bucket, prefix=PREFIX), "DOCKYARD_GC_ENABLED": "false", "DOCKYARD_SCRUB_ENABLED": "false",
            "DOCKYARD_GC_DELAY": f"{GC_DELAY}s", "DOCKYARD_SCRUB_TIME": f"{SCRUB_TIME}s",
            "DOCKYARD_UPLOAD_TTL": f"{UPLOAD_TTL}s"}
-    deletes_before = len(ceph_rgw.delete_calls())
     with postgres_database() as url:
         server = start_server(tmp_path / "server", database_url=url, extra_env=env)
         try:

@@ -22,10 +22,6 @@ class BlobStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def get(self, digest: str) -> Blob | None:
-        row = self.conn.execute(select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.state == READY)).first()
-        return Blob(digest, row.size) if row else None
-
     def get_linked(self, repo_id: int, digest: str) -> Blob | None:
         row = self.conn.execute(
             select(blobs.c.size)

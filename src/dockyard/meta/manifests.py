@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, select, update
 
 from dockyard.meta.db import insert_ignore
 from dockyard.meta.schema import ACTIVE, PENDING_DELETE, manifest_references, manifests as t
@@ -169,28 +169,9 @@ class ManifestStore:
         return [_row(r) for r in self.conn.execute(
             select(*_COLUMNS).where(t.c.repository_id == repo_id, t.c.state == ACTIVE))]
 
-    def active_ids(self, repo_id: int) -> list[int]:
-        return list(self.conn.execute(
-            select(t.c.id).where(t.c.repository_id == repo_id, t.c.state == ACTIVE)).scalars())
-
     def references(self, manifest_id: int) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             select(manifest_references.c.kind, manifest_references.c.digest).where(
                 manifest_references.c.manifest_id == manifest_id)
         )
         return [(r.kind, r.digest) for r in rows]
-
-    def referrer_ids(self, repo_id: int, subject: str) -> list[int]:
-        return list(self.conn.execute(select(t.c.id).where(
-            t.c.repository_id == repo_id, t.c.subject_digest == subject)).scalars())
-
-    def ids_of(self, repo_id: int, digests: Iterable[str]) -> list[int]:
-        wanted = list(set(digests))
-        if not wanted:
-            return []
-        return list(self.conn.execute(select(t.c.id).where(
-            t.c.repository_id == repo_id, t.c.digest.in_(wanted))).scalars())
-
-    def purge(self, manifest_id: int) -> None:
-        self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
-        self.conn.execute(delete(t).where(t.c.id == manifest_id))

@@ -139,7 +139,3 @@ class TrashStore:
             .order_by(trashed_tags.c.scrub_after).limit(limit)))
         self.drop([r.id for r in rows])
         return [r.manifest_id for r in rows]
-
-    def blob_digests(self, manifest_id: int) -> list[str]:
-        return list(self.conn.execute(select(manifest_references.c.digest).where(
-            manifest_references.c.manifest_id == manifest_id, manifest_references.c.kind == "blob")).scalars())

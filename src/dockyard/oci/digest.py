@@ -46,10 +46,3 @@ class Digest:
 def compute(data: bytes, algorithm: str = "sha256") -> Digest:
     return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-
-def is_valid(value: str) -> bool:
-    try:
-        Digest.parse(value)
-    except InvalidDigest:
-        return False
-    return True
