@@ -15,32 +15,23 @@ from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE
 from dockyard.meta.tags import TagStore
 from dockyard.meta.trash import TrashStore
-from dockyard.validate import check_digest, check_name
-from dockyard.oci.names import is_valid_tag
+from dockyard.oci.references import ImageRef, InvalidReference, parse_reference
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
-    repository: str
-    digest: str | None = None
-    tag: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.repository}@{self.digest}" if self.digest else f"{self.repository}:{self.tag}"
-
-
-def parse_reference(text: str) -> Reference:
-    """``repo@sha256:...`` or ``repo:tag``."""
-    if "@" in text:
-        name, _, digest = text.partition("@")
-        return Reference(check_name(name), digest=str(check_digest(digest)))
-    name, sep, tag = text.rpartition(":")
-    if not sep or not is_valid_tag(tag):
+def parse_target(text: str) -> ImageRef:
+    """What restore and purge act on: ``repo@sha256:...`` or ``repo:tag`` (the one reference
+    grammar of ``oci.references``, without a host, with exactly one of tag and digest)."""
+    try:
+        ref = parse_reference(text)
+    except InvalidReference as exc:
+        raise RegistryError("NAME_INVALID", "reference must be <repository>@<digest> or <repository>:<tag>",
+                            {"reference": text, "reason": str(exc)}) from exc
+    if ref.host or (ref.tag is None) == (ref.digest is None):
         raise RegistryError("NAME_INVALID", "reference must be <repository>@<digest> or <repository>:<tag>",
                             {"reference": text})
-    return Reference(check_name(name), tag=tag)
+    return ref
 
 
 def listing(reg, repository: str | None = None, limit: int = 1000) -> dict:
@@ -69,7 +60,7 @@ class RestoreResult:
 
 
 def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
-    ref = parse_reference(text)
+    ref = parse_target(text)
     now = reg.now()
     with reg.db.write() as conn:
         repos = RepositoryStore(conn)
@@ -175,7 +166,7 @@ class PurgeResult:
 
 def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
     """Purge one trashed image now; its data goes with the first collection after gc_delay."""
-    ref = parse_reference(text)
+    ref = parse_target(text)
     if ref.digest is None:
         raise RegistryError("UNSUPPORTED", "purge takes <repository>@<digest>", {"reference": text})
     now = reg.now()
