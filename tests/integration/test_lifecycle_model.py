@@ -10,6 +10,7 @@ and the tables are empty: every unreferenced object was reclaimed.
 """
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,12 @@ class Image:
 
 class Lifecycle(RuleBasedStateMachine):
     DELETE_UNTAGGED = False
+    BACKEND = "sqlite"
 
     def __init__(self):
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory()
-        self._ctx = make_registry(Path(self._tmp.name), "sqlite", gc_delay=DELAY, scrub_time=SCRUB,
+        self._ctx = make_registry(Path(self._tmp.name), self.BACKEND, gc_delay=DELAY, scrub_time=SCRUB,
                                   delete_untagged=self.DELETE_UNTAGGED)
         self.reg = self._ctx.__enter__()
         self.images: dict[tuple[str, str], Image] = {}
@@ -204,9 +206,19 @@ class LifecycleDeleteUntagged(Lifecycle):
     DELETE_UNTAGGED = True
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=20, deadline=None,
+class LifecyclePostgres(Lifecycle):
+    """On PostgreSQL (a fresh database per sequence), delete_untagged on: fewer sequences here."""
+    DELETE_UNTAGGED = True
+    BACKEND = "postgres"
+
+
+# sequences per variant: a few dozen in the suite; bench/lifecycle_model_soak.py runs thousands
+EXAMPLES = int(os.environ.get("DOCKYARD_MODEL_EXAMPLES", "40"))
+SETTINGS = settings(max_examples=EXAMPLES, stateful_step_count=20, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 Lifecycle.TestCase.settings = SETTINGS
 LifecycleDeleteUntagged.TestCase.settings = SETTINGS
+LifecyclePostgres.TestCase.settings = settings(SETTINGS, max_examples=max(5, EXAMPLES // 8))
 TestLifecycleModel = Lifecycle.TestCase
 TestLifecycleModelDeleteUntagged = LifecycleDeleteUntagged.TestCase
+TestLifecycleModelPostgres = LifecyclePostgres.TestCase
