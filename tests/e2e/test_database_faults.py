@@ -12,13 +12,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
-from tests.support import OCI_MANIFEST, PG_URL, image_manifest, make_config, make_layer, postgres_database, \
-    push_blob, push_image, sha256, start_server
+from tests.support import OCI_MANIFEST, PG_URL, postgres_database, \
+    push_image, sha256, start_server
 
 NO_JOBS = {"DOCKYARD_GC_ENABLED": "false", "DOCKYARD_SCRUB_ENABLED": "false", "DOCKYARD_PULL_FLUSH_INTERVAL": "1s"}
 
@@ -97,48 +97,55 @@ def _assert_unavailable(r: httpx.Response, head: bool = False) -> None:
         assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
 
 
-def test_database_down_is_503_one_line_and_recovers(tmp_path):
+@contextmanager
+def server_behind_cuttable_proxy(tmp_path, extra_env: dict):
+    """A real server on a fresh PostgreSQL database reached through a proxy the test can cut."""
     with postgres_database() as url:
         proxy = CuttableProxy(_pg_target())
         name = url.rsplit("/", 1)[1]
         server = start_server(tmp_path / "data", database_url=f"postgresql://127.0.0.1:{proxy.port}/{name}",
-                              extra_env=NO_JOBS)
+                              extra_env=extra_env)
         try:
-            with server.client() as c:
-                digest, manifest, blobs = push_image(c, "team/app", "v1", "before")
-                assert c.get("/v2/team/app/manifests/v1").content == manifest
-
-            proxy.cut()
-            failing = 0
-            with server.client() as c:
-                for _ in range(3):
-                    _assert_unavailable(c.get("/v2/team/app/manifests/v1"))
-                    _assert_unavailable(c.head("/v2/team/app/manifests/v1"), head=True)
-                    _assert_unavailable(c.get(f"/v2/team/app/blobs/{sha256(blobs[0])}"))
-                    _assert_unavailable(c.put(f"/v2/team/app/manifests/{digest}", content=manifest,
-                                              headers={"Content-Type": OCI_MANIFEST}))
-                    _assert_unavailable(c.post("/v2/team/app/blobs/uploads/"))
-                    _assert_unavailable(c.get("/v2/_catalog"))
-                    failing += 6
-            time.sleep(1.5)  # a pull-time flush runs against the dead database too
-            log = server.log()
-            assert "Traceback" not in log
-            assert log.count("503 UNAVAILABLE") == failing  # one line per failed request
-
-            proxy.restore()
-            deadline = time.monotonic() + 20
-            with server.client() as c:
-                while c.get("/v2/team/app/manifests/v1").status_code != 200:
-                    assert time.monotonic() < deadline, "the server did not recover"
-                    time.sleep(0.2)
-                assert c.get("/v2/team/app/manifests/v1").content == manifest
-                assert c.get(f"/v2/team/app/blobs/{sha256(blobs[1])}").content == blobs[1]
-                digest2, manifest2, blobs2 = push_image(c, "team/app", "v2", "after")
-                assert c.get("/v2/team/app/manifests/v2").content == manifest2
-            assert "Traceback" not in server.log()
+            yield server, proxy
         finally:
             server.stop()
-            proxy.cut()
+
+
+def test_database_down_is_503_one_line_and_recovers(tmp_path):
+    with server_behind_cuttable_proxy(tmp_path, NO_JOBS) as (server, proxy):
+        with server.client() as c:
+            digest, manifest, blobs = push_image(c, "team/app", "v1", "before")
+            assert c.get("/v2/team/app/manifests/v1").content == manifest
+
+        proxy.cut()
+        failing = 0
+        with server.client() as c:
+            for _ in range(3):
+                _assert_unavailable(c.get("/v2/team/app/manifests/v1"))
+                _assert_unavailable(c.head("/v2/team/app/manifests/v1"), head=True)
+                _assert_unavailable(c.get(f"/v2/team/app/blobs/{sha256(blobs[0])}"))
+                _assert_unavailable(c.put(f"/v2/team/app/manifests/{digest}", content=manifest,
+                                          headers={"Content-Type": OCI_MANIFEST}))
+                _assert_unavailable(c.post("/v2/team/app/blobs/uploads/"))
+                _assert_unavailable(c.get("/v2/_catalog"))
+                failing += 6
+        time.sleep(1.5)  # a pull-time flush runs against the dead database too
+        log = server.log()
+        assert "Traceback" not in log
+        assert log.count("503 UNAVAILABLE") == failing  # one line per failed request
+
+        proxy.restore()
+        deadline = time.monotonic() + 20
+        with server.client() as c:
+            while c.get("/v2/team/app/manifests/v1").status_code != 200:
+                assert time.monotonic() < deadline, "the server did not recover"
+                time.sleep(0.2)
+            assert c.get("/v2/team/app/manifests/v1").content == manifest
+            assert c.get(f"/v2/team/app/blobs/{sha256(blobs[1])}").content == blobs[1]
+            digest2, manifest2, blobs2 = push_image(c, "team/app", "v2", "after")
+            assert c.get("/v2/team/app/manifests/v2").content == manifest2
+        assert "Traceback" not in server.log()
+        proxy.cut()
 
 
 def _set_read_only(url: str, on: bool) -> None:

@@ -20,7 +20,7 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.support import free_port, push_image, sha256, start_server
+from tests.support import ServerProcess, free_port, push_image, sha256, start_server
 
 NO_JOBS = {"DOCKYARD_GC_ENABLED": "false", "DOCKYARD_SCRUB_ENABLED": "false"}
 
@@ -101,28 +101,20 @@ def test_readyz_names_storage_and_migrations_failures_and_recovers(tmp_path):
 
 
 def test_readyz_names_an_unreachable_database(tmp_path):
-    from tests.e2e.test_database_faults import CuttableProxy, _pg_target
-    from tests.support import postgres_database
+    from tests.e2e.test_database_faults import server_behind_cuttable_proxy
 
-    with postgres_database() as url:
-        proxy = CuttableProxy(_pg_target())
-        name = url.rsplit("/", 1)[1]
-        server = start_server(tmp_path / "data", database_url=f"postgresql://127.0.0.1:{proxy.port}/{name}",
-                              extra_env=NO_JOBS)
-        try:
-            with server.client() as c:
-                assert _wait_ready(c, 200).status_code == 200
-                proxy.cut()
-                r = _wait_ready(c, 503)
-                assert r.status_code == 503, r.text
-                assert r.json()["failed"] == ["database", "migrations"]
-                assert r.json()["checks"] == {"database": "unreachable", "migrations": "unknown", "storage": "ok"}
-                assert c.get("/healthz").status_code == 200
-                proxy.restore()
-                assert _wait_ready(c, 200, deadline=20).status_code == 200
-            assert "Traceback" not in server.log()
-        finally:
-            server.stop()
+    with server_behind_cuttable_proxy(tmp_path, NO_JOBS) as (server, proxy):
+        with server.client() as c:
+            assert _wait_ready(c, 200).status_code == 200
+            proxy.cut()
+            r = _wait_ready(c, 503)
+            assert r.status_code == 503, r.text
+            assert r.json()["failed"] == ["database", "migrations"]
+            assert r.json()["checks"] == {"database": "unreachable", "migrations": "unknown", "storage": "ok"}
+            assert c.get("/healthz").status_code == 200
+            proxy.restore()
+            assert _wait_ready(c, 200, deadline=20).status_code == 200
+        assert "Traceback" not in server.log()
 
 
 # ---- 2-4. start-up checks: one line on stderr, a non-zero exit, nothing bound ----------------
@@ -312,9 +304,7 @@ def _tls_context(pki: dict[str, Path], *, client_cert: bool = False):
     return ctx
 
 
-def _start_tls(data: Path, env: dict, ctx) -> "ServerProcess":
-    from tests.support import ServerProcess
-
+def _start_tls(data: Path, env: dict, ctx) -> ServerProcess:
     port = free_port()
     data.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
