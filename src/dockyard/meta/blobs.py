@@ -5,17 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from dockyard import faults
 from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import COMMITTING, READY, blobs, repository_blobs
+from dockyard.meta.schema import COMMITTING, READY, blobs, gc_link_reviews, repositories, repository_blobs
 
 
 @dataclass(frozen=True, slots=True)
 class Blob:
     digest: str
     size: int
+
+
+# hot-path statements, built once (no construct or cache key to build per request)
+_MARK_READY = update(blobs).where(blobs.c.digest == bindparam("d")).values(state=READY)
+_LINKED_BY_NAME = (
+    select(blobs.c.size, repositories.c.id, gc_link_reviews.c.review_after)
+    .select_from(repositories)
+    .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+    .join(blobs, blobs.c.digest == repository_blobs.c.digest)
+    .outerjoin(gc_link_reviews, (gc_link_reviews.c.repository_id == repositories.c.id)
+               & (gc_link_reviews.c.digest == blobs.c.digest))
+    .where(repositories.c.name == bindparam("name"), repositories.c.deleted_at.is_(None),
+           repository_blobs.c.digest == bindparam("digest"), blobs.c.state == READY))
 
 
 class BlobStore:
@@ -68,8 +81,10 @@ class BlobStore:
         )
         return {r.digest: r.size for r in rows}
 
-    def add(self, digest: str, size: int, now: float, state: str = READY) -> None:
-        insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now, "state": state})
+    def add(self, digest: str, size: int, now: float, state: str = READY) -> bool:
+        """Insert the row unless one exists; True if this call inserted it."""
+        return bool(insert_ignore(self.conn, blobs, {"digest": digest, "size": size, "created_at": now,
+                                                     "state": state}))
 
     def existing(self, digests) -> set[str]:
         """Those of ``digests`` that have a row (any state)."""
@@ -90,17 +105,20 @@ class BlobStore:
         self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(size=size, state=COMMITTING))
 
     def mark_ready(self, digest: str) -> None:
-        self.conn.execute(update(blobs).where(blobs.c.digest == digest).values(state=READY))
+        self.conn.execute(_MARK_READY, {"d": digest})
 
-    def link(self, repo_id: int, digests: Iterable[str], now: float) -> None:
+    def link(self, repo_id: int, digests: Iterable[str], now: float, *, locked: bool = False) -> None:
+        """Link ``digests`` to the repository. ``locked``: this transaction already holds the
+        blob rows (locked for update, or inserted by it), so the key-share lock is not taken again."""
         wanted = sorted(set(digests))
         if not wanted:
             return
         # Take the lock the foreign-key check will take (KEY SHARE on the blob rows), in digest
         # order, before the link's index entry exists: taken after it (by the check), a
         # concurrent push holding the blob row and inserting the same link deadlocked with us.
-        self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest)
-                          .with_for_update(read=True, key_share=True))
+        if not locked:
+            self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest)
+                              .with_for_update(read=True, key_share=True))
         insert_ignore(self.conn, repository_blobs,
                       [{"repository_id": repo_id, "digest": d, "created_at": now} for d in wanted])
 
@@ -123,16 +141,5 @@ class LinkedBlob:
 
 def get_linked_by_name(conn: Connection, repo_name: str, digest: str) -> LinkedBlob | None:
     """The blob if ``repo_name`` (not deleted) links it: one query, for the HEAD/GET hot path."""
-    from dockyard.meta.schema import gc_link_reviews, repositories
-
-    row = conn.execute(
-        select(blobs.c.size, repositories.c.id, gc_link_reviews.c.review_after)
-        .select_from(repositories)
-        .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
-        .join(blobs, blobs.c.digest == repository_blobs.c.digest)
-        .outerjoin(gc_link_reviews, (gc_link_reviews.c.repository_id == repositories.c.id)
-                   & (gc_link_reviews.c.digest == blobs.c.digest))
-        .where(repositories.c.name == repo_name, repositories.c.deleted_at.is_(None),
-               repository_blobs.c.digest == digest, blobs.c.state == READY)
-    ).first()
+    row = conn.execute(_LINKED_BY_NAME, {"name": repo_name, "digest": digest}).first()
     return LinkedBlob(Blob(digest, row.size), row.id, row.review_after) if row else None

@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, case, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dockyard.meta.db import in_pairs
+from dockyard.meta.db import cached_statement, in_pairs
 from dockyard.meta.schema import (
     ACTIVE,
     COMMITTING,
@@ -64,17 +64,28 @@ class Tombstone:
     attempts: int
 
 
+# the push path's statements, built once (no construct or cache key to build per request)
+_LOCK_BLOB = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+              .where(blobs.c.digest == bindparam("digest")).with_for_update())
+_TOMBSTONE_OF = (select(gc_tombstones.c.key, gc_tombstones.c.lease_owner, gc_tombstones.c.next_attempt_at)
+                 .where(gc_tombstones.c.digest == bindparam("digest")).with_for_update())
+
+
 def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[dict]) -> None:
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(table)
-        later = func.greatest(table.c.review_after, stmt.excluded.review_after)
-    else:
-        stmt = sqlite.insert(table)
-        later = func.max(table.c.review_after, stmt.excluded.review_after)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={"review_after": later})
-    conn.execute(stmt, rows)
+    dialect = conn.dialect.name
+
+    def build():
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table)
+            later = func.greatest(table.c.review_after, stmt.excluded.review_after)
+        else:
+            stmt = sqlite.insert(table)
+            later = func.max(table.c.review_after, stmt.excluded.review_after)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={"review_after": later})
+
+    conn.execute(cached_statement(("upsert_later", dialect, table, tuple(keys)), build), rows)
 
 
 def _group_by_value(mapping: dict) -> dict:
@@ -365,9 +376,7 @@ class QueueStore:
     # ---- checks under lock ---------------------------------------------------
     def lock_blob(self, digest: str):
         """The blob row, locked against concurrent pushes and collectors (None if gone)."""
-        return self.conn.execute(
-            select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
-            .where(blobs.c.digest == digest).with_for_update()).first()
+        return self.conn.execute(_LOCK_BLOB, {"digest": digest}).first()
 
     def blob_referenced(self, digest: str, ignoring_repositories: set[int] | None = None) -> bool:
         by_manifest = exists().where(manifest_references.c.digest == digest, manifest_references.c.kind == "blob")
@@ -413,9 +422,7 @@ class QueueStore:
         if one existed but no collector was deleting its data (never claimed, waiting for a
         retry, or its lease has expired), so the data is kept; "busy" if a collector holds a
         live lease on it (the push must wait for the delete to finish)."""
-        row = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.lease_owner,
-                                       gc_tombstones.c.next_attempt_at)
-                                .where(gc_tombstones.c.digest == digest).with_for_update()).first()
+        row = self.conn.execute(_TOMBSTONE_OF, {"digest": digest}).first()
         if row is None:
             return "none"
         if row.lease_owner is not None and row.next_attempt_at > now:

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import ACTIVE, PENDING_DELETE, manifest_references, manifests as t
+from dockyard.meta.schema import ACTIVE, PENDING_DELETE, manifest_references, manifests as t, repositories, tags
 from dockyard.oci.manifest import ParsedManifest
 
 
@@ -33,6 +33,21 @@ _COLUMNS = (t.c.id, t.c.repository_id, t.c.digest, t.c.media_type, t.c.size, t.c
 def _row(row, payload: bool = False) -> Manifest:
     return Manifest(row.id, row.repository_id, row.digest, row.media_type, row.size, row.state,
                     row.artifact_type, row.subject_digest, row.payload if payload else None)
+
+
+def _lookup_statements():
+    """The pull hot path's two queries, built once (SQLAlchemy then skips building the
+    construct and its cache key on every request)."""
+    base = (select(*_COLUMNS, t.c.payload).select_from(repositories)
+            .join(t, t.c.repository_id == repositories.c.id)
+            .where(repositories.c.name == bindparam("name"), repositories.c.deleted_at.is_(None),
+                   t.c.state == ACTIVE))
+    by_tag = base.join(tags, (tags.c.repository_id == repositories.c.id) & (tags.c.manifest_id == t.c.id)).where(
+        tags.c.name == bindparam("reference"))
+    return by_tag, base.where(t.c.digest == bindparam("reference"))
+
+
+_LOOKUP_BY_TAG, _LOOKUP_BY_DIGEST = _lookup_statements()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +80,8 @@ class ManifestStore:
     def lookup(self, repo_name: str, *, tag: str | None = None, digest: str | None = None) -> Manifest | None:
         """The active manifest a live repository's tag or digest names, with its payload: one
         query, for the pull hot path."""
-        from dockyard.meta.schema import repositories, tags
-
-        q = (select(*_COLUMNS, t.c.payload).select_from(repositories)
-             .join(t, t.c.repository_id == repositories.c.id)
-             .where(repositories.c.name == repo_name, repositories.c.deleted_at.is_(None), t.c.state == ACTIVE))
-        if tag is not None:
-            q = q.join(tags, (tags.c.repository_id == repositories.c.id) & (tags.c.manifest_id == t.c.id)).where(
-                tags.c.name == tag)
-        else:
-            q = q.where(t.c.digest == digest)
-        row = self.conn.execute(q).first()
+        q = _LOOKUP_BY_TAG if tag is not None else _LOOKUP_BY_DIGEST
+        row = self.conn.execute(q, {"name": repo_name, "reference": tag if tag is not None else digest}).first()
         return _row(row, True) if row else None
 
     def active_among(self, repo_id: int, digests: Iterable[str], *, lock: bool = False) -> set[str]:

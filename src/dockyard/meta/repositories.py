@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from dockyard.errors import name_unknown
 from dockyard.meta.db import insert_ignore
@@ -16,6 +16,10 @@ class Repository:
     id: int
     name: str
     deleted_at: float | None
+
+
+_BY_NAME_SHARED = (select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == bindparam("name"))
+                   .with_for_update(read=True))  # built once: every push runs it
 
 
 class RepositoryStore:
@@ -54,12 +58,12 @@ class RepositoryStore:
     def ensure(self, name: str, now: float) -> Repository:
         """The repository, created or revived as needed, and share-locked for this transaction
         so the collector cannot remove it while the caller adds to it."""
+        row = self.conn.execute(_BY_NAME_SHARED, {"name": name}).first()  # nearly always there: one statement
         for _ in range(5):
-            insert_ignore(self.conn, t, {"name": name, "created_at": now})
-            row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == name)
-                                    .with_for_update(read=True)).first()
             if row is not None:
                 break
+            insert_ignore(self.conn, t, {"name": name, "created_at": now})
+            row = self.conn.execute(_BY_NAME_SHARED, {"name": name}).first()
         else:  # pragma: no cover - removed five times in a row under us
             raise RuntimeError(f"repository {name} keeps disappearing")
         repo = Repository(row.id, row.name, row.deleted_at)

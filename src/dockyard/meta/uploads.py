@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
 from dockyard.meta.schema import uploads as t
 
@@ -23,28 +23,35 @@ class Upload:
     created_at: float
 
 
+# the push path's statements, built once (no construct or cache key to build per request)
+_INSERT = t.insert()
+_GET = select(t.c.repository_id, t.c.size, t.c.created_at).where(t.c.id == bindparam("upload_id"))
+_CLAIM = (update(t).where(t.c.id == bindparam("upload_id"),
+                          or_(t.c.writer.is_(None), t.c.writer_until < bindparam("now")))
+          .values(writer=bindparam("token"), writer_until=bindparam("until"), updated_at=bindparam("now"))
+          .returning(t.c.repository_id, t.c.size, t.c.created_at))
+_DELETE_CLAIMED = delete(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bindparam("token"))
+
+
 class UploadStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
     def create(self, upload_id: str, repo_id: int, now: float, *, writer: str | None = None,
                writer_until: float | None = None) -> Upload:
-        self.conn.execute(t.insert().values(id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now,
-                                            writer=writer, writer_until=writer_until))
+        self.conn.execute(_INSERT, {"id": upload_id, "repository_id": repo_id, "size": 0, "created_at": now,
+                                    "updated_at": now, "writer": writer, "writer_until": writer_until})
         return Upload(upload_id, repo_id, 0, now)
 
     def get(self, upload_id: str) -> Upload | None:
-        row = self.conn.execute(select(t.c.repository_id, t.c.size, t.c.created_at).where(t.c.id == upload_id)).first()
+        row = self.conn.execute(_GET, {"upload_id": upload_id}).first()
         return Upload(upload_id, row.repository_id, row.size, row.created_at) if row else None
 
     def claim(self, upload_id: str, token: str, now: float, until: float) -> tuple[Upload | None, bool]:
         """Make ``token`` the session's only writer until ``until``. Returns (the session, True)
         when claimed, (the session, False) when another live claim holds it, (None, False) when
         there is no such session."""
-        row = self.conn.execute(
-            update(t).where(t.c.id == upload_id, or_(t.c.writer.is_(None), t.c.writer_until < now))
-            .values(writer=token, writer_until=until, updated_at=now)
-            .returning(t.c.repository_id, t.c.size, t.c.created_at)).first()
+        row = self.conn.execute(_CLAIM, {"upload_id": upload_id, "now": now, "token": token, "until": until}).first()
         if row is not None:
             return Upload(upload_id, row.repository_id, row.size, row.created_at), True
         return self.get(upload_id), False
@@ -64,7 +71,7 @@ class UploadStore:
         return res.rowcount == 1
 
     def delete_claimed(self, upload_id: str, token: str) -> bool:
-        return self.conn.execute(delete(t).where(t.c.id == upload_id, t.c.writer == token)).rowcount > 0
+        return self.conn.execute(_DELETE_CLAIMED, {"upload_id": upload_id, "token": token}).rowcount > 0
 
     def delete(self, upload_id: str) -> bool:
         return self.conn.execute(delete(t).where(t.c.id == upload_id)).rowcount > 0

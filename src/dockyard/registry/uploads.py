@@ -304,13 +304,14 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
                 waiting = False
                 # only an object known good (committed ready, of this size) is shared
                 ready = row is not None and row.state == READY and row.size == upload.size
+                held = row is not None  # locked for update above
                 if row is None:
-                    store.add(digest, upload.size, now, state=COMMITTING)
+                    held = store.add(digest, upload.size, now, state=COMMITTING)
                 elif not ready:
                     store.recommit(digest, upload.size)
                 if not UploadStore(conn).delete_claimed(upload.id, claim.token):
                     raise _lost(upload.id)
-                store.link(upload.repository_id, [digest], now)
+                store.link(upload.repository_id, [digest], now, locked=held)
                 queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
                 if ready:  # the registry already holds these bytes: the staged copy goes
                     queue.add_tombstones([_upload_tombstone(upload, now)])
