@@ -322,12 +322,16 @@ class Collector:
         without waiting: the storage round trips overlap the next step's reviews. One claimed
         batch at most is in flight, under its lease; ``run`` settles the last one."""
         done = self._settle_inflight(report)
+        limit = self.opts.batch_size
+        if self.opts.max_deletes_per_second > 0:  # never claim more than half a lease can delete
+            limit = max(1, min(limit, int(self.opts.max_deletes_per_second * self.opts.lease / 2)))
         with self.db.write() as conn:
-            claimed = QueueStore(conn).claim_tombstones(now, self.opts.batch_size, self.owner, self.opts.lease)
+            claimed = QueueStore(conn).claim_tombstones(now, limit, self.owner, self.opts.lease)
         if claimed:
             if self._pool is None:
                 self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
-            self._inflight = self._pool.start(claimed)
+            # sent within half the lease: the other half covers the call itself
+            self._inflight = self._pool.start(claimed, deadline=time.monotonic() + self.opts.lease / 2)
         return done + len(claimed)
 
     def _settle_inflight(self, report: Report) -> int:

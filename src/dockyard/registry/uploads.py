@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 from dockyard import faults
 from dockyard.errors import Conflict, RegistryError, Unavailable, UploadOutOfOrder, digest_invalid, upload_unknown
 from dockyard.meta.blobs import Blob, BlobStore
+from dockyard.meta.db import retrying
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.schema import COMMITTING, READY
 from dockyard.meta.repositories import RepositoryStore
@@ -119,6 +120,24 @@ class _Claim:
         with self.reg.db.write() as conn:
             return UploadStore(conn).release(self.upload_id, self.token, self.reg.now(), size)
 
+    def holds(self) -> bool:
+        """Whether this request still holds the session (renewing the lease now); False also
+        when the database cannot say. A request that lost it must not touch the staged data."""
+        try:
+            now = self.reg.now()
+            with self.reg.db.write() as conn:
+                return UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
+        except Exception as exc:  # on a failure path already: its own error is the one to report
+            log.warning("upload %s: could not check its claim: %s", self.upload_id, exc)
+            return False
+
+    def release_quietly(self) -> None:
+        """Let go on a failure path (best effort: if the database is down too, the lease runs out)."""
+        try:
+            self.release()
+        except Exception as exc:
+            log.warning("upload %s: could not release its claim: %s", self.upload_id, exc)
+
 
 def _lost(upload_id: str) -> RegistryError:
     return Conflict("BLOB_UPLOAD_INVALID", "upload session was taken over or removed by another request",
@@ -127,11 +146,13 @@ def _lost(upload_id: str) -> RegistryError:
 
 def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | None,
              claim: _Claim) -> Iterator[bytes]:
-    """The body's chunks, hashed and counted, never more than ``limit`` bytes in all."""
+    """The body's chunks, hashed and counted, never more than ``limit`` bytes in all; a body
+    still streaming when the disk fills stops there (the room freed is for reclamation)."""
     for chunk in chunks:
         if limit is not None and counter[0] + len(chunk) > limit:
             raise RegistryError("SIZE_INVALID", "body is longer than Content-Length or Content-Range",
                                 {"expected": limit, "received_at_least": counter[0] + len(chunk)})
+        _room_for_uploads(claim.reg)
         claim.keep()
         if hasher is not None:
             hasher.update(chunk)
@@ -157,7 +178,8 @@ def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes
                                 {"expected": expected_length, "received": counter[0]})
         faults.point("uploads.written")
     except BaseException:
-        _cut_back(reg, key, upload.size)
+        if claim.holds():  # a request that lost the session must not cut another writer's bytes
+            _cut_back(reg, key, upload.size)
         raise
     return Upload(upload.id, upload.repository_id, new_size, upload.created_at), hasher
 
@@ -172,7 +194,7 @@ def write(reg: Registry, upload: Upload, chunks: Iterable[bytes], expected_lengt
     try:
         upload, hasher = _append(reg, claim, upload, chunks, expected_length, start)
     except BaseException:
-        claim.release()
+        claim.release_quietly()
         raise
     if not claim.release(upload.size):
         raise _lost(upload.id)
@@ -190,9 +212,11 @@ def _cut_back(reg: Registry, key: str, size: int) -> None:
         log.warning("could not truncate %s back to %d bytes: %s", key, size, exc)
 
 
-def _rehash(reg: Registry, key: str, algorithm: str) -> str:
+def _rehash(reg: Registry, key: str, size: int, algorithm: str, claim: _Claim) -> str:
+    """The digest of exactly the ``size`` acknowledged bytes (the claim renewed meanwhile)."""
     h = hashlib.new(algorithm)
-    for chunk in reg.storage.read(key):
+    for chunk in reg.storage.read(key, 0, size):
+        claim.keep()
         h.update(chunk)
     return h.hexdigest()
 
@@ -251,7 +275,7 @@ def _discard(reg: Registry, upload: Upload) -> None:
     try:
         with reg.db.write() as conn:
             if UploadStore(conn).delete(upload.id):
-                QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+                _forget(QueueStore(conn), reg, upload)
     except Exception as exc:  # the request is failing already; its own error is the one to report
         log.warning("could not discard upload %s: %s", upload.id, exc)
 
@@ -282,53 +306,86 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
             hasher = None
         elif hasher is None:
             hasher = reg.hashers.take(upload.id, upload.size)
-        actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, d.algorithm)
+        actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
+                                                                          claim)
         faults.point("uploads.verified")
     except BaseException:
-        claim.release()
+        claim.release_quietly()
         raise
     if actual != d.hex:
         _abandon(reg, upload, claim)
         raise digest_invalid("provided digest did not match uploaded content", str(d))
     digest = str(d)
     deadline = time.monotonic() + TOMBSTONE_WAIT
-    while True:
-        with reg.db.write() as conn:
-            now = reg.now()
-            store = BlobStore(conn)
-            queue = QueueStore(conn)
-            row = queue.lock_blob(digest)
-            if row is None and queue.cancel_idle_tombstone(digest, now) == "busy":
-                waiting = True
-            else:
-                waiting = False
-                # only an object known good (committed ready, of this size) is shared
-                ready = row is not None and row.state == READY and row.size == upload.size
-                held = row is not None  # locked for update above
-                if row is None:
-                    held = store.add(digest, upload.size, now, state=COMMITTING)
-                elif not ready:
-                    store.recommit(digest, upload.size)
-                if not UploadStore(conn).delete_claimed(upload.id, claim.token):
-                    raise _lost(upload.id)
-                store.link(upload.repository_id, [digest], now, locked=held)
-                queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
-                if ready:  # the registry already holds these bytes: the staged copy goes
-                    queue.add_tombstones([_upload_tombstone(upload, now)])
-        if not waiting:
-            break
-        if time.monotonic() > deadline:
-            claim.release()
-            log.warning("push of %s to %s gave up waiting for a tombstone", digest, name)
-            raise RegistryError("TOOMANYREQUESTS", "blob is being garbage collected; retry the upload",
-                                {"digest": digest})
-        time.sleep(0.05)
+    try:
+        while True:
+            # its own unit: a deadlock with the collector rolls it back and it runs again
+            waiting, ready = retrying(_commit_rows, reg, upload, claim, digest)
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                log.warning("push of %s to %s gave up waiting for a tombstone", digest, name)
+                raise RegistryError("TOOMANYREQUESTS", "blob is being garbage collected; retry the upload",
+                                    {"digest": digest})
+            claim.keep()
+            time.sleep(0.05)
+    except BaseException:
+        claim.release_quietly()
+        raise
     if not ready:
-        reg.storage.move(staged, paths.blob_key(d))
+        try:
+            reg.storage.move(staged, paths.blob_key(d))
+        except BaseException:  # the session row is gone: its staged data goes to the collector
+            _bury_staging(reg, upload)
+            raise
         with reg.db.write() as conn:
             BlobStore(conn).mark_ready(digest)
     log.info("blob %s committed (%d bytes) to %s", digest, upload.size, name)
     return Blob(digest, upload.size)
+
+
+def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> tuple[bool, bool]:
+    """The commit's one transaction: (waiting for a collector's delete, blob already held).
+
+    Lock order as the collector's link review: the link's review row first (upserted), then
+    the blob row; taken the other way round the two deadlocked on PostgreSQL."""
+    with reg.db.write() as conn:
+        now = reg.now()
+        store = BlobStore(conn)
+        queue = QueueStore(conn)
+        queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
+        row = queue.lock_blob(digest)
+        if row is None and queue.cancel_idle_tombstone(digest, now) == "busy":
+            return True, False
+        # only an object known good (committed ready, of this size) is shared
+        ready = row is not None and row.state == READY and row.size == upload.size
+        held = row is not None  # locked for update above
+        if row is None:
+            held = store.add(digest, upload.size, now, state=COMMITTING)
+        elif not ready:
+            store.recommit(digest, upload.size)
+        if not UploadStore(conn).delete_claimed(upload.id, claim.token):
+            raise _lost(upload.id)
+        store.link(upload.repository_id, [digest], now, locked=held)
+        if ready:  # the registry already holds these bytes: the staged copy goes
+            queue.add_tombstones([_upload_tombstone(upload, now)])
+        return False, ready
+
+
+def _forget(queue: QueueStore, reg: Registry, upload: Upload) -> None:
+    """A session row just removed: its staged data to the collector, its repository reviewed
+    (it may have been the repository's only content)."""
+    now = reg.now()
+    queue.add_tombstones([_upload_tombstone(upload, now)])
+    queue.review_repositories([upload.repository_id], now + reg.config.gc_delay)
+
+
+def _bury_staging(reg: Registry, upload: Upload) -> None:
+    try:
+        with reg.db.write() as conn:
+            QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+    except Exception as exc:  # fsck finds it then
+        log.warning("upload %s: could not hand its staged data to the collector: %s", upload.id, exc)
 
 
 def _abandon(reg: Registry, upload: Upload, claim: _Claim) -> None:
@@ -336,7 +393,7 @@ def _abandon(reg: Registry, upload: Upload, claim: _Claim) -> None:
     reg.hashers.drop(upload.id)
     with reg.db.write() as conn:
         if UploadStore(conn).delete_claimed(upload.id, claim.token):
-            QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+            _forget(QueueStore(conn), reg, upload)
 
 
 def cancel(reg: Registry, name: str, upload_id: str) -> None:
