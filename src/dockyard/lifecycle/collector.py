@@ -251,6 +251,7 @@ class Collector:
     def _review_links(self, conn, q: QueueStore, entries, report: Report, now: float, *, apply: bool = True) -> None:
         pairs = [(e.repository_id, e.digest) for e in entries]
         if apply:
+            faults.point("collector.links_claimed")  # review rows claimed, blob rows not yet locked
             q.lock_blobs([d for _, d in pairs])
             faults.point("collector.links_locked")
         links = q.links_of(pairs)
@@ -330,8 +331,9 @@ class Collector:
         if claimed:
             if self._pool is None:
                 self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
-            # sent within half the lease: the other half covers the call itself
-            self._inflight = self._pool.start(claimed, deadline=time.monotonic() + self.opts.lease / 2)
+            # sent within half the lease (on the clock the lease is kept on): the other half covers the call
+            deadline = now + self.opts.lease / 2
+            self._inflight = self._pool.start(claimed, expired=lambda: self.clock.now() > deadline)
         return done + len(claimed)
 
     def _settle_inflight(self, report: Report) -> int:

@@ -17,7 +17,6 @@ others back.
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -74,9 +73,9 @@ class DeletePool:
         size = min(self.max_batch, -(-len(rest) // self.workers))
         return [rest[i:i + size] for i in range(0, len(rest), size)] + single
 
-    def _delete(self, batch: list[Tombstone], deadline: float | None = None) -> list[DeleteResult]:
+    def _delete(self, batch: list[Tombstone], expired: Callable[[], bool] | None = None) -> list[DeleteResult]:
         self.limiter.acquire(len(batch))
-        if deadline is not None and time.monotonic() > deadline:
+        if expired is not None and expired():
             # the tombstones' lease may run out before this call returns: a push could cancel
             # one meanwhile and bring its data back; send nothing, retry under a new lease
             return [DeleteResult(t, "lease ran out before the delete was sent") for t in batch]
@@ -105,10 +104,10 @@ class DeletePool:
             results.append(DeleteResult(t, error))
         return results
 
-    def start(self, tombstones: list[Tombstone], deadline: float | None = None) -> "InFlight":
+    def start(self, tombstones: list[Tombstone], expired: Callable[[], bool] | None = None) -> "InFlight":
         """Start deleting without waiting: the caller does other work meanwhile. No delete is
-        sent after ``deadline`` (``time.monotonic()``; the claim's lease must outlive the call)."""
-        return InFlight([self._pool.submit(self._delete, batch, deadline) for batch in self.batches(tombstones)])
+        sent once ``expired()`` says the claim's lease is too near its end to outlive the call."""
+        return InFlight([self._pool.submit(self._delete, batch, expired) for batch in self.batches(tombstones)])
 
     def delete_all(self, tombstones: list[Tombstone], on_done: Callable[[DeleteResult], None] | None = None
                    ) -> list[DeleteResult]:
