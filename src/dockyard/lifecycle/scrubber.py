@@ -22,7 +22,7 @@ from dockyard.lifecycle.collector import Collector, GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
-from dockyard.meta.db import Database
+from dockyard.meta.db import Database, retrying
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.schema import PENDING_DELETE
 from dockyard.meta.trash import TrashStore
@@ -80,10 +80,12 @@ class Scrubber:
         if self.opts.dry_run:
             self._preview(report)
         else:
-            while self._purge_batch(report):
+            # each batch is one transaction, run again if it loses a deadlock (it reports only
+            # after its commit)
+            while retrying(self._purge_batch, report):
                 if self.progress:
                     self.progress(report)
-            while expired := self._expire_tags(report):
+            while expired := retrying(self._expire_tags, report):
                 if expired < self.opts.batch_size:
                     break
             collector = Collector(self.db, self.storage, self.clock, self.opts, metrics=self.metrics,
