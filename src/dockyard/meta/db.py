@@ -165,7 +165,13 @@ class _SqliteWriterLock:
         try:
             if self._depth == 0:
                 if self._fd is None:
-                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                    try:
+                        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                    except OSError as exc:  # a read-only directory: SQLite's own answer will do
+                        log.warning("cannot open %s (%s); writers of other processes meet in SQLite's "
+                                    "busy handler", self._path, exc.strerror or exc)
+                        self._path = None
+                        return
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._depth += 1
         except BaseException:
