@@ -59,6 +59,9 @@ def _count(value: Any, key: str) -> int | None:
 
 
 def _duration(value: Any, key: str) -> float:
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        # "--keep-younger-than 3" meant 3 seconds, and a prune then deleted nearly everything
+        raise ConfigError(f"{key} {value.strip()!r} needs a unit (e.g. 30m, 12h, 7d): a bare number would be seconds")
     too_long = ConfigError(f"{key} must be a duration from 0 to 100 years (36500d)")
     if isinstance(value, int) and not isinstance(value, bool) and value > MAX_DURATION:
         raise too_long  # before float(): an int of 400 digits overflows it

@@ -90,3 +90,19 @@ def test_policy_refuses_absurd_values(doc):
 def test_policy_accepts_long_but_sane_values():
     p = Policy.parse("p", {"keep_pushed_within": "36500d", "keep_recent": 2**31 - 1, "schedule": "1w"})
     assert p.keep_pushed_within == MAX_DURATION and json.dumps(p.to_doc(), allow_nan=False)
+
+
+@pytest.mark.parametrize("text", ["3", " 3 ", "7.5"])
+def test_a_policy_duration_written_as_text_needs_a_unit(text):
+    """``dockyard prune --keep-younger-than 3`` meant three seconds: it is refused instead."""
+    with pytest.raises(ConfigError, match="needs a unit"):
+        Policy.parse("ad-hoc", {"keep_pushed_within": text})
+    assert Policy.parse("ad-hoc", {"keep_pushed_within": f"{text.strip()}d"}).keep_pushed_within > 0
+    assert Policy.parse("stored", {"keep_pushed_within": 259200}).keep_pushed_within == 259200  # documents keep seconds
+
+
+def test_prune_refuses_a_bare_number_for_keep_younger_than(tmp_path, capsys):
+    from dockyard.cli import main
+
+    assert main(["prune", "--data-dir", str(tmp_path), "--keep-younger-than", "3"]) == 2
+    assert "needs a unit" in capsys.readouterr().err
