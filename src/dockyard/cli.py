@@ -88,9 +88,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
     overrides = gc_overrides(args)
     describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
     with progress("gc", describe) as update:
-        report = Collector.for_registry(reg, progress=update, **overrides).run()
-    _emit(args, report.as_dict(), report.table())
+        collector = Collector.for_registry(reg, progress=update, **overrides)
+        report = collector.run()
+    waiting = collector.waiting()
+    now = reg.clock.now()
+    lines = [f"{n} {queue} still in their grace period (gc_delay {_human(reg.config.gc_delay)}): the first is due "
+             f"in {_human(first - now)}" for queue, (n, first) in sorted(waiting.items())]
+    data = {**report.as_dict(), "waiting": {q: {"entries": n, "first_due_in_seconds": round(first - now, 1)}
+                                            for q, (n, first) in waiting.items()}}
+    _emit(args, data, report.table() + "".join(f"\n{line}" for line in lines))
     return 1 if any(k.failures for k in report.kinds.values()) else 0
+
+
+def _human(seconds: float) -> str:
+    """A duration as an operator reads it: 45s, 12m, 3h 5m, 2d 4h."""
+    s = max(0, int(round(seconds)))
+    for unit, size, sub_unit, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if s >= size:
+            rest = (s % size) // sub_size
+            return f"{s // size}{unit}" + (f" {rest}{sub_unit}" if rest else "")
+    return f"{s // 60}m" if s >= 60 else f"{s}s"
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:

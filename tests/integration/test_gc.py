@@ -309,3 +309,21 @@ def test_fsck_hands_leaks_to_the_collector_which_deletes_them(reg):
     report = gc(reg)
     assert report.kinds["blobs"].objects == 1 and report.kinds["uploads"].objects == 1
     assert reg.storage.stat("uploads/" + "f" * 32) is None and stored_blobs(reg) == set()
+
+
+def test_gc_cli_says_what_waits_for_its_grace_and_when_it_is_due(tmp_path, capsys):
+    """An honest report: not a table of zeros while layer links wait for gc_delay."""
+    import json
+    import time
+
+    from dockyard.cli import main
+
+    with make_registry(tmp_path, "sqlite") as reg:
+        reg.clock.t = time.time()
+        put_blob(reg, "app", b"fresh layer")  # its link is reviewed after gc_delay (60 s here)
+    assert main(["gc", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 links still in their grace period" in out and "the first is due in" in out
+    assert main(["gc", "--data-dir", str(tmp_path), "--output", "json"]) == 0
+    waiting = json.loads(capsys.readouterr().out)["waiting"]
+    assert waiting["links"]["entries"] == 1 and 0 < waiting["links"]["first_due_in_seconds"] <= 60

@@ -200,6 +200,11 @@ class Collector:
         report.merge(scratch)
         return done
 
+    def waiting(self) -> dict[str, tuple[int, float]]:
+        """Per queue: entries still in their grace (``gc_delay``) and when the first is due."""
+        with self.db.read() as conn:
+            return QueueStore(conn).waiting(self.clock.now())
+
     def backlog(self) -> dict:
         with self.db.read() as conn:
             return QueueStore(conn).backlog(self.clock.now())

@@ -373,6 +373,16 @@ class QueueStore:
         out["tombstones"] = {"pending": int(total), "due": int(due)}
         return out
 
+    def waiting(self, now: float) -> dict[str, tuple[int, float]]:
+        """Per queue: how many entries still wait for their grace, and when the first is due."""
+        out = {}
+        for name, table in QUEUES.items():
+            n, first = self.conn.execute(select(func.count(), func.min(table.c.review_after))
+                                         .where(table.c.review_after > now)).one()
+            if n:
+                out[name] = (int(n), float(first))
+        return out
+
     # ---- checks under lock ---------------------------------------------------
     def lock_blob(self, digest: str):
         """The blob row, locked against concurrent pushes and collectors (None if gone)."""
