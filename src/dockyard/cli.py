@@ -176,11 +176,20 @@ def cmd_trash_purge(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"dockyard: {exc.message}: {exc.detail}", file=sys.stderr)
         return 1
-    data = asdict(result)
+    data = {**asdict(result), "freed_after_seconds": reg.config.gc_delay}
     if not args.dry_run:
         data["collection"] = Collector.for_registry(reg).run().as_dict()
-    verb = "would free" if args.dry_run else "freed"
-    _emit(args, data, f"{result.reference}: {verb} {result.bytes_freed} bytes")
+    # the image's rows go now; its layer links keep their grace (a push may rely on them), so
+    # the bytes go with the first collection after gc_delay
+    grace = _human(reg.config.gc_delay)
+    if args.dry_run:
+        text = (f"{result.reference}: purging it would free {result.bytes_freed} bytes, "
+                f"with the first collection {grace} after the purge")
+    else:
+        text = (f"{result.reference}: purged; its {result.bytes_freed} bytes are freed by the first collection "
+                f"after {grace} (dockyard serve runs one every {_human(reg.config.gc_interval)}; "
+                f"or run dockyard gc then)")
+    _emit(args, data, text)
     return 0
 
 

@@ -204,3 +204,22 @@ def test_scrub_daemon_runs_thousands_of_cycles_without_growing(reg, backend):
     growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert runner.cycles == 200 + cycles and runner.failures == 0
     assert growth < 512 * 1024, f"memory grew by {growth} bytes over {cycles} cycles"
+
+
+def test_trash_purge_cli_says_when_the_bytes_go(tmp_path, capsys):
+    """Not 'freed 0 bytes': what a purge will free, and that it happens after gc_delay."""
+    import time
+
+    from dockyard.cli import main
+
+    with make_registry(tmp_path, "sqlite") as reg:
+        reg.clock.t = time.time()
+        d, _ = put_image(reg, "app", "v1", "purge-me")
+        deletes.delete_manifest(reg, "app", d)
+    assert main(["trash", "purge", f"app@{d}", "--dry-run", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "would free" in out and "with the first collection 1h after the purge" in out
+    assert main(["trash", "purge", f"app@{d}", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "purged; its" in out and "freed by the first collection after 1h" in out
+    assert " 0 bytes" not in out
