@@ -57,6 +57,10 @@ def _registry(args: argparse.Namespace):
 
     cfg = _load(args)
     setup(cfg.log_level)
+    if not cfg.database_url and not (cfg.data_path / "dockyard.db").exists():
+        # a maintenance command pointed at the wrong place must not create an empty registry there
+        raise config_mod.ConfigError(f"no registry in {cfg.data_path} (it holds no dockyard.db): give the "
+                                     "registry's --data-dir, or --database-url")
     return build_registry(cfg)
 
 
@@ -220,22 +224,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from dockyard.lifecycle.rules import policies
     from dockyard.progress import progress
 
-    reg = _registry(args)
     adhoc = {k: v for k, v in {"keep_tag_revisions": args.keep_tag_revisions,
                                "keep_pushed_within": args.keep_younger_than,
                                "keep_recent": args.keep_recent}.items() if v is not None}
+    if args.policy and adhoc:
+        raise ConfigError("--policy cannot be combined with --keep-* flags")
+    if not args.policy and not adhoc:
+        raise ConfigError("give --policy NAME or at least one of --keep-tag-revisions, --keep-younger-than, "
+                          "--keep-recent")
+    policy = None if args.policy else Policy.parse("ad-hoc", adhoc)  # flags are checked before anything opens
+    reg = _registry(args)
     if args.policy:
         known = policies(reg)
         if args.policy not in known:
             raise ConfigError(f"no policy named {args.policy!r} (known: {', '.join(sorted(known)) or 'none'})")
         policy = known[args.policy]
-        if adhoc:
-            raise ConfigError("--policy cannot be combined with --keep-* flags")
-    else:
-        if not adhoc:
-            raise ConfigError("give --policy NAME or at least one of --keep-tag-revisions, --keep-younger-than, "
-                              "--keep-recent")
-        policy = Policy.parse("ad-hoc", adhoc)
     sources = []
     for path in args.in_use or []:
         sources.append((path, sys.stdin.read() if path == "-" else open(path).read()))

@@ -106,3 +106,12 @@ def test_prune_refuses_a_bare_number_for_keep_younger_than(tmp_path, capsys):
 
     assert main(["prune", "--data-dir", str(tmp_path), "--keep-younger-than", "3"]) == 2
     assert "needs a unit" in capsys.readouterr().err
+
+
+def test_a_maintenance_command_where_no_registry_is_says_so_and_creates_nothing(tmp_path, capsys):
+    from dockyard.cli import main
+
+    where = tmp_path / "not-a-registry"
+    assert main(["gc", "--data-dir", str(where)]) == 2
+    assert "no registry in" in capsys.readouterr().err
+    assert not where.exists()
