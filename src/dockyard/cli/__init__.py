@@ -8,20 +8,10 @@ import sys
 from dockyard.errors import Unavailable
 from dockyard import __version__
 from dockyard import config as config_mod
+from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _overrides, _registry  # noqa: F401
 
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--data-dir", help="data directory (setting data_dir)")
-    p.add_argument("--database-url", help="database URL (setting database_url)")
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k, None) for k in ("data_dir", "database_url", "listen", "workers")}
-
-
-def _load(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(args.config, **_overrides(args))
+# Command groups in their own modules: each has register(sub) adding its subparsers.
+GROUPS: tuple = ()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -49,28 +39,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     Database(cfg.effective_database_url).migrate()
     print("database is at the newest schema")
     return 0
-
-
-def _registry(args: argparse.Namespace):
-    from dockyard.logsetup import setup
-    from dockyard.server import build_registry
-
-    cfg = _load(args)
-    setup(cfg.log_level)
-    if not cfg.database_url and not (cfg.data_path / "dockyard.db").exists():
-        # a maintenance command pointed at the wrong place must not create an empty registry there
-        raise config_mod.ConfigError(f"no registry in {cfg.data_path} (it holds no dockyard.db): give the "
-                                     "registry's --data-dir, or --database-url")
-    return build_registry(cfg)
-
-
-def _emit(args: argparse.Namespace, data: dict, table: str) -> None:
-    import json
-
-    if args.output == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(table)
 
 
 def gc_overrides(args: argparse.Namespace) -> dict:
@@ -102,16 +70,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
                                             for q, (n, first) in waiting.items()}}
     _emit(args, data, report.table() + "".join(f"\n{line}" for line in lines))
     return 1 if any(k.failures for k in report.kinds.values()) else 0
-
-
-def _human(seconds: float) -> str:
-    """A duration as an operator reads it: 45s, 12m, 3h 5m, 2d 4h."""
-    s = max(0, int(round(seconds)))
-    for unit, size, sub_unit, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if s >= size:
-            rest = (s % size) // sub_size
-            return f"{s // size}{unit}" + (f" {rest}{sub_unit}" if rest else "")
-    return f"{s // 60}m" if s >= 60 else f"{s}s"
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -257,11 +215,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_common(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--output", choices=("table", "json"), default="table")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="OCI registry with a lifecycle engine")
     parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
@@ -336,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_common(restore)
     restore.add_argument("reference")
     restore.set_defaults(func=cmd_restore)
+    for group in GROUPS:
+        group.register(sub)
     return parser
 
 
