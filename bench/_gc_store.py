@@ -298,7 +298,7 @@ def scrub_purge(reg) -> int:
         return purged
     # no scrubber module: the same purge through the shared purge function
     from dockyard.lifecycle.collector import GcOptions
-    from dockyard.meta.gc import QueueStore
+    from dockyard.meta.stores import Stores
 
     opts = GcOptions.from_config(reg.config)
     try:
@@ -317,7 +317,7 @@ def scrub_purge(reg) -> int:
         return len(rows)
     while True:
         with reg.db.write() as conn:
-            targets = QueueStore(conn).due_pending_deletes(reg.clock.now(), opts.batch_size)
+            targets = Stores(conn).manifests.claim_due_pending(reg.clock.now(), opts.batch_size)
             purge_manifests(conn, targets, reg.clock.now(), opts.purge, link_delay=0.0, actor="scrubber")
         if not targets:
             return purged

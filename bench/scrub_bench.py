@@ -468,8 +468,8 @@ def child(spec: dict) -> dict:
             json.dump(sql_stats.summary(reg.db), fh)
     kinds = {k: {"objects": v.objects, "bytes": v.bytes, "failures": v.failures} for k, v in report.kinds.items()}
     with reg.db.read() as conn:
-        from dockyard.meta.gc import QueueStore
-        backlog = QueueStore(conn).backlog(reg.clock.now())
+        from dockyard.meta.stores import Stores
+        backlog = Stores(conn).reviews.backlog(reg.clock.now())
     reg.db.dispose()
     return {
         "wall": wall, "cpu": cpu, "cpu_main": cpu_main, "cpu_sys": ru1.ru_stime - ru0.ru_stime,

@@ -17,7 +17,21 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         wanted = metafunc.config.getoption("--backends").split(",")
-        metafunc.parametrize("backend", [b for b in BACKENDS if b in wanted], scope="session")
+        only = getattr(metafunc.module, "BACKENDS", BACKENDS)  # a module may narrow the backends
+        metafunc.parametrize("backend", [b for b in BACKENDS if b in wanted and b in only], scope="session")
+
+
+@pytest.fixture
+def reg(tmp_path, backend, request):
+    """An in-process registry (``tests.lifecycle_support.make_registry``) on ``backend``, with the
+    module's ``REG_SETTINGS`` and then the test's own (``@pytest.mark.parametrize("reg", [{...}],
+    indirect=True)``)."""
+    from tests.lifecycle_support import make_registry
+
+    settings = {**getattr(request.module, "REG_SETTINGS", {}), **getattr(request, "param", {})}
+    moto = request.getfixturevalue("moto") if backend == "s3" else None
+    with make_registry(tmp_path, backend, moto=moto, **settings) as r:
+        yield r
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ depends on where the replicas run, so the test runs twice:
 
 - ``same-host``: the three replicas on this host, as started. A collector releases at the
   start of each run the leases of dead processes of its own host (``host:pid`` owners,
-  ``QueueStore.release_leases_of_dead``), so a survivor takes the victim's tombstones over
+  ``TombstoneStore.release_leases_of_dead``), so a survivor takes the victim's tombstones over
   within ``gc_interval``. Those keys may be deleted twice (the victim's DELETE, if it was
   sent, and the survivor's), never more; no tombstone may be left at the end.
 - ``separate-hosts``: each replica believes it runs on its own host (``socket.gethostname``

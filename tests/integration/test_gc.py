@@ -7,8 +7,8 @@ from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.fsck import Fsck
 from dockyard.lifecycle.purge import purge_manifests
-from dockyard.meta.gc import PurgeTarget
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.stores import Stores
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry import blobs, discovery, manifests, uploads
@@ -17,14 +17,6 @@ from tests.lifecycle_support import make_registry, put_blob, put_image, put_inde
 from tests.support import make_layer, sha256
 
 DELAY = 60
-
-
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    settings = getattr(request, "param", {})
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto, **settings) as r:
-        yield r
 
 
 def gc(reg, **overrides):
@@ -193,7 +185,7 @@ def test_tombstones_left_by_a_crash_are_finished(reg):
     _collect_rows_only(reg)  # row gone, tombstone written; "crash" before deleting data
     assert d in stored_blobs(reg)
     with reg.db.read() as conn:
-        assert QueueStore(conn).tombstone_for_digest(d)
+        assert Stores(conn).tombstones.exists_for(d)
     assert gc(reg).kinds["blobs"].objects == 1
     assert d not in stored_blobs(reg)
 
@@ -213,11 +205,11 @@ def test_push_cancels_a_waiting_tombstone_and_keeps_the_data(reg):
     reg.clock.advance(DELAY + 1)
     _collect_rows_only(reg)
     with reg.db.read() as conn:
-        assert QueueStore(conn).tombstone_for_digest(d)
+        assert Stores(conn).tombstones.exists_for(d)
     up = uploads.write(reg, uploads.start(reg, "race"), [data])
     assert uploads.finish(reg, "race", up, d).digest == d  # no wait: nobody was deleting it
     with reg.db.read() as conn:
-        assert not QueueStore(conn).tombstone_for_digest(d)
+        assert not Stores(conn).tombstones.exists_for(d)
     gc(reg)
     assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
 
@@ -230,7 +222,7 @@ def test_push_waits_while_a_collector_deletes_then_writes_the_data_again(reg):
     reg.clock.advance(DELAY + 1)
     _collect_rows_only(reg)
     with reg.db.write() as conn:  # a collector claims the tombstone: its delete is in flight
-        claimed = QueueStore(conn).claim_tombstones(reg.now(), 10, "other-collector", 120)
+        claimed = Stores(conn).tombstones.claim(reg.now(), 10, "other-collector", 120)
     assert [t.digest for t in claimed] == [d]
     up = uploads.write(reg, uploads.start(reg, "race"), [data])
     result = {}
@@ -240,7 +232,7 @@ def test_push_waits_while_a_collector_deletes_then_writes_the_data_again(reg):
     assert t.is_alive(), "the push must wait while the digest's data is being deleted"
     reg.storage.delete(claimed[0].key)
     with reg.db.write() as conn:
-        QueueStore(conn).drop_tombstones([claimed[0].key])
+        Stores(conn).tombstones.drop([claimed[0].key])
     t.join(10)
     assert result["blob"].digest == d
     assert b"".join(blobs.read(reg, blobs.stat(reg, "race", d))) == data
@@ -252,7 +244,7 @@ def test_push_takes_over_a_tombstone_whose_lease_expired(reg):
     reg.clock.advance(DELAY + 1)
     _collect_rows_only(reg)
     with reg.db.write() as conn:
-        QueueStore(conn).claim_tombstones(reg.now(), 10, "killed-collector", 120)
+        Stores(conn).tombstones.claim(reg.now(), 10, "killed-collector", 120)
     reg.clock.advance(121)  # the collector died; its lease ran out
     up = uploads.write(reg, uploads.start(reg, "race"), [data])
     assert uploads.finish(reg, "race", up, d).digest == d

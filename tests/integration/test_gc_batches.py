@@ -1,22 +1,14 @@
 """The collector's storage deletes in batches (delete_many), on every backend: each
 tombstone is settled from its own key's result."""
 
-import pytest
 
 from dockyard.lifecycle.collector import Collector
 from dockyard.meta import schema
 from dockyard.storage import paths
 from dockyard.storage.base import StorageError
-from tests.lifecycle_support import make_registry, put_blob, stored_blobs
+from tests.lifecycle_support import put_blob, stored_blobs
 
 DELAY = 60
-
-
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto) as r:
-        yield r
 
 
 class FailsOneKey:

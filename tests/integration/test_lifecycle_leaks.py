@@ -17,23 +17,19 @@ from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.meta import schema
-from dockyard.meta.gc import PurgeTarget
+from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.registry import blobs, manifests
-from tests.lifecycle_support import make_registry, put_blob, put_image, put_index, stored_blobs
+from tests.lifecycle_support import put_blob, put_image, put_index, stored_blobs
 from tests.support import sha256
 
 DELAY = 60
 SCRUB = 3600
 
 
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    settings = {"scrub_time": SCRUB, **getattr(request, "param", {})}
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto, **settings) as r:
-        yield r
+# read by the shared ``reg`` fixture (tests/conftest.py)
+REG_SETTINGS = {"scrub_time": SCRUB}
 
 
 def gc(reg, **overrides):

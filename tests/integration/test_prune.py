@@ -11,16 +11,9 @@ from dockyard.policies import Policy
 from dockyard.lifecycle.prune import Pruner
 from dockyard.registry import manifests
 from dockyard.registry.pulls import PullTracker
-from tests.lifecycle_support import make_registry, put_image, put_index
+from tests.lifecycle_support import put_image, put_index
 
 DAY = 86400
-
-
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto, **getattr(request, "param", {})) as r:
-        yield r
 
 
 def history(reg, repo="app", tag="latest", n=5):

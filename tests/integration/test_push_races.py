@@ -21,16 +21,15 @@ from dockyard.lifecycle import deletes, trash
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.registry import blobs, discovery, manifests
-from tests.lifecycle_support import make_registry, put_blob, put_image
+from tests.lifecycle_support import put_blob, put_image
 from tests.support import OCI_INDEX, OCI_MANIFEST, image_manifest, make_config, make_layer, sha256
 
 DELAY = 60
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def reg(tmp_path, request):
-    with make_registry(tmp_path, request.param, delete_untagged=True) as r:
-        yield r
+# read by the shared ``reg`` fixture (tests/conftest.py)
+BACKENDS = ["sqlite", "postgres"]
+REG_SETTINGS = {"delete_untagged": True}
 
 
 class Side(threading.Thread):

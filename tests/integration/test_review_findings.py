@@ -16,11 +16,8 @@ from tests.lifecycle_support import make_registry
 from tests.support import sha256
 
 
-@pytest.fixture(params=["sqlite", "s3"])
-def reg(tmp_path, request):
-    moto = request.getfixturevalue("moto") if request.param == "s3" else None
-    with make_registry(tmp_path, request.param, moto=moto) as r:
-        yield r
+# read by the shared ``reg`` fixture (tests/conftest.py)
+BACKENDS = ["sqlite", "s3"]
 
 
 def staged(reg, upload):

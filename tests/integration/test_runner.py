@@ -1,19 +1,10 @@
 """The runner (backoff, gates) and database leases, on both databases; the rate limiter."""
 
-import pytest
 
 from dockyard.clock import FakeClock
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.meta.leases import LeaseStore
-from tests.lifecycle_support import make_registry
-
-
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto) as r:
-        yield r
 
 
 def test_lease_is_exclusive_until_it_expires(reg):

@@ -17,11 +17,8 @@ from tests.support import sha256
 DAY = 86400
 
 
-@pytest.fixture
-def reg(tmp_path, backend, request):
-    moto = request.getfixturevalue("moto") if backend == "s3" else None
-    with make_registry(tmp_path, backend, moto=moto, scrub_time=7 * DAY, **getattr(request, "param", {})) as r:
-        yield r
+# read by the shared ``reg`` fixture (tests/conftest.py)
+REG_SETTINGS = {"scrub_time": 7 * DAY}
 
 
 def pull_all(reg, name, digest, content):

@@ -13,14 +13,11 @@ from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.registry import uploads
 from dockyard.storage import paths
-from tests.lifecycle_support import make_registry
 from tests.support import sha256
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def reg(tmp_path, request):
-    with make_registry(tmp_path, request.param) as r:
-        yield r
+# read by the shared ``reg`` fixture (tests/conftest.py)
+BACKENDS = ["sqlite", "postgres"]
 
 
 def staged(reg, upload) -> bytes | None:

@@ -47,7 +47,8 @@ from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database, retrying
-from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.stores import Stores
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE, COMMITTING
 from dockyard.metrics import Metrics
@@ -101,14 +102,14 @@ def _process_alive(owner: str) -> bool:
     return True
 
 
-def collectable_manifests(q: QueueStore, rows: list, opts: GcOptions) -> list:
+def collectable_manifests(q: Stores, rows: list, opts: GcOptions) -> list:
     """Those of the active manifest ``rows`` that nothing keeps (age aside): no tag, live or
     in the trash; not the child of a manifest of its repository (in any state); a referrer
     whose subject is gone (``referrers_follow_subject``), or untagged with ``delete_untagged``.
     Set-based: three queries for the whole batch."""
-    tagged = q.kept_by_tags([m.id for m in rows])
-    children = q.referenced_in_repository([(m.repository_id, m.digest) for m in rows], "manifest")
-    subjects = q.existing_manifests([(m.repository_id, m.subject_digest) for m in rows if m.subject_digest])
+    tagged = q.manifests.kept_by_tags([m.id for m in rows])
+    children = q.manifests.referenced_among([(m.repository_id, m.digest) for m in rows], "manifest")
+    subjects = q.manifests.existing([(m.repository_id, m.subject_digest) for m in rows if m.subject_digest])
     out = []
     for m in rows:
         if m.id in tagged or (m.repository_id, m.digest) in children:
@@ -154,7 +155,7 @@ class Collector:
                 self._dry_run(report)
             else:
                 with self.db.write() as conn:  # a killed collector of this host: take its work over now
-                    QueueStore(conn).release_leases_of_dead(socket.gethostname(), _process_alive, self.clock.now())
+                    Stores(conn).tombstones.release_leases_of_dead(socket.gethostname(), _process_alive, self.clock.now())
                 if self.opts.sweep_untagged:
                     self._sweep_untagged(self.clock.now())
                 steps = 0
@@ -173,7 +174,7 @@ class Collector:
         """One bounded unit of work: a batch from every queue, then a batch of storage deletes."""
         now = self.clock.now()
         with self.db.read() as conn:
-            due = QueueStore(conn).due_work(now, now - self.opts.upload_ttl)
+            due = Stores(conn).reviews.due_work(now, now - self.opts.upload_ttl)
         done = 0
         if due & {"uploads", "commits"}:
             done += self._retrying(self._uploads, report, now)
@@ -203,11 +204,11 @@ class Collector:
     def waiting(self) -> dict[str, tuple[int, float]]:
         """Per queue: entries still in their grace (``gc_delay``) and when the first is due."""
         with self.db.read() as conn:
-            return QueueStore(conn).waiting(self.clock.now())
+            return Stores(conn).reviews.waiting(self.clock.now())
 
     def backlog(self) -> dict:
         with self.db.read() as conn:
-            return QueueStore(conn).backlog(self.clock.now())
+            return Stores(conn).reviews.backlog(self.clock.now())
 
     def _sweep_untagged(self, now: float) -> None:
         """Queue a review (due now) for each untagged manifest without one, a batch per
@@ -215,9 +216,9 @@ class Collector:
         last = 0
         while True:
             with self.db.write() as conn:
-                q = QueueStore(conn)
-                ids = q.untagged_unreviewed_manifests(last, self.opts.batch_size)
-                q.review_manifests(ids, now, "swept")
+                q = Stores(conn)
+                ids = q.reviews.untagged_unreviewed_manifests(last, self.opts.batch_size)
+                q.reviews.add_manifests(ids, now, "swept")
             if not ids:
                 return
             last = ids[-1]
@@ -225,22 +226,22 @@ class Collector:
     # ---- review queues (each handler is set-based over a batch) ------------------
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
         with self.db.write() as conn:
-            q = QueueStore(conn)
-            entries = q.claim_due(name, now, self.opts.batch_size)
+            q = Stores(conn)
+            entries = q.reviews.claim_due(name, now, self.opts.batch_size)
             if entries:
-                q.done_many(name, entries)
+                q.reviews.done(name, entries)
                 review(conn, q, entries, report, now)
         return len(entries)
 
-    def _review_manifests(self, conn, q: QueueStore, entries, report: Report, now: float, *,
+    def _review_manifests(self, conn, q: Stores, entries, report: Report, now: float, *,
                           apply: bool = True) -> None:
-        rows = [m for m in q.manifests_for_review([e.manifest_id for e in entries], lock=apply)
+        rows = [m for m in q.manifests.for_review([e.manifest_id for e in entries], lock=apply)
                 if m.state == ACTIVE]
         delay = self.opts.gc_delay
         young = [m for m in rows if m.pushed_at > now - delay]
         if apply:
             for m in young:
-                q.review_manifests([m.id], m.pushed_at + delay, "young")
+                q.reviews.add_manifests([m.id], m.pushed_at + delay, "young")
         rest = [m for m in rows if m.pushed_at <= now - delay]
         targets = []
         for m in collectable_manifests(q, rest, self.opts):
@@ -253,14 +254,14 @@ class Collector:
                 log.info("gc: purged untagged manifest %s (repository %d)", t.digest, t.repository_id)
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(targets), kind="manifests")
 
-    def _review_links(self, conn, q: QueueStore, entries, report: Report, now: float, *, apply: bool = True) -> None:
+    def _review_links(self, conn, q: Stores, entries, report: Report, now: float, *, apply: bool = True) -> None:
         pairs = [(e.repository_id, e.digest) for e in entries]
         if apply:
             faults.point("collector.links_claimed")  # review rows claimed, blob rows not yet locked
-            q.lock_blobs([d for _, d in pairs])
+            q.blobs.lock_many([d for _, d in pairs])
             faults.point("collector.links_locked")
-        links = q.links_of(pairs)
-        needed = q.referenced_in_repository(list(links), "blob")
+        links = q.blobs.links_of(pairs)
+        needed = q.manifests.referenced_among(list(links), "blob")
         delay = self.opts.gc_delay
         remove = []
         for pair, created in sorted(links.items()):
@@ -268,21 +269,21 @@ class Collector:
                 continue
             if created > now - delay:
                 if apply:
-                    q.review_link_pairs([pair], created + delay, "young")
+                    q.reviews.add_link_pairs([pair], created + delay, "young")
                 continue
             remove.append(pair)
             report.add("links", 0, {"repository_id": pair[0], "digest": pair[1]})
         if apply and remove:
-            q.delete_links(remove)
-            q.review_blobs([d for _, d in remove], now, "unlinked")
-            q.review_repositories([r for r, _ in remove], now)
+            q.blobs.delete_links(remove)
+            q.reviews.add_blobs([d for _, d in remove], now, "unlinked")
+            q.reviews.add_repositories([r for r, _ in remove], now)
             for repo_id, digest in remove:
                 log.info("gc: removed layer link %s from repository %d", digest, repo_id)
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(remove), kind="links")
 
-    def _review_blobs(self, conn, q: QueueStore, entries, report: Report, now: float, *, apply: bool = True) -> None:
-        rows = q.lock_blobs([e.digest for e in entries], lock=apply)
-        referenced = q.referenced_blobs(list(rows))
+    def _review_blobs(self, conn, q: Stores, entries, report: Report, now: float, *, apply: bool = True) -> None:
+        rows = q.blobs.lock_many([e.digest for e in entries], lock=apply)
+        referenced = q.blobs.referenced(list(rows))
         stale = now - self.opts.upload_ttl
         eligible = [r for d, r in sorted(rows.items())
                     if d not in referenced and (r.state != COMMITTING or r.created_at < stale)]
@@ -291,34 +292,34 @@ class Collector:
                 report.add("blobs", r.size, {"digest": r.digest})
             return
         if eligible:
-            q.delete_blob_rows([r.digest for r in eligible])
-            q.add_tombstones([{"key": paths.blob_key(r.digest), "kind": "blob", "digest": r.digest, "size": r.size,
+            q.blobs.delete_rows([r.digest for r in eligible])
+            q.tombstones.add([{"key": paths.blob_key(r.digest), "kind": "blob", "digest": r.digest, "size": r.size,
                                "created_at": now, "next_attempt_at": now} for r in eligible])
 
-    def _review_repositories(self, conn, q: QueueStore, entries, report: Report, now: float, *,
+    def _review_repositories(self, conn, q: Stores, entries, report: Report, now: float, *,
                              apply: bool = True) -> None:
         repos = RepositoryStore(conn).by_ids([e.repository_id for e in entries], lock=apply)
-        busy = q.nonempty_repositories(list(repos))
+        busy = q.repositories.nonempty(list(repos))
         for repo_id, repo in sorted(repos.items()):
             if repo_id in busy:
                 continue
             report.add("repositories", 0, {"repository": repo.name})
             if apply:
-                q.delete_repository(repo_id)
+                q.repositories.delete(repo_id)
                 log.info("gc: removed empty repository %s", repo.name)
                 self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind="repositories")
 
     def _uploads(self, report: Report, now: float) -> int:
         with self.db.write() as conn:
-            q = QueueStore(conn)
-            stale = q.stale_uploads(now - self.opts.upload_ttl, self.opts.batch_size)
+            q = Stores(conn)
+            stale = q.uploads.stale(now - self.opts.upload_ttl, self.opts.batch_size)
             for up in stale:
-                q.delete_upload(up.id)
-            q.review_repositories([up.repository_id for up in stale], now + self.opts.gc_delay)
-            q.add_tombstones([{"key": paths.upload_key(up.id), "kind": "upload", "digest": None, "size": up.size,
+                q.uploads.delete(up.id)
+            q.reviews.add_repositories([up.repository_id for up in stale], now + self.opts.gc_delay)
+            q.tombstones.add([{"key": paths.upload_key(up.id), "kind": "upload", "digest": None, "size": up.size,
                                "created_at": now, "next_attempt_at": now} for up in stale])
-            for digest in q.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):
-                q.review_blobs([digest], now, "abandoned_commit")
+            for digest in q.blobs.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):
+                q.reviews.add_blobs([digest], now, "abandoned_commit")
         return len(stale)
 
     # ---- storage deletes -----------------------------------------------------------
@@ -332,7 +333,7 @@ class Collector:
         if self.opts.max_deletes_per_second > 0:  # never claim more than half a lease can delete
             limit = max(1, min(limit, int(self.opts.max_deletes_per_second * self.opts.lease / 2)))
         with self.db.write() as conn:
-            claimed = QueueStore(conn).claim_tombstones(now, limit, self.owner, self.opts.lease)
+            claimed = Stores(conn).tombstones.claim(now, limit, self.owner, self.opts.lease)
         if claimed:
             if self._pool is None:
                 self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
@@ -349,13 +350,13 @@ class Collector:
         results, self._inflight = self._inflight.result(), None
         now = self.clock.now()
         with self.db.write() as conn:
-            q = QueueStore(conn)
-            q.drop_tombstones([r.tombstone.key for r in results if r.error is None])
+            q = Stores(conn)
+            q.tombstones.drop([r.tombstone.key for r in results if r.error is None])
             for r in results:
                 self._settle(q, r, report, now)
         return len(results)
 
-    def _settle(self, q: QueueStore, r: DeleteResult, report: Report, now: float) -> None:
+    def _settle(self, q: Stores, r: DeleteResult, report: Report, now: float) -> None:
         """Report a delete (its tombstone is dropped by the caller) or schedule its retry."""
         t = r.tombstone
         kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
@@ -368,7 +369,7 @@ class Collector:
             self.metrics.inc("dockyard_gc_reclaimed_bytes_total", t.size, kind=kind)
         else:
             delay = min(self.opts.retry_max, self.opts.retry_base * (2 ** t.attempts))
-            q.tombstone_failed(t.key, r.error, now + delay)
+            q.tombstones.failed(t.key, r.error, now + delay)
             report.fail(kind)
             self.metrics.inc("dockyard_gc_failures_total", kind=kind)
 
@@ -377,18 +378,18 @@ class Collector:
         now = self.clock.now()
         limit = 1_000_000
         with self.db.read() as conn:
-            q = QueueStore(conn)
-            for up in q.stale_uploads(now - self.opts.upload_ttl, limit, lock=False):
+            q = Stores(conn)
+            for up in q.uploads.stale(now - self.opts.upload_ttl, limit, lock=False):
                 report.add("uploads", up.size, {"upload": up.id})
             checks = (("manifests", self._review_manifests), ("links", self._review_links),
                       ("blobs", self._review_blobs), ("repositories", self._review_repositories))
             for name, review in checks:
-                entries = q.claim_due(name, now, limit, lock=False)
+                entries = q.reviews.claim_due(name, now, limit, lock=False)
                 for i in range(0, len(entries), self.opts.batch_size):
                     review(conn, q, entries[i:i + self.opts.batch_size], report, now, apply=False)
                 if name == "manifests" and self.opts.sweep_untagged:
                     last = 0
-                    while ids := q.untagged_unreviewed_manifests(last, self.opts.batch_size):
+                    while ids := q.reviews.untagged_unreviewed_manifests(last, self.opts.batch_size):
                         last = ids[-1]
                         review(conn, q, [SimpleNamespace(manifest_id=i) for i in ids], report, now, apply=False)
             # what the removed links would free in the same run
@@ -398,10 +399,10 @@ class Collector:
                     unlinked.setdefault(item["digest"], set()).add(item["repository_id"])
             counted = {item["digest"] for item in report.items if item["kind"] == "blobs"}
             for digest, repos in unlinked.items():
-                blob = q.lock_blob(digest) if digest not in counted else None
-                if blob is not None and not q.blob_referenced(digest, ignoring_repositories=repos):
+                blob = q.blobs.lock(digest) if digest not in counted else None
+                if blob is not None and not q.blobs.referenced([digest], ignoring_repositories=repos):
                     report.add("blobs", blob.size, {"digest": digest, "after": "links"})
-            for t in q.pending_tombstones(limit):
+            for t in q.tombstones.pending(limit):
                 report.add("tombstones", t.size, {"key": t.key})
 
     def _finish(self, report: Report) -> None:
@@ -409,10 +410,10 @@ class Collector:
         data.pop("items", None)
         worked = report.dry_run or data["totals"]["objects"] or data["totals"]["failures"]
         with self.db.write() as conn:
-            q = QueueStore(conn)
+            q = Stores(conn)
             if worked:  # idle runs leave no history: a daemon's wake-ups would drown the rest
-                q.record_run(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
-            backlog = q.backlog(self.clock.now())
+                q.runs.record(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
+            backlog = q.reviews.backlog(self.clock.now())
         for queue, counts in backlog.items():
             for state, n in counts.items():
                 self.metrics.set("dockyard_gc_backlog", n, queue=queue, state=state)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dockyard.lifecycle.ratelimit import WindowLimiter
-from dockyard.meta.gc import Tombstone
+from dockyard.meta.tombstones import Tombstone
 from dockyard.storage.base import Deleter
 
 log = logging.getLogger(__name__)

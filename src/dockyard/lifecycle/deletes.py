@@ -18,7 +18,8 @@ from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.stores import Stores
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.tags import TagStore
@@ -61,7 +62,7 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
                 TrashStore(conn).add_tags(repo.id, [removed_tag], now, actor, now + cfg.scrub_time,
                                           with_manifest=False)
             if cfg.delete_untagged:
-                QueueStore(conn).review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
+                Stores(conn).reviews.add_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
         store = ManifestStore(conn)
@@ -87,9 +88,9 @@ def unlink_blob(reg, name: str, digest: str) -> None:
         repo = RepositoryStore(conn).require(name)
         if not BlobStore(conn).unlink(repo.id, d):
             raise blob_unknown(d)
-        queue = QueueStore(conn)
-        queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
-        queue.review_repositories([repo.id], reg.now() + reg.config.gc_delay)
+        queue = Stores(conn)
+        queue.reviews.add_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
+        queue.reviews.add_repositories([repo.id], reg.now() + reg.config.gc_delay)
     log.info("unlinked blob %s from %s", d, name)
 
 

@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from dockyard.clock import Clock
 from dockyard.lifecycle.collector import GcOptions, collectable_manifests
-from dockyard.meta.db import Database
-from dockyard.meta.gc import QueueStore
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.db import Database
 from dockyard.meta.schema import ACTIVE
+from dockyard.meta.stores import Stores
 from dockyard.meta.uploads import UploadStore
 from dockyard.storage import paths
 from dockyard.storage.base import ObjectInfo, StorageDriver
@@ -59,6 +60,12 @@ class FsckReport:
     unreviewed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNREVIEWED_KINDS, 0))
     unreviewed_items: list[dict] = field(default_factory=list)
     requeued: int = 0
+    duration: float = 0.0
+    job = "fsck"
+
+    @property
+    def dry_run(self) -> bool:
+        return not self.delete
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -94,28 +101,30 @@ class Fsck:
         self.gc = gc or GcOptions()
 
     def run(self) -> FsckReport:
+        started = time.monotonic()
         self._walk(paths.BLOBS, self._known_blobs)
         self._walk(paths.UPLOADS, self._known_uploads)
         self._rows()
         self.check_references()
+        self.report.duration = round(time.monotonic() - started, 3)
         return self.report
 
     # ---- every row referenced, reviewed or tombstoned ------------------------------
     def check_references(self) -> FsckReport:
         """Find rows that nothing references and nothing will review; re-queue them."""
-        self._pages("blobs", "", lambda q, after: q.blobs_page(after, BATCH),
-                    lambda q, keys, when: q.review_blobs(keys, when, "fsck"))
-        self._pages("links", (0, ""), lambda q, after: q.links_page(after, BATCH),
-                    lambda q, keys, when: q.review_link_pairs(keys, when, "fsck"))
+        self._pages("blobs", "", lambda q, after: q.orphans.blobs(after, BATCH),
+                    lambda q, keys, when: q.reviews.add_blobs(keys, when, "fsck"))
+        self._pages("links", (0, ""), lambda q, after: q.orphans.links(after, BATCH),
+                    lambda q, keys, when: q.reviews.add_link_pairs(keys, when, "fsck"))
         self._pages("manifests", 0, self._manifests_page,
-                    lambda q, keys, when: q.review_manifests(keys, when, "fsck"))
-        self._pages("repositories", 0, lambda q, after: q.repositories_page(after, BATCH),
-                    lambda q, keys, when: q.review_repositories(keys, when))
+                    lambda q, keys, when: q.reviews.add_manifests(keys, when, "fsck"))
+        self._pages("repositories", 0, lambda q, after: q.orphans.repositories(after, BATCH),
+                    lambda q, keys, when: q.reviews.add_repositories(keys, when))
         return self.report
 
-    def _manifests_page(self, q: QueueStore, after: int) -> list[tuple[int, bool]]:
-        ids = q.untagged_unreviewed_manifests(after, BATCH)
-        rows = [m for m in q.manifests_for_review(ids, lock=False) if m.state == ACTIVE]
+    def _manifests_page(self, q: Stores, after: int) -> list[tuple[int, bool]]:
+        ids = q.reviews.untagged_unreviewed_manifests(after, BATCH)
+        rows = [m for m in q.manifests.for_review(ids, lock=False) if m.state == ACTIVE]
         orphans = {m.id for m in collectable_manifests(q, rows, self.gc)}
         return [(i, i in orphans) for i in ids]
 
@@ -124,7 +133,7 @@ class Fsck:
         after = start
         while True:
             with self.db.read() as conn:
-                rows = page(QueueStore(conn), after)
+                rows = page(Stores(conn), after)
             if not rows:
                 return
             after = rows[-1][0]
@@ -138,7 +147,7 @@ class Fsck:
                     r.unreviewed_items.append({"kind": kind, "key": list(key) if isinstance(key, tuple) else key})
             if r.requeue:
                 with self.db.write() as conn:
-                    requeue(QueueStore(conn), orphans, self.clock.now() + self.gc.gc_delay)
+                    requeue(Stores(conn), orphans, self.clock.now() + self.gc.gc_delay)
                 r.requeued += len(orphans)
             if self.progress:
                 self.progress(r)
@@ -148,14 +157,14 @@ class Fsck:
         digests = {o.key: paths.digest_from_blob_key(o.key) for o in objs}
         with self.db.read() as conn:
             rows = BlobStore(conn).existing(d for d in digests.values() if d)
-            tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
+            tomb = Stores(conn).tombstones.existing_keys([o.key for o in objs])
         return {k for k, d in digests.items() if d in rows} | tomb
 
     def _known_uploads(self, objs: list[ObjectInfo]) -> set[str]:
         ids = {o.key: o.key[len(paths.UPLOADS):] for o in objs}
         with self.db.read() as conn:
             rows = UploadStore(conn).existing(ids.values())
-            tomb = QueueStore(conn).tombstone_keys([o.key for o in objs])
+            tomb = Stores(conn).tombstones.existing_keys([o.key for o in objs])
         return {k for k, i in ids.items() if i in rows} | tomb
 
     def _walk(self, prefix: str, known: Callable[[list[ObjectInfo]], set[str]]) -> None:
@@ -194,7 +203,7 @@ class Fsck:
             rows.append({"key": obj.key, "kind": "blob" if digest else "upload", "digest": digest,
                          "size": obj.size, "created_at": now, "next_attempt_at": now})
         with self.db.write() as conn:
-            QueueStore(conn).add_tombstones(rows)
+            Stores(conn).tombstones.add(rows)
 
     # ---- database -> storage ---------------------------------------------------
     def _rows(self) -> None:

@@ -5,7 +5,8 @@ The plan is made repository by repository (memory stays flat per repository); wi
 deleted is exactly what that plan says. Deletes go through the one delete path
 (``lifecycle.deletes.trash_manifests``): restorable until ``scrub_time``.
 
-See ``lifecycle/policies.py`` for the rules; a manifest is kept if any keep rule keeps it.
+See ``lifecycle/keep.py`` for the rules (one pure function each); a manifest is kept if any
+keep rule keeps it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dockyard.lifecycle.deletes import trash_manifests
-from dockyard.lifecycle.rules import immutable_rules
 from dockyard.lifecycle.inuse import InUse
-from dockyard.policies import ImmutableRules, Policy
+from dockyard.lifecycle.keep import Context, RepoFacts, keep_reasons, why_delete
+from dockyard.lifecycle.rules import immutable_rules
 from dockyard.meta.db import retrying
-from dockyard.meta.gc import PurgeTarget
-from dockyard.meta.retention import ManifestFacts, RetentionStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.retention import RetentionStore
+from dockyard.policies import ImmutableRules, Policy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ class Plan:
     confirmed: bool
     repositories: list[RepoPlan] = field(default_factory=list)
     duration: float = 0.0
+    job = "prune"
+
+    @property
+    def dry_run(self) -> bool:
+        return not self.confirmed
 
     @property
     def totals(self) -> dict:
@@ -81,98 +88,24 @@ class Plan:
         return "\n".join(lines)
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def plan_repository(store: RetentionStore, repo_id: int, name: str, policy: Policy, inuse: InUse,
                     immutable: ImmutableRules, now: float) -> tuple[RepoPlan, list[PurgeTarget], dict[int, list[str]]]:
-    """Decide every active manifest of one repository. Pure reads."""
-    facts = store.manifests(repo_id)
-    by_id: dict[int, ManifestFacts] = {m.id: m for m in facts}
-    by_digest = {m.digest: m for m in facts}
-    live_tags = store.tags(repo_id)
-    tags_of: dict[int, list[str]] = defaultdict(list)
-    for tag, mid in sorted(live_tags.items()):
-        tags_of[mid].append(tag)
-    keep: dict[int, list[str]] = defaultdict(list)
-
-    # rules on tags: out of scope, immutable, revisions
-    for tag, mid in live_tags.items():
-        if not policy.tag_in_scope(tag):
-            keep[mid].append(f"tag {tag} is outside the policy")
-        if immutable.matches(name, tag):
-            keep[mid].append(f"immutable tag {tag}")
-    if policy.keep_tag_revisions:
-        seen: dict[str, list[str]] = defaultdict(list)
-        for tag, digest in store.history(repo_id):
-            if tag not in live_tags or not policy.tag_in_scope(tag):
-                continue
-            revisions = seen[tag]
-            if digest in revisions or len(revisions) >= policy.keep_tag_revisions:
-                continue
-            revisions.append(digest)
-            if digest in by_digest:
-                keep[by_digest[digest].id].append(f"revision {len(revisions)} of tag {tag}")
-    # rules on time and count
-    if policy.keep_recent:
-        newest = sorted(facts, key=lambda m: (m.pushed_at, m.id), reverse=True)[:policy.keep_recent]
-        for rank, m in enumerate(newest, 1):
-            keep[m.id].append(f"#{rank} most recently pushed")
-    for m in facts:
-        if policy.keep_pushed_within is not None and m.pushed_at > now - policy.keep_pushed_within:
-            keep[m.id].append(f"pushed {_age(now - m.pushed_at)} ago")
-        if (policy.keep_pulled_within is not None and m.last_pulled_at is not None
-                and m.last_pulled_at > now - policy.keep_pulled_within):
-            keep[m.id].append(f"pulled {_age(now - m.last_pulled_at)} ago")
-        if policy.untagged == "keep" and not tags_of.get(m.id):
-            keep[m.id].append("untagged, and the policy keeps untagged")
-    # workloads
-    in_tags, in_digests, _ = inuse.keys()
-    for (repo, tag) in in_tags:
-        if repo == name and tag in live_tags:
-            keep[live_tags[tag]].append(f"in use as {name}:{tag}")
-    for (repo, digest) in in_digests:
-        if repo == name and digest in by_digest:
-            keep[by_digest[digest].id].append(f"in use as {name}@{digest[:19]}")
-    # closure: children of kept indexes, referrers of kept subjects
-    children: dict[int, list[str]] = defaultdict(list)
+    """Decide every active manifest of one repository (pure reads; the rules are in keep.py)."""
+    facts = RepoFacts(name, store.manifests(repo_id), store.tags(repo_id),
+                      store.history(repo_id) if policy.keep_tag_revisions else [], store.references(repo_id))
+    keep = keep_reasons(facts, Context(policy, immutable, inuse, now))
     blob_refs: dict[int, list[str]] = defaultdict(list)
-    for mid, kind, digest in store.references(repo_id):
-        (children if kind == "manifest" else blob_refs)[mid].append(digest)
-    referrers: dict[str, list[int]] = defaultdict(list)
-    for m in facts:
-        if m.subject_digest:
-            referrers[m.subject_digest].append(m.id)
-    stack = list(keep)
-    while stack:
-        mid = stack.pop()
-        parent = by_id[mid]
-        for child in children.get(mid, []):
-            c = by_digest.get(child)
-            if c is not None and not keep.get(c.id):
-                keep[c.id].append(f"child of kept {parent.digest[:19]}")
-                stack.append(c.id)
-        for rid in referrers.get(parent.digest, []):
-            if not keep.get(rid):
-                keep[rid].append(f"referrer of kept {parent.digest[:19]}")
-                stack.append(rid)
-
+    for mid, kind, digest in facts.references:
+        if kind == "blob":
+            blob_refs[mid].append(digest)
     plan = RepoPlan(name)
     targets = []
-    for m in sorted(facts, key=lambda m: (m.pushed_at, m.id), reverse=True):
-        d = Decision(m.digest, tags_of.get(m.id, []), m.pushed_at, keep=keep.get(m.id, []))
+    for m in sorted(facts.manifests, key=lambda m: (m.pushed_at, m.id), reverse=True):
+        d = Decision(m.digest, facts.tags_of.get(m.id, []), m.pushed_at, keep=keep.get(m.id, []))
         if d.keep:
             plan.kept.append(d)
             continue
-        why = [f"tags {','.join(d.tags)} beyond the kept revisions" if d.tags else "untagged",
-               f"pushed {_age(now - m.pushed_at)} ago"]
-        if m.last_pulled_at is not None:
-            why.append(f"last pulled {_age(now - m.last_pulled_at)} ago")
-        d.delete = "; ".join(why)
+        d.delete = why_delete(m, d.tags, now)
         plan.deleted.append(d)
         targets.append(PurgeTarget(m.id, repo_id, m.digest))
     return plan, targets, {t.id: blob_refs.get(t.id, []) for t in targets}

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from dockyard.meta.gc import QueueStore, PurgeTarget
+from dockyard.meta.stores import Stores
+from dockyard.meta.manifests import PurgeTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +30,8 @@ def purge_manifests(conn, targets: Sequence[PurgeTarget], now: float, opts: Purg
     Every reference the purge removes queues a review of its object, in this transaction."""
     if not targets:
         return
-    q = QueueStore(conn)
-    refs = q.purge_rows(targets, now, actor)
+    q = Stores(conn)
+    refs = q.manifests.delete_rows(targets, now, actor)
     when = now + opts.gc_delay
     by_repo: dict[int, list[str]] = {}
     children: list[tuple[int, str]] = []
@@ -39,12 +40,12 @@ def purge_manifests(conn, targets: Sequence[PurgeTarget], now: float, opts: Purg
             by_repo.setdefault(repo_id, []).append(digest)
         else:
             children.append((repo_id, digest))
-    q.review_link_pairs([(r, d) for r, ds in by_repo.items() for d in ds], when, "manifest_purged")
+    q.reviews.add_link_pairs([(r, d) for r, ds in by_repo.items() for d in ds], when, "manifest_purged")
     # the blobs lost a reference too: their links may be gone already (a client unlinked a
     # layer while this manifest still referenced it), and then no link review queues them
-    q.review_blobs([d for ds in by_repo.values() for d in ds], when, "manifest_purged")
+    q.reviews.add_blobs([d for ds in by_repo.values() for d in ds], when, "manifest_purged")
     if children and opts.delete_untagged:
-        q.review_manifests(q.manifest_ids_of(children), now + opts.gc_delay, "parent_purged")
+        q.reviews.add_manifests(q.manifests.ids_of(children), now + opts.gc_delay, "parent_purged")
     if opts.referrers_follow_subject:
-        q.review_manifests(q.referrer_ids_of([(t.repository_id, t.digest) for t in targets]), now, "subject_purged")
-    q.review_repositories([t.repository_id for t in targets], when)
+        q.reviews.add_manifests(q.manifests.referrer_ids_of([(t.repository_id, t.digest) for t in targets]), now, "subject_purged")
+    q.reviews.add_repositories([t.repository_id for t in targets], when)

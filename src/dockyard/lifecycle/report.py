@@ -1,12 +1,32 @@
-"""What a run did, per kind of object: counts, bytes, failures, duration."""
+"""What a run did: the one shape every job's ``run()`` returns.
+
+:class:`RunResult` is what the runner, the CLI and the admin API rely on: a job name, whether
+it was a dry run, how long it took, a JSON form and a table. :class:`Report` is the shape of
+the reclaiming jobs (collector, scrubber, pull flush): per kind of object, counts, bytes and
+failures. Retention (``prune.Plan``) and ``fsck`` (``fsck.FsckReport``) return richer results
+of the same shape.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 KINDS = ("images", "tags", "manifests", "links", "blobs", "repositories", "uploads", "tombstones")
+
+
+class RunResult(Protocol):
+    job: str
+    duration: float
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    def as_dict(self) -> dict: ...
+
+    def table(self) -> str: ...
 
 
 @dataclass
@@ -29,20 +49,27 @@ class Report:
 
     def add(self, kind: str, size: int = 0, item: dict | None = None) -> None:
         with self._lock:
-            k = self.kinds[kind]
+            k = self.kinds.setdefault(kind, KindReport())
             k.objects += 1
             k.bytes += size
             if item is not None and self.dry_run:
                 self.items.append({"kind": kind, **item, "bytes": size})
 
+    def count(self, kind: str, objects: int, size: int = 0) -> None:
+        """Add ``objects`` objects (``size`` bytes in all) of ``kind`` at once."""
+        with self._lock:
+            k = self.kinds.setdefault(kind, KindReport())
+            k.objects += objects
+            k.bytes += size
+
     def fail(self, kind: str) -> None:
         with self._lock:
-            self.kinds[kind].failures += 1
+            self.kinds.setdefault(kind, KindReport()).failures += 1
 
     def merge(self, other: "Report") -> None:
         with self._lock:
             for name, k in other.kinds.items():
-                mine = self.kinds[name]
+                mine = self.kinds.setdefault(name, KindReport())
                 mine.objects += k.objects
                 mine.bytes += k.bytes
                 mine.failures += k.failures

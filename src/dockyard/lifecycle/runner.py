@@ -1,6 +1,6 @@
 """One runner owns looping, jitter, backoff and stopping for every background job.
 
-A job is anything with ``run() -> Report``. ``dockyard serve`` starts runners in its
+A job is anything with ``run() -> RunResult`` (lifecycle/report.py). ``dockyard serve`` starts runners in its
 lifespan; ``--daemon`` commands run one in the foreground.
 """
 
@@ -15,9 +15,9 @@ import time
 import uuid
 from typing import Callable, Protocol
 
+from dockyard.lifecycle.report import RunResult
 from dockyard.meta.db import DatabaseUnavailable
 from dockyard.meta.leases import LeaseStore
-from dockyard.lifecycle.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Job(Protocol):
     job: str
 
-    def run(self) -> Report: ...
+    def run(self) -> RunResult: ...
 
 
 def lease_gate(db, name: str, ttl: float, clock=None) -> Callable[[], bool]:
@@ -63,7 +63,7 @@ class Runner:
             return min(self.backoff_max, self.interval * (2 ** min(self.failures, 10)))
         return self.interval * (1 + random.uniform(-self.jitter, self.jitter))
 
-    def run_cycle(self) -> Report | None:
+    def run_cycle(self) -> RunResult | None:
         try:
             if self.gate is not None and not self.gate():
                 self.skipped += 1  # another replica holds the lease

@@ -8,11 +8,14 @@ the collector and the scrubber run in every replica and share their queues.
 
 from __future__ import annotations
 
+import time
+
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
+from dockyard.lifecycle.report import Report
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.stores import Stores
 
 
 def scheduled_jobs(reg) -> list[Runner]:
@@ -41,12 +44,16 @@ class _PullFlush:
     def __init__(self, reg):
         self.reg = reg
 
-    def run(self):
-        return self.reg.pulls.flush(self.reg.db)
+    def run(self) -> Report:
+        report = Report(self.job, kinds={})
+        started = time.monotonic()
+        report.count("pulls", self.reg.pulls.flush(self.reg.db))
+        report.duration = time.monotonic() - started
+        return report
 
 
 def gc_status(reg, runs: int = 10) -> dict:
     """The backlog of every review queue and the last collections' reports."""
     with reg.db.read() as conn:
-        q = QueueStore(conn)
-        return {"backlog": q.backlog(reg.now()), "runs": q.recent_runs("gc", runs)}
+        q = Stores(conn)
+        return {"backlog": q.reviews.backlog(reg.now()), "runs": q.runs.recent("gc", runs)}

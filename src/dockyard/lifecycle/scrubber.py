@@ -23,7 +23,8 @@ from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database, retrying
-from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.stores import Stores
 from dockyard.meta.schema import PENDING_DELETE
 from dockyard.meta.trash import TrashStore
 from dockyard.metrics import Metrics
@@ -32,13 +33,13 @@ from dockyard.storage.base import Deleter
 log = logging.getLogger(__name__)
 
 
-def kept_children(q: QueueStore, targets: list[PurgeTarget], now: float, recheck: float) -> dict[int, float]:
+def kept_children(q: Stores, targets: list[PurgeTarget], now: float, recheck: float) -> dict[int, float]:
     """Those ``targets`` that a manifest outside the batch still references as a child (an
     index that is live, or pending and restorable: its restore needs the child), with the
     time to look at them again: the latest scrub time of their pending parents, and
     ``now + recheck`` while a live one references them. Purging a child under such an index
     would leave it unrestorable (or broken). A parent kept itself keeps its children."""
-    parents = q.parents_of([(t.repository_id, t.digest) for t in targets])
+    parents = q.manifests.parents_of([(t.repository_id, t.digest) for t in targets])
     purging = {t.id for t in targets}
     kept: dict[int, float] = {}
     changed = True
@@ -99,10 +100,10 @@ class Scrubber:
     def _purge_batch(self, report: Report) -> int:
         now = self.clock.now()
         with self.db.write() as conn:
-            q = QueueStore(conn)
-            claimed = q.due_pending_deletes(now, self.opts.batch_size)
+            q = Stores(conn)
+            claimed = q.manifests.claim_due_pending(now, self.opts.batch_size)
             deferred = kept_children(q, claimed, now, self.opts.gc_delay)
-            q.defer_pending_deletes(deferred)
+            q.manifests.defer_pending(deferred)
             targets = [t for t in claimed if t.id not in deferred]
             # the links get the usual gc_delay: a push that saw a layer exist a moment ago
             # (HEAD, then manifest PUT) must still find it linked
@@ -123,7 +124,7 @@ class Scrubber:
         now = self.clock.now()
         with self.db.write() as conn:
             manifest_ids = TrashStore(conn).expire(now, self.opts.batch_size)
-            QueueStore(conn).review_manifests(manifest_ids, now, "tag_expired")
+            Stores(conn).reviews.add_manifests(manifest_ids, now, "tag_expired")
         for _ in manifest_ids:
             report.add("tags")
         return len(manifest_ids)
@@ -133,7 +134,7 @@ class Scrubber:
         with self.db.read() as conn:
             trash = TrashStore(conn)
             due = [i for i in trash.images(limit=1_000_000) if i.scrub_after <= now]
-            kept = kept_children(QueueStore(conn), [PurgeTarget(i.manifest_id, i.repository_id, i.digest)
+            kept = kept_children(Stores(conn), [PurgeTarget(i.manifest_id, i.repository_id, i.digest)
                                                     for i in due], now, self.opts.gc_delay)
             for image in due:
                 if image.manifest_id not in kept:
@@ -150,7 +151,7 @@ class Scrubber:
         data.pop("items", None)
         if report.dry_run or data["totals"]["objects"] or data["totals"]["failures"]:
             with self.db.write() as conn:
-                QueueStore(conn).record_run(self.job, report.started, self.clock.now(), report.dry_run, "", data)
+                Stores(conn).runs.record(self.job, report.started, self.clock.now(), report.dry_run, "", data)
         self.metrics.inc("dockyard_scrub_runs_total")
 
 

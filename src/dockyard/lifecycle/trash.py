@@ -9,7 +9,8 @@ from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import PurgeTarget, QueueStore
+from dockyard.meta.manifests import PurgeTarget
+from dockyard.meta.stores import Stores
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE
@@ -97,7 +98,7 @@ def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
             result = _restore_image(conn, reg, repo.id, ref.digest, actor, now, str(ref), reviews)
         # a restored image may be kept by nothing now (its tags moved; its subject was purged):
         # the collector decides, after the usual grace
-        QueueStore(conn).review_manifests(reviews, now + reg.config.gc_delay, "restored")
+        Stores(conn).reviews.add_manifests(reviews, now + reg.config.gc_delay, "restored")
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
@@ -175,7 +176,7 @@ def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) ->
         row = TrashStore(conn).lock_pending(repo.id, ref.digest) if repo else None
         if row is None or row.state == ACTIVE:
             raise RegistryError("MANIFEST_UNKNOWN", "image is not in the trash", {"reference": text})
-        holders = [p.id for p in QueueStore(conn).parents_of([(repo.id, ref.digest)]).get((repo.id, ref.digest), [])
+        holders = [p.id for p in Stores(conn).manifests.parents_of([(repo.id, ref.digest)]).get((repo.id, ref.digest), [])
                    if p.id != row.id]
         if holders:  # purging it would leave that index broken, or unrestorable
             raise Conflict("DENIED", "an index of the repository (live, or in the trash) references this "

@@ -8,8 +8,16 @@ from typing import Iterable
 from sqlalchemy import Connection, bindparam, delete, select, update
 
 from dockyard import faults
-from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import COMMITTING, READY, blobs, gc_link_reviews, repositories, repository_blobs
+from dockyard.meta.db import in_pairs, insert_ignore
+from dockyard.meta.schema import (
+    COMMITTING,
+    READY,
+    blobs,
+    gc_link_reviews,
+    manifest_references,
+    repositories,
+    repository_blobs,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,20 @@ _LINKED_BY_NAME = (
                & (gc_link_reviews.c.digest == blobs.c.digest))
     .where(repositories.c.name == bindparam("name"), repositories.c.deleted_at.is_(None),
            repository_blobs.c.digest == bindparam("digest"), blobs.c.state == READY))
+
+
+# the push path's lock, built once
+_LOCK_BLOB = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+              .where(blobs.c.digest == bindparam("digest")).with_for_update())
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRow:
+    """A blob row as the collector and the commit see it under lock."""
+    digest: str
+    size: int
+    state: str
+    created_at: float
 
 
 class BlobStore:
@@ -129,6 +151,60 @@ class BlobStore:
             )
         )
         return res.rowcount > 0
+
+    def lock_many(self, digests, *, lock: bool = True) -> dict[str, BlobRow]:
+        """Blob rows, locked in digest order (a fixed order: no deadlock between collectors)."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return {}
+        q = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+             .where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest))
+        return {r.digest: BlobRow(*r) for r in self.conn.execute(q.with_for_update() if lock else q)}
+
+    def lock(self, digest: str) -> BlobRow | None:
+        """The blob row, locked against concurrent pushes and collectors (None if gone): the
+        push path's one-digest form of :meth:`lock_many`, with its statement built once."""
+        row = self.conn.execute(_LOCK_BLOB, {"digest": digest}).first()
+        return BlobRow(*row) if row else None
+
+    def referenced(self, digests, *, ignoring_repositories: set[int] | None = None) -> set[str]:
+        """Those of ``digests`` that a manifest references as a layer or a repository links
+        (links of ``ignoring_repositories`` not counted: a dry run's "would be unlinked")."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return set()
+        by_manifest = select(manifest_references.c.digest).where(
+            manifest_references.c.kind == "blob", manifest_references.c.digest.in_(wanted))
+        by_link = select(repository_blobs.c.digest).where(repository_blobs.c.digest.in_(wanted))
+        if ignoring_repositories:
+            by_link = by_link.where(repository_blobs.c.repository_id.not_in(sorted(ignoring_repositories)))
+        return set(self.conn.execute(by_manifest.union(by_link)).scalars())
+
+    def delete_rows(self, digests) -> None:
+        wanted = sorted(set(digests))
+        if wanted:
+            self.conn.execute(delete(blobs).where(blobs.c.digest.in_(wanted)))
+
+    def abandoned_commits(self, before: float, limit: int) -> list[str]:
+        """Blob rows stuck in ``committing`` (a push died between its two steps)."""
+        return list(self.conn.execute(select(blobs.c.digest).where(
+            blobs.c.state == COMMITTING, blobs.c.created_at < before).limit(limit)).scalars())
+
+    def links_of(self, pairs) -> dict[tuple[int, str], float]:
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return {}
+        rows = self.conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
+                                        repository_blobs.c.created_at)
+                                 .where(in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest,
+                                                 pairs)))
+        return {(r.repository_id, r.digest): r.created_at for r in rows}
+
+    def delete_links(self, pairs) -> None:
+        pairs = sorted(set(pairs))
+        if pairs:
+            self.conn.execute(delete(repository_blobs).where(
+                in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest, pairs)))
 
 
 @dataclass(frozen=True, slots=True)

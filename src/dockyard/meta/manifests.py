@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
-from dockyard.meta.db import insert_ignore
-from dockyard.meta.schema import ACTIVE, PENDING_DELETE, manifest_references, manifests as t, repositories, tags
+from dockyard.meta.db import in_pairs, insert_ignore
+from dockyard.meta.schema import (
+    ACTIVE,
+    PENDING_DELETE,
+    gc_manifest_reviews,
+    manifest_references,
+    repositories,
+    tag_history,
+    tags,
+    trashed_tags,
+)
+from dockyard.meta.schema import manifests as t
 from dockyard.oci.manifest import ParsedManifest
 
 
@@ -57,6 +67,22 @@ class Referrer:
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeTarget:
+    id: int
+    repository_id: int
+    digest: str
+
+
+def _group_by_value(mapping: dict) -> dict:
+    out: dict = {}
+    for k, v in mapping.items():
+        out.setdefault(v, []).append(k)
+    return out
+
+
 
 
 class ManifestStore:
@@ -181,3 +207,106 @@ class ManifestStore:
                 manifest_references.c.manifest_id == manifest_id)
         )
         return [(r.kind, r.digest) for r in rows]
+
+    def delete_rows(self, targets, now: float, actor: str | None) -> list[tuple[int, str, str]]:
+        """Delete the t' rows, references, tags (recorded in tag_history) and trash
+        entries; returns their references as (repository_id, kind, digest)."""
+        ids = [t.id for t in targets]
+        repo_of = {t.id: t.repository_id for t in targets}
+        refs = [(repo_of[r.manifest_id], r.kind, r.digest) for r in self.conn.execute(
+            select(manifest_references.c.manifest_id, manifest_references.c.kind, manifest_references.c.digest)
+            .where(manifest_references.c.manifest_id.in_(ids)))]
+        tagged = list(self.conn.execute(select(tags.c.repository_id, tags.c.name, t.c.digest)
+                                        .join(t, t.c.id == tags.c.manifest_id)
+                                        .where(tags.c.manifest_id.in_(ids))))
+        if tagged:
+            self.conn.execute(delete(tags).where(tags.c.manifest_id.in_(ids)))
+            self.conn.execute(tag_history.insert(), [
+                {"repository_id": t.repository_id, "tag": t.name, "manifest_digest": t.digest, "action": "delete",
+                 "at": now, "actor": actor} for t in tagged])
+        self.conn.execute(delete(trashed_tags).where(trashed_tags.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(gc_manifest_reviews).where(gc_manifest_reviews.c.manifest_id.in_(ids)))
+        self.conn.execute(delete(t).where(t.c.id.in_(ids)))
+        return refs
+
+    def ids_of(self, pairs: list[tuple[int, str]]) -> list[int]:
+        if not pairs:
+            return []
+        return list(self.conn.execute(select(t.c.id).where(
+            in_pairs(self.conn, t.c.repository_id, t.c.digest, sorted(set(pairs))))).scalars())
+
+    def referrer_ids_of(self, subjects: list[tuple[int, str]]) -> list[int]:
+        if not subjects:
+            return []
+        return list(self.conn.execute(select(t.c.id).where(
+            in_pairs(self.conn, t.c.repository_id, t.c.subject_digest, sorted(set(subjects))))).scalars())
+
+    def claim_due_pending(self, now: float, limit: int) -> list[PurgeTarget]:
+        """pending_delete images whose scrub time has passed, claimed (SKIP LOCKED)."""
+        rows = self.conn.execute(
+            select(t.c.id, t.c.repository_id, t.c.digest)
+            .where(t.c.state == PENDING_DELETE, t.c.scrub_after <= now)
+            .order_by(t.c.scrub_after).limit(limit).with_for_update(skip_locked=True))
+        return [PurgeTarget(r.id, r.repository_id, r.digest) for r in rows]
+
+    def parents_of(self, pairs) -> dict[tuple[int, str], list[Any]]:
+        """For each (repository, digest), the t of that repository (any state) that
+        reference it as a child: rows of (id, state, scrub_after)."""
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return {}
+        refs = manifest_references.c
+        rows = self.conn.execute(
+            select(refs.repository_id, refs.digest, t.c.id, t.c.state, t.c.scrub_after)
+            .join(t, t.c.id == refs.manifest_id)
+            .where(refs.kind == "manifest", in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
+        out: dict[tuple[int, str], list[Any]] = {}
+        for r in rows:
+            out.setdefault((r.repository_id, r.digest), []).append(r)
+        return out
+
+    def defer_pending(self, scrub_after: dict[int, float]) -> None:
+        """Move the scrub time of pending_delete t (claimed by the caller) later."""
+        for when, ids in _group_by_value(scrub_after).items():
+            self.conn.execute(update(t).where(t.c.id.in_(ids), t.c.state == PENDING_DELETE)
+                              .values(scrub_after=when))
+
+    def for_review(self, ids, *, lock: bool = True) -> list[Any]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        q = (select(t.c.id, t.c.repository_id, t.c.digest, t.c.state,
+                    t.c.size, t.c.subject_digest, t.c.pushed_at)
+             .where(t.c.id.in_(wanted)).order_by(t.c.id))
+        return list(self.conn.execute(q.with_for_update() if lock else q))
+
+    def kept_by_tags(self, ids) -> set[int]:
+        """Manifests with a live tag or a tag in the trash (restorable)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return set()
+        live = select(tags.c.manifest_id).where(tags.c.manifest_id.in_(wanted))
+        trashed = select(trashed_tags.c.manifest_id).where(trashed_tags.c.manifest_id.in_(wanted))
+        return set(self.conn.execute(live.union(trashed)).scalars())
+
+    def existing(self, pairs) -> set[tuple[int, str]]:
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return set()
+        rows = self.conn.execute(select(t.c.repository_id, t.c.digest).where(
+            in_pairs(self.conn, t.c.repository_id, t.c.digest, pairs)))
+        return {(r.repository_id, r.digest) for r in rows}
+
+    def referenced_among(self, pairs, kind: str) -> set[tuple[int, str]]:
+        """Those (repository, digest) pairs that some manifest of that repository (any state:
+        pending ones can be restored) references as ``kind``: "blob" (a needed layer link) or
+        "manifest" (a child of an index)."""
+        pairs = sorted(set(pairs))
+        if not pairs:
+            return set()
+        refs = manifest_references.c
+        rows = self.conn.execute(
+            select(refs.repository_id, refs.digest).distinct()
+            .where(refs.kind == kind, in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
+        return {(r.repository_id, r.digest) for r in rows}

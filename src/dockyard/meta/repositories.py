@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, or_, select, update
 
 from dockyard.errors import name_unknown
 from dockyard.meta.db import insert_ignore
+from dockyard.meta.schema import (
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
+)
 from dockyard.meta.schema import repositories as t
 
 
@@ -82,3 +89,16 @@ class RepositoryStore:
 
     def mark_deleted(self, repo_id: int, now: float) -> None:
         self.conn.execute(update(t).where(t.c.id == repo_id).values(deleted_at=now))
+
+    def nonempty(self, repo_ids) -> set[int]:
+        """Those of ``repo_ids`` that still have a tag, a manifest, a layer link or an upload
+        (one statement; each check stops at the first row an index finds)."""
+        ids = sorted(set(repo_ids))
+        if not ids:
+            return set()
+        rid = repositories.c.id
+        used = or_(*(exists().where(t.c.repository_id == rid) for t in (tags, manifests, repository_blobs, uploads)))
+        return set(self.conn.execute(select(rid).where(rid.in_(ids), used)).scalars())
+
+    def delete(self, repo_id: int) -> None:
+        self.conn.execute(delete(repositories).where(repositories.c.id == repo_id))

@@ -9,6 +9,7 @@ lease ran out (its process died) can be taken over.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
@@ -82,3 +83,10 @@ class UploadStore:
         if not wanted:
             return set()
         return set(self.conn.execute(select(t.c.id).where(t.c.id.in_(wanted))).scalars())
+
+    def stale(self, before: float, limit: int, *, lock: bool = True) -> list[Any]:
+        q = (select(t.c.id, t.c.repository_id, t.c.size)
+             .where(t.c.updated_at < before).order_by(t.c.updated_at).limit(limit))
+        if lock:
+            q = q.with_for_update(skip_locked=True)
+        return list(self.conn.execute(q))

@@ -8,7 +8,7 @@ from typing import Iterator
 from dockyard.errors import RangeNotSatisfiable, blob_unknown
 from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
 from dockyard.meta.db import DatabaseConflict, DatabaseUnavailable
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.stores import Stores
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.validate import check_digest
 from dockyard.registry.context import Registry
@@ -37,7 +37,7 @@ def stat(reg: Registry, name: str, digest: str) -> Blob:
         if found.review_after < now + reg.config.gc_delay / 2:
             try:
                 with reg.db.write() as conn:
-                    QueueStore(conn).postpone_link_review(found.repository_id, d, until)
+                    Stores(conn).reviews.postpone_link(found.repository_id, d, until)
                     found = get_linked_by_name(conn, name, d)
             except DatabaseConflict:
                 raise  # rolled back: the request runs again (db.retrying)
@@ -81,7 +81,7 @@ def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob 
             return None
         repo = RepositoryStore(conn).ensure(name, reg.now())
         store.link(repo.id, [d], reg.now())
-        QueueStore(conn).review_links(repo.id, [d], reg.now() + reg.config.gc_delay, "mounted")
+        Stores(conn).reviews.add_links(repo.id, [d], reg.now() + reg.config.gc_delay, "mounted")
     return blob
 
 

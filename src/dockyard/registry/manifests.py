@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.lifecycle.deletes import check_mutable
 from dockyard.meta.blobs import BlobStore
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.stores import Stores
 from dockyard.meta.trash import TrashStore
 from dockyard.meta.manifests import Manifest, ManifestStore
 from dockyard.meta.repositories import RepositoryStore
@@ -109,12 +109,12 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
         manifest, revived = store.put(repo.id, digest, parsed, payload, now)
         if revived:  # pushed again while in the trash: it is live, so it leaves the trash
             TrashStore(conn).drop_for_manifests([manifest.id])
-        queue = QueueStore(conn)
+        queue = Stores(conn)
         if tag is not None:
             previous = TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
             if previous is not None and reg.config.delete_untagged:
-                queue.review_manifests([previous], now + reg.config.gc_delay, "untagged")
+                queue.reviews.add_manifests([previous], now + reg.config.gc_delay, "untagged")
         elif reg.config.delete_untagged or parsed.subject is not None:
-            queue.review_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
+            queue.reviews.add_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)

@@ -32,7 +32,7 @@ from dockyard import faults
 from dockyard.errors import Conflict, RegistryError, Unavailable, UploadOutOfOrder, digest_invalid, upload_unknown
 from dockyard.meta.blobs import Blob, BlobStore
 from dockyard.meta.db import retrying
-from dockyard.meta.gc import QueueStore
+from dockyard.meta.stores import Stores
 from dockyard.meta.schema import COMMITTING, READY
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.uploads import Upload, UploadStore
@@ -275,7 +275,7 @@ def _discard(reg: Registry, upload: Upload) -> None:
     try:
         with reg.db.write() as conn:
             if UploadStore(conn).delete(upload.id):
-                _forget(QueueStore(conn), reg, upload)
+                _forget(Stores(conn), reg, upload)
     except Exception as exc:  # the request is failing already; its own error is the one to report
         log.warning("could not discard upload %s: %s", upload.id, exc)
 
@@ -352,10 +352,10 @@ def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> t
     with reg.db.write() as conn:
         now = reg.now()
         store = BlobStore(conn)
-        queue = QueueStore(conn)
-        queue.review_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
-        row = queue.lock_blob(digest)
-        if row is None and queue.cancel_idle_tombstone(digest, now) == "busy":
+        queue = Stores(conn)
+        queue.reviews.add_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
+        row = queue.blobs.lock(digest)
+        if row is None and queue.tombstones.cancel_idle(digest, now) == "busy":
             return True, False
         # only an object known good (committed ready, of this size) is shared
         ready = row is not None and row.state == READY and row.size == upload.size
@@ -368,22 +368,22 @@ def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> t
             raise _lost(upload.id)
         store.link(upload.repository_id, [digest], now, locked=held)
         if ready:  # the registry already holds these bytes: the staged copy goes
-            queue.add_tombstones([_upload_tombstone(upload, now)])
+            queue.tombstones.add([_upload_tombstone(upload, now)])
         return False, ready
 
 
-def _forget(queue: QueueStore, reg: Registry, upload: Upload) -> None:
+def _forget(queue: Stores, reg: Registry, upload: Upload) -> None:
     """A session row just removed: its staged data to the collector, its repository reviewed
     (it may have been the repository's only content)."""
     now = reg.now()
-    queue.add_tombstones([_upload_tombstone(upload, now)])
-    queue.review_repositories([upload.repository_id], now + reg.config.gc_delay)
+    queue.tombstones.add([_upload_tombstone(upload, now)])
+    queue.reviews.add_repositories([upload.repository_id], now + reg.config.gc_delay)
 
 
 def _bury_staging(reg: Registry, upload: Upload) -> None:
     try:
         with reg.db.write() as conn:
-            QueueStore(conn).add_tombstones([_upload_tombstone(upload, reg.now())])
+            Stores(conn).tombstones.add([_upload_tombstone(upload, reg.now())])
     except Exception as exc:  # fsck finds it then
         log.warning("upload %s: could not hand its staged data to the collector: %s", upload.id, exc)
 
@@ -393,7 +393,7 @@ def _abandon(reg: Registry, upload: Upload, claim: _Claim) -> None:
     reg.hashers.drop(upload.id)
     with reg.db.write() as conn:
         if UploadStore(conn).delete_claimed(upload.id, claim.token):
-            _forget(QueueStore(conn), reg, upload)
+            _forget(Stores(conn), reg, upload)
 
 
 def cancel(reg: Registry, name: str, upload_id: str) -> None:

@@ -32,7 +32,7 @@ class FilesystemDriver:
     def write_at(self, key: str, offset: int, chunks: Iterable[bytes]) -> int:
         path = self._path(key)
         try:
-            fd = self._retry_in_dir(path, lambda: os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+            fd = self._in_dir(path, lambda: os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
             try:
                 size = os.fstat(fd).st_size
                 if offset > size:
@@ -62,12 +62,12 @@ class FilesystemDriver:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            self._retry_in_dir(d, lambda: os.replace(s, d), source=s)
+            self._in_dir(d, lambda: os.replace(s, d), source=s)
         except OSError as exc:
             raise self._error(exc, src) from exc
 
     @staticmethod
-    def _retry_in_dir(path: Path, op, source: Path | None = None):
+    def _in_dir(path: Path, op, source: Path | None = None):
         """Run ``op``, which creates ``path``, after creating its directory. Directories are
         never removed (``delete`` leaves them: the layout's fan-out bounds them to 256 per
         digest algorithm plus ``uploads/``), so nothing can pull one from under a writer."""

@@ -7,7 +7,7 @@ import pytest
 
 from dockyard.lifecycle.deleter import MAX_BATCH, DeletePool
 from dockyard.lifecycle.ratelimit import WindowLimiter
-from dockyard.meta.gc import Tombstone
+from dockyard.meta.tombstones import Tombstone
 from dockyard.storage.base import StorageError
 
 

@@ -1,0 +1,158 @@
+"""ReviewQueues: the reclamation pipeline's review queues (blobs, layer links, manifests, repositories).
+
+Enqueueing happens in the transaction that removed a reference. Re-enqueueing an entry keeps the
+later ``review_after`` of the two: a new reason to wait is never shortened.
+
+``claim_due`` is the one queue-claiming function: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several collectors share a queue and none takes an entry twice; on SQLite the collector's write
+transaction is exclusive, which gives the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Table, case, delete, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dockyard.meta.db import cached_statement, in_pairs
+from dockyard.meta.schema import (
+    ACTIVE,
+    COMMITTING,
+    blobs,
+    gc_blob_reviews,
+    gc_link_reviews,
+    gc_manifest_reviews,
+    gc_repository_reviews,
+    gc_tombstones,
+    manifests,
+    tags,
+    trashed_tags,
+    uploads,
+)
+
+QUEUES = {
+    "manifests": gc_manifest_reviews,
+    "links": gc_link_reviews,
+    "blobs": gc_blob_reviews,
+    "repositories": gc_repository_reviews,
+}
+
+
+
+def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[dict]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+
+    def build():
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table)
+            later = func.greatest(table.c.review_after, stmt.excluded.review_after)
+        else:
+            stmt = sqlite.insert(table)
+            later = func.max(table.c.review_after, stmt.excluded.review_after)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={"review_after": later})
+
+    conn.execute(cached_statement(("upsert_later", dialect, table, tuple(keys)), build), rows)
+
+
+
+class ReviewQueues:
+    """The four review queues: enqueue, claim what is due, report the backlog."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def add_blobs(self, digests, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_blob_reviews, ["digest"],
+                      [{"digest": d, "review_after": when, "reason": reason} for d in sorted(set(digests))])
+
+    def add_links(self, repo_id: int, digests, when: float, reason: str) -> None:
+        self.add_link_pairs([(repo_id, d) for d in digests], when, reason)
+
+    def add_link_pairs(self, pairs, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_link_reviews, ["repository_id", "digest"],
+                      [{"repository_id": r, "digest": d, "review_after": when, "reason": reason}
+                       for r, d in sorted(set(pairs))])
+
+    def add_manifests(self, manifest_ids, when: float, reason: str) -> None:
+        _upsert_later(self.conn, gc_manifest_reviews, ["manifest_id"],
+                      [{"manifest_id": i, "review_after": when, "reason": reason} for i in sorted(set(manifest_ids))])
+
+    def add_repositories(self, repo_ids, when: float) -> None:
+        _upsert_later(self.conn, gc_repository_reviews, ["repository_id"],
+                      [{"repository_id": r, "review_after": when} for r in sorted(set(repo_ids))])
+
+    def postpone_link(self, repo_id: int, digest: str, until: float) -> bool:
+        """Push a pending link review back (a client just relied on the link). False if none is pending."""
+        res = self.conn.execute(
+            update(gc_link_reviews)
+            .where(gc_link_reviews.c.repository_id == repo_id, gc_link_reviews.c.digest == digest,
+                   gc_link_reviews.c.review_after < until)
+            .values(review_after=until))
+        return res.rowcount > 0
+
+    def claim_due(self, name: str, now: float, limit: int, *, lock: bool = True) -> list[Any]:
+        table = QUEUES[name]
+        q = select(table).where(table.c.review_after <= now).order_by(table.c.review_after).limit(limit)
+        if lock:
+            q = q.with_for_update(skip_locked=True)
+        return list(self.conn.execute(q))
+
+    def due_work(self, now: float, stale_before: float) -> set[str]:
+        """Which queues have due entries, in one cheap query (an idle run asks nothing else)."""
+        checks = {name: exists().where(table.c.review_after <= now) for name, table in QUEUES.items()}
+        checks["tombstones"] = exists().where(gc_tombstones.c.next_attempt_at <= now)
+        checks["uploads"] = exists().where(uploads.c.updated_at < stale_before)
+        checks["commits"] = exists().where(blobs.c.state == COMMITTING, blobs.c.created_at < stale_before)
+        names = list(checks)
+        row = self.conn.execute(select(*[checks[n] for n in names])).one()
+        return {n for n, due in zip(names, row) if due}
+
+    def done(self, name: str, rows) -> None:
+        table = QUEUES[name]
+        pk = list(table.primary_key.columns)
+        keys = sorted({tuple(getattr(r, c.name) for c in pk) for r in rows})
+        if not keys:
+            return
+        if len(pk) == 1:
+            self.conn.execute(delete(table).where(pk[0].in_([k[0] for k in keys])))
+        else:
+            self.conn.execute(delete(table).where(in_pairs(self.conn, *pk, keys)))
+
+    def backlog(self, now: float) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, table in QUEUES.items():
+            total, due = self.conn.execute(
+                select(func.count(), func.coalesce(func.sum(case((table.c.review_after <= now, 1), else_=0)), 0))
+            ).one()
+            out[name] = {"pending": int(total), "due": int(due)}
+        total, due = self.conn.execute(select(func.count(), func.coalesce(func.sum(
+            case((gc_tombstones.c.next_attempt_at <= now, 1), else_=0)), 0))).one()
+        out["tombstones"] = {"pending": int(total), "due": int(due)}
+        return out
+
+    def waiting(self, now: float) -> dict[str, tuple[int, float]]:
+        """Per queue: how many entries still wait for their grace, and when the first is due."""
+        out = {}
+        for name, table in QUEUES.items():
+            n, first = self.conn.execute(select(func.count(), func.min(table.c.review_after))
+                                         .where(table.c.review_after > now)).one()
+            if n:
+                out[name] = (int(n), float(first))
+        return out
+
+    def untagged_unreviewed_manifests(self, after_id: int, limit: int) -> list[int]:
+        """Active manifests with no tag (live or in the trash) and no pending review, by id
+        after ``after_id`` (a keyset page): what ``gc --delete-untagged`` sweeps, for images
+        untagged while ``delete_untagged`` was off (no review was queued then)."""
+        m = manifests.c
+        rows = self.conn.execute(
+            select(m.id).where(
+                m.id > after_id, m.state == ACTIVE,
+                ~exists().where(tags.c.manifest_id == m.id),
+                ~exists().where(trashed_tags.c.manifest_id == m.id),
+                ~exists().where(gc_manifest_reviews.c.manifest_id == m.id))
+            .order_by(m.id).limit(limit))
+        return list(rows.scalars())

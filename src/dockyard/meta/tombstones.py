@@ -1,0 +1,100 @@
+"""TombstoneStore: storage objects whose rows are gone and whose data the collector deletes.
+
+A tombstone is written in the transaction that removed the last row naming the data; the collector
+claims it (a lease), deletes the data, and drops it. A push that needs a digest again cancels an idle
+tombstone or waits for a busy one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dockyard.meta.schema import gc_tombstones
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    key: str
+    kind: str
+    digest: str | None
+    size: int
+    attempts: int
+
+
+# the push path's statement, built once
+_TOMBSTONE_OF = (select(gc_tombstones.c.key, gc_tombstones.c.lease_owner, gc_tombstones.c.next_attempt_at)
+                 .where(gc_tombstones.c.digest == bindparam("digest")).with_for_update())
+
+
+
+class TombstoneStore:
+    """Tombstones: add, claim under a lease, drop when the data is gone, retry on failure."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def add(self, rows: list[dict]) -> None:
+        if rows:
+            stmt = (postgresql.insert(gc_tombstones) if self.conn.dialect.name == "postgresql"
+                    else sqlite.insert(gc_tombstones)).on_conflict_do_nothing()
+            self.conn.execute(stmt, [{"lease_owner": None, "attempts": 0, "last_error": None, **r} for r in rows])
+
+    def exists_for(self, digest: str) -> bool:
+        return bool(self.conn.execute(select(exists().where(gc_tombstones.c.digest == digest))).scalar())
+
+    def cancel_idle(self, digest: str, now: float) -> str:
+        """For a push that needs ``digest`` again: "none" if no tombstone exists; "cancelled"
+        if one existed but no collector was deleting its data (never claimed, waiting for a
+        retry, or its lease has expired), so the data is kept; "busy" if a collector holds a
+        live lease on it (the push must wait for the delete to finish)."""
+        row = self.conn.execute(_TOMBSTONE_OF, {"digest": digest}).first()
+        if row is None:
+            return "none"
+        if row.lease_owner is not None and row.next_attempt_at > now:
+            return "busy"
+        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == row.key))
+        return "cancelled"
+
+    def claim(self, now: float, limit: int, owner: str, lease: float) -> list[Tombstone]:
+        rows = list(self.conn.execute(
+            select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest, gc_tombstones.c.size,
+                   gc_tombstones.c.attempts)
+            .where(gc_tombstones.c.next_attempt_at <= now).order_by(gc_tombstones.c.next_attempt_at)
+            .limit(limit).with_for_update(skip_locked=True)))
+        if rows:
+            self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key.in_([r.key for r in rows]))
+                              .values(next_attempt_at=now + lease, lease_owner=owner))
+        return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
+
+    def release_leases_of_dead(self, host: str, alive, now: float) -> int:
+        """Leases on tombstones held by processes of this host that no longer exist are
+        released at once (other hosts' leases simply expire)."""
+        rows = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.lease_owner).where(
+            gc_tombstones.c.lease_owner.like(f"{host}:%"), gc_tombstones.c.next_attempt_at > now))
+        dead = [r.key for r in rows if not alive(r.lease_owner)]
+        if dead:
+            self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key.in_(dead))
+                              .values(lease_owner=None, next_attempt_at=now))
+        return len(dead)
+
+    def pending(self, limit: int) -> list[Tombstone]:
+        rows = self.conn.execute(select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest,
+                                        gc_tombstones.c.size, gc_tombstones.c.attempts).limit(limit))
+        return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
+
+    def drop(self, keys: list[str], chunk: int = 500) -> None:
+        for i in range(0, len(keys), chunk):
+            self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key.in_(keys[i:i + chunk])))
+
+    def failed(self, key: str, error: str, retry_at: float) -> None:
+        self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key == key).values(
+            attempts=gc_tombstones.c.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at,
+            lease_owner=None))
+
+    def existing_keys(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        return set(self.conn.execute(select(gc_tombstones.c.key).where(gc_tombstones.c.key.in_(keys))).scalars())
