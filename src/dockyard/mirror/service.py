@@ -1,0 +1,276 @@
+"""The pull-through mirror: repositories under a configured prefix mirror an upstream registry.
+
+- A manifest that is not here (or a tag whose last check is older than ``mirror_manifest_ttl``)
+  is fetched from the upstream, its digest verified (against the reference, and against the
+  upstream's ``Docker-Content-Digest``) and parsed; the client gets it at once. A background
+  completion then fetches what it references (children of an index, then blobs, each verified)
+  and stores the manifest through the registry's own push path (``registry.manifests.put``),
+  so tags, pulls, the lifecycle and the collector treat mirrored content like any other.
+- A blob that is not here streams from the upstream to the client while the registry's push
+  path (``registry.uploads.push_whole``) stores and verifies it; the last chunk reaches the
+  client only once the digest is verified, so a lying upstream gives the client a broken
+  transfer, never a complete wrong blob. One fetch per digest at a time per process.
+- A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream is
+  unreachable, what is here is served and marked stale (``stale`` in the result).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from dockyard.errors import RegistryError, manifest_unknown
+from dockyard.meta.manifests import Manifest
+from dockyard.mirror import stream
+from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamNotFound, UpstreamUnreachable
+from dockyard.oci.digest import compute
+from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ManifestInvalid, ParsedManifest, parse
+from dockyard.registry import blobs, manifests
+from dockyard.registry.context import Registry
+from dockyard.validate import check_digest, check_reference, is_digest_reference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpstreamState:
+    reachable: bool | None = None
+    last_error: str = ""
+    last_contact: float = 0.0
+
+
+@dataclass
+class Route:
+    name: str          # the [mirrors.NAME]
+    prefix: str
+    upstream: Upstream
+    remote: str        # the repository's name upstream (the prefix taken off)
+
+
+class Mirror:
+    def __init__(self, reg: Registry):
+        self.reg = reg
+        self.upstreams = {n: (m["prefix"], Upstream(n, m["url"], m["username"], m["password"]))
+                          for n, m in reg.config.mirrors.items()}
+        self.states = {n: UpstreamState() for n in self.upstreams}
+        self._checked: dict[tuple[str, str], float] = {}
+        self._fetching: dict[str, threading.Event] = {}
+        self._completing: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self.on_stored = None  # called after each stored image with {"repo@digest"} (the bound)
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        return {n: prefix for n, (prefix, _) in self.upstreams.items()}
+
+    def fetch_blob(self, name: str, digest: str) -> None:
+        self.ensure_blob(self.route(name), name, str(check_digest(digest)))
+
+    def close(self) -> None:
+        for _, up in self.upstreams.values():
+            up.close()
+
+    def route(self, name: str) -> Route | None:
+        for n, (prefix, up) in self.upstreams.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return Route(n, prefix, up, name[len(prefix):])
+        return None
+
+    def refuse_push(self, name: str) -> None:
+        route = self.route(name)
+        if route is not None:
+            raise RegistryError("DENIED", "repository mirrors an upstream registry; pushes are refused",
+                                {"repository": name, "mirror": route.name})
+
+    # ---- bookkeeping of upstream health and metrics -----------------------------
+    def _ok(self, route: Route, kind: str, nbytes: int) -> None:
+        s = self.states[route.name]
+        s.reachable, s.last_contact = True, self.reg.now()
+        self.reg.metrics.inc("dockyard_mirror_fetches_total", upstream=route.name, kind=kind)
+        self.reg.metrics.inc("dockyard_mirror_fetched_bytes_total", nbytes, upstream=route.name, kind=kind)
+
+    def failed(self, route: Route, kind: str, exc: Exception) -> None:
+        s = self.states[route.name]
+        if isinstance(exc, UpstreamNotFound):
+            return
+        if isinstance(exc, UpstreamUnreachable):
+            s.reachable = False
+        s.last_error = str(exc)[:500]
+        self.reg.metrics.inc("dockyard_mirror_failures_total", upstream=route.name, kind=kind)
+
+    # ---- manifests -----------------------------------------------------------------
+    def manifest(self, name: str, reference: str, accept: list[str] | None) -> tuple[Manifest, bool]:
+        """The manifest to serve and whether it is stale (upstream unreachable)."""
+        route = self.route(name)
+        ref = check_reference(reference)
+        by_digest = is_digest_reference(ref)
+        local = _local(self.reg, name, ref, accept)
+        if local is not None and (by_digest or self._fresh(name, ref)):
+            return local, False
+        try:
+            if local is not None:  # a tag past its TTL: is it still the same image upstream?
+                tagged = _local(self.reg, name, ref, None)
+                now_digest = route.upstream.head_manifest(route.remote, ref)
+                self._ok(route, "revalidate", 0)
+                if tagged is not None and now_digest == tagged.digest:
+                    self._checked[(name, ref)] = time.monotonic()
+                    return local, False
+            fetched = route.upstream.get_manifest(route.remote, ref, MAX_MANIFEST_BYTES)
+        except UpstreamUnreachable as exc:
+            self.failed(route, "manifest", exc)
+            if local is not None:
+                log.warning("mirror %s unreachable; serving %s:%s as cached (%s)", route.name, name, ref, exc)
+                return local, True
+            raise
+        except UpstreamError as exc:
+            self.failed(route, "manifest", exc)
+            if isinstance(exc, UpstreamNotFound):
+                raise manifest_unknown(reference) from exc
+            raise
+        digest, parsed = self._verified(route, ref, fetched)
+        self._ok(route, "manifest", len(fetched.payload))
+        self.complete_later(route, name, ref, fetched.payload, fetched.media_type or parsed.media_type, parsed)
+        return Manifest(0, 0, digest, fetched.media_type or parsed.media_type, len(fetched.payload), "active",
+                        parsed.artifact_type, parsed.subject.digest if parsed.subject else None,
+                        fetched.payload), False
+
+    def _fresh(self, name: str, tag: str) -> bool:
+        at = self._checked.get((name, tag))
+        return at is not None and time.monotonic() - at < self.reg.config.mirror_manifest_ttl
+
+    def _verified(self, route: Route, ref: str, fetched) -> tuple[str, ParsedManifest]:
+        def bad(message: str) -> UpstreamError:
+            exc = UpstreamError(route.name, message)
+            self.failed(route, "manifest", exc)
+            return exc
+
+        algorithm = ref.split(":", 1)[0] if is_digest_reference(ref) else "sha256"
+        digest = str(compute(fetched.payload, algorithm))
+        if is_digest_reference(ref) and digest != ref:
+            raise bad(f"manifest {ref} does not match its digest (got {digest})")
+        claimed = fetched.digest_header
+        if claimed and claimed.split(":", 1)[0] == algorithm and claimed != digest:
+            raise bad(f"manifest {route.remote}:{ref} does not match the digest it was sent with")
+        try:
+            parsed = parse(fetched.payload, fetched.media_type or None)
+        except ManifestInvalid as exc:
+            raise bad(f"manifest {route.remote}:{ref} is malformed: {exc}") from exc
+        return digest, parsed
+
+    def complete_later(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
+                       parsed: ParsedManifest) -> None:
+        key = (name, ref)
+        with self._lock:
+            if key in self._completing:
+                return
+            self._completing.add(key)
+
+        def work() -> None:
+            try:
+                self.complete(route, name, ref, payload, media_type, parsed)
+            except Exception as exc:  # recorded on the upstream's state; the next pull tries again
+                self.failed(route, "complete", exc)
+                log.warning("mirror %s: could not store %s:%s: %s", route.name, name, ref, exc)
+            finally:
+                with self._lock:
+                    self._completing.discard(key)
+
+        threading.Thread(target=work, name=f"mirror-{name}", daemon=True).start()
+
+    def complete(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
+                 parsed: ParsedManifest) -> None:
+        """Fetch what the manifest references, then store it (tag or digest) by the push path."""
+        for child in parsed.children:
+            if _local(self.reg, name, child.digest, None) is None:
+                fetched = route.upstream.get_manifest(route.remote, child.digest, MAX_MANIFEST_BYTES)
+                _, child_parsed = self._verified(route, child.digest, fetched)
+                self._ok(route, "manifest", len(fetched.payload))
+                self.complete(route, name, child.digest, fetched.payload,
+                              fetched.media_type or child_parsed.media_type, child_parsed)
+        for blob in parsed.blobs:
+            self.ensure_blob(route, name, blob.digest)
+        stored = manifests.put(self.reg, name, ref, payload, media_type, actor=f"mirror:{route.name}")
+        if not is_digest_reference(ref):
+            self._checked[(name, ref)] = time.monotonic()
+        if self.on_stored is not None:
+            self.on_stored({f"{name}@{stored.manifest.digest}"})
+
+    # ---- blobs -----------------------------------------------------------------------
+    def _begin(self, digest: str) -> threading.Event | None:
+        """This thread's claim to fetch ``digest`` (None: another fetch runs; it was waited for)."""
+        with self._lock:
+            other = self._fetching.get(digest)
+            if other is None:
+                mine = self._fetching[digest] = threading.Event()
+                return mine
+        other.wait(600)
+        return None
+
+    def _end(self, digest: str) -> None:
+        with self._lock:
+            ev = self._fetching.pop(digest, None)
+        if ev is not None:
+            ev.set()
+
+    def _here(self, name: str, digest: str) -> bool:
+        try:
+            blobs.stat(self.reg, name, digest)
+            return True
+        except RegistryError as exc:
+            if exc.code not in ("BLOB_UNKNOWN", "NAME_UNKNOWN"):
+                raise
+        return blobs.mount(self.reg, name, digest, None) is not None  # held for another repository
+
+    def ensure_blob(self, route: Route, name: str, digest: str) -> None:
+        """Make the blob present in ``name`` (fetched and verified if it is not)."""
+        while True:
+            if self._here(name, digest):
+                return
+            if self._begin(digest) is not None:
+                break
+        try:
+            if self._here(name, digest):
+                return
+            size, chunks = self._open(route, digest)
+            stream.store(self, route, name, digest, size, chunks)
+        finally:
+            self._end(digest)
+
+    def _open(self, route: Route, digest: str) -> tuple[int | None, Iterator[bytes]]:
+        try:
+            return route.upstream.open_blob(route.remote, digest)
+        except UpstreamError as exc:
+            self.failed(route, "blob", exc)
+            if isinstance(exc, UpstreamNotFound):
+                raise RegistryError("BLOB_UNKNOWN", "blob unknown to registry and upstream",
+                                    {"digest": digest}) from exc
+            raise
+
+    def open_blob(self, name: str, digest: str) -> tuple[int | None, Iterator[bytes]] | None:
+        """The blob streamed from the upstream while it is stored; None if it is here now
+        (another request fetched it meanwhile)."""
+        route = self.route(name)
+        d = str(check_digest(digest))
+        if self._here(name, d) or self._begin(d) is None:
+            return None
+        try:
+            if self._here(name, d):
+                self._end(d)
+                return None
+            size, chunks = self._open(route, d)
+        except BaseException:
+            self._end(d)
+            raise
+        return size, stream.through(self, route, name, d, size, chunks)
+
+
+def _local(reg: Registry, name: str, ref: str, accept: list[str] | None) -> Manifest | None:
+    try:
+        return manifests.get(reg, name, ref, accept)
+    except RegistryError as exc:
+        if exc.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):
+            return None
+        raise
