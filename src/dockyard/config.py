@@ -68,7 +68,11 @@ def parse_mirrors(value: Any) -> dict[str, dict]:
         unknown = set(doc) - {"prefix", "url", "username", "password"}
         if unknown:
             raise ConfigError(f"mirrors.{name}: unknown keys {', '.join(sorted(unknown))}")
-        prefix, url = str(doc.get("prefix", "")), parse_public_url(doc.get("url", ""))
+        prefix = str(doc.get("prefix", ""))
+        try:
+            url = parse_public_url(doc.get("url", ""))
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"mirrors.{name}: url must be http(s)://HOST[:PORT], got {doc.get('url')!r}") from exc
         if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*/", prefix):
             raise ConfigError(f"mirrors.{name}: prefix must be a repository path ending in '/', got {prefix!r}")
         if not url:
