@@ -23,16 +23,18 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from dockyard.errors import RegistryError, manifest_unknown
+from dockyard.meta.blobs import BlobStore
 from dockyard.meta.manifests import Manifest
 from dockyard.mirror import stream
-from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamNotFound, UpstreamUnreachable
-from dockyard.oci.digest import compute
-from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ManifestInvalid, ParsedManifest, parse
+from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamNotFound, UpstreamUnreachable, verified
+from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest
 from dockyard.registry import blobs, manifests
 from dockyard.registry.context import Registry
 from dockyard.validate import check_digest, check_reference, is_digest_reference
 
 log = logging.getLogger(__name__)
+CLIENT_IDLE = 1.0  # s without a client blob fetch of the repository before a completion fetches itself
+CLIENT_PATIENCE = 600.0  # the most a completion defers to clients per blob
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Mirror:
         self._checked: dict[tuple[str, str], float] = {}
         self._fetching: dict[str, threading.Event] = {}
         self._completing: set[tuple[str, str]] = set()
+        self._client_active: dict[str, float] = {}  # repository -> last client blob fetch (monotonic)
         self._lock = threading.Lock()
         self.on_stored = None  # called after each stored image with {"repo@digest"} (the bound)
 
@@ -142,23 +145,11 @@ class Mirror:
         return at is not None and time.monotonic() - at < self.reg.config.mirror_manifest_ttl
 
     def _verified(self, route: Route, ref: str, fetched) -> tuple[str, ParsedManifest]:
-        def bad(message: str) -> UpstreamError:
-            exc = UpstreamError(route.name, message)
-            self.failed(route, "manifest", exc)
-            return exc
-
-        algorithm = ref.split(":", 1)[0] if is_digest_reference(ref) else "sha256"
-        digest = str(compute(fetched.payload, algorithm))
-        if is_digest_reference(ref) and digest != ref:
-            raise bad(f"manifest {ref} does not match its digest (got {digest})")
-        claimed = fetched.digest_header
-        if claimed and claimed.split(":", 1)[0] == algorithm and claimed != digest:
-            raise bad(f"manifest {route.remote}:{ref} does not match the digest it was sent with")
         try:
-            parsed = parse(fetched.payload, fetched.media_type or None)
-        except ManifestInvalid as exc:
-            raise bad(f"manifest {route.remote}:{ref} is malformed: {exc}") from exc
-        return digest, parsed
+            return verified(route.name, route.remote, ref, fetched)
+        except UpstreamError as exc:
+            self.failed(route, "manifest", exc)
+            raise
 
     def complete_later(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
                        parsed: ParsedManifest) -> None:
@@ -191,6 +182,7 @@ class Mirror:
                 self.complete(route, name, child.digest, fetched.payload,
                               fetched.media_type or child_parsed.media_type, child_parsed)
         for blob in parsed.blobs:
+            self._clients_done(name, blob.digest)
             self.ensure_blob(route, name, blob.digest)
         stored = manifests.put(self.reg, name, ref, payload, media_type, actor=f"mirror:{route.name}")
         if not is_digest_reference(ref):
@@ -199,6 +191,28 @@ class Mirror:
             self.on_stored({f"{name}@{stored.manifest.digest}"})
 
     # ---- blobs -----------------------------------------------------------------------
+    def _clients_done(self, name: str, digest: str) -> None:
+        """Let clients fetch first: they stream while the blob is stored, where a blob this
+        completion fetched is theirs only once stored. Waits while a client of ``name`` has
+        fetched a blob within ``CLIENT_IDLE`` (or the blob is here), at most ``CLIENT_PATIENCE``."""
+        deadline = time.monotonic() + CLIENT_PATIENCE
+        self._client_active.setdefault(name, time.monotonic())  # the client has the manifest just now
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = digest in self._fetching
+                idle = time.monotonic() - self._client_active.get(name, 0.0)
+            if not busy and idle >= CLIENT_IDLE:
+                return
+            if busy:
+                return  # ensure_blob waits for that fetch
+            time.sleep(0.05)
+
+    def client_fetching(self, name: str) -> None:
+        with self._lock:
+            self._client_active[name] = time.monotonic()
+            if len(self._client_active) > 10_000:
+                self._client_active.clear()
+
     def _begin(self, digest: str) -> threading.Event | None:
         """This thread's claim to fetch ``digest`` (None: another fetch runs; it was waited for)."""
         with self._lock:
@@ -222,7 +236,10 @@ class Mirror:
         except RegistryError as exc:
             if exc.code not in ("BLOB_UNKNOWN", "NAME_UNKNOWN"):
                 raise
-        return blobs.mount(self.reg, name, digest, None) is not None  # held for another repository
+        with self.reg.db.read() as conn:  # held for another repository? (a read first: mostly not)
+            if BlobStore(conn).get_linked_anywhere(digest) is None:
+                return False
+        return blobs.mount(self.reg, name, digest, None) is not None
 
     def ensure_blob(self, route: Route, name: str, digest: str) -> None:
         """Make the blob present in ``name`` (fetched and verified if it is not)."""
@@ -254,6 +271,7 @@ class Mirror:
         (another request fetched it meanwhile)."""
         route = self.route(name)
         d = str(check_digest(digest))
+        self.client_fetching(name)
         if self._here(name, d) or self._begin(d) is None:
             return None
         try:

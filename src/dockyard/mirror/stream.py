@@ -109,6 +109,7 @@ def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
                 tee.give(tee.last)
             tee.give(_END)
         finally:
+            mirror.client_fetching(name)
             mirror._end(digest)
 
     threading.Thread(target=run, name=f"mirror-blob-{digest[7:19]}", daemon=True).start()

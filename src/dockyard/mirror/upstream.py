@@ -22,6 +22,8 @@ import httpx
 
 from dockyard.errors import Unavailable
 from dockyard.oci import mediatypes as mt
+from dockyard.oci.digest import compute
+from dockyard.oci.manifest import ManifestInvalid, ParsedManifest, parse
 
 ACCEPT = ", ".join(sorted(mt.MANIFESTS))
 CHUNK = 1024 * 1024
@@ -175,6 +177,23 @@ class Upstream:
         with self._lock:
             self._tokens[scope] = (header, time.monotonic() + max(ttl - 10, ttl / 2))
         return header
+
+
+def verified(upstream: str, remote: str, ref: str, fetched: Fetched) -> tuple[str, ParsedManifest]:
+    """``(digest, parsed)`` of a fetched manifest: its bytes hash to the digest reference (or,
+    by tag, to the ``Docker-Content-Digest`` the upstream sent) and it parses; else UpstreamError."""
+    by_digest = ref.startswith(("sha256:", "sha512:"))
+    algorithm = ref.split(":", 1)[0] if by_digest else "sha256"
+    digest = str(compute(fetched.payload, algorithm))
+    if by_digest and digest != ref:
+        raise UpstreamError(upstream, f"manifest {ref} does not match its digest (got {digest})")
+    claimed = fetched.digest_header
+    if claimed and claimed.split(":", 1)[0] == algorithm and claimed != digest:
+        raise UpstreamError(upstream, f"manifest {remote}:{ref} does not match the digest it was sent with")
+    try:
+        return digest, parse(fetched.payload, fetched.media_type or None)
+    except ManifestInvalid as exc:
+        raise UpstreamError(upstream, f"manifest {remote}:{ref} is malformed: {exc}") from exc
 
 
 def _pull(repo: str) -> str:
