@@ -1,5 +1,6 @@
 """End-to-end: the mirror behind a bearer-token upstream (a second dockyard), the bound
-``mirror_max_size`` with eviction through the reclamation pipeline, and the admin API and CLI."""
+``mirror_max_size`` with eviction through the reclamation pipeline, and the admin API and CLI,
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.mirror_support import mirrors_env, push_two_step, write_htpasswd
-from tests.support import OCI_MANIFEST, start_server, sha256
+from tests.support import OCI_MANIFEST, postgres_database, sha256, start_server
 
 ACCEPT = {"Accept": OCI_MANIFEST}
 USERS = {"root": "admin", "pat": "pull", "up": "push"}
@@ -42,6 +43,12 @@ def token_upstream(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory, token_upstream):
+    """On PostgreSQL (test_mirror.py runs on SQLite): the mirror's SQL on both databases."""
+    with postgres_database() as url:
+        yield from _mirror(tmp_path_factory, token_upstream, url)
+
+
+def _mirror(tmp_path_factory, token_upstream, database_url: str):
     data = tmp_path_factory.mktemp("bounded-mirror")
     htpasswd = write_htpasswd(data / "htpasswd", {u: f"{u}-pw" for u in USERS})
     mirrors = {"tok": {"prefix": "tok/", "url": token_upstream.url, "username": "up", "password": "up-pw"},
@@ -50,7 +57,7 @@ def mirror(tmp_path_factory, token_upstream):
            "DOCKYARD_SCRUB_ENABLED": "false", "DOCKYARD_GC_ENABLED": "false",
            "DOCKYARD_AUTH_HTPASSWD": str(htpasswd),
            "DOCKYARD_AUTH_ROLES": ",".join(f"{u}={r}" for u, r in USERS.items())}
-    server = start_server(data, extra_env=env)
+    server = start_server(data, database_url=database_url, extra_env=env)
     yield server
     server.stop()
 
