@@ -5,6 +5,7 @@ registry that serves what the test tells it to (wrong bytes, a truncated body, j
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -96,13 +97,18 @@ class Hostile:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, dict, bytes, int | None]] = {}
         self.hits: list[str] = []
-        routes, hits = self.routes, self.hits
+        self.connections: list = []
+        routes, hits, connections = self.routes, self.hits, self.connections
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def log_message(self, *args) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                connections.append(self.connection)
 
             def _answer(self, body_too: bool) -> None:
                 hits.append(f"{self.command} {self.path}")
@@ -154,8 +160,17 @@ class Hostile:
         self.manifest(repo, sha256(manifest), manifest, media_type, sha256(manifest))
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        """Down for real: no listener, and every kept-alive connection cut."""
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(5)
+        for conn in self.connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
 
 
 def mirrors_env(mirrors: dict, **settings) -> dict[str, str]:
