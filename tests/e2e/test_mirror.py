@@ -198,6 +198,11 @@ def test_upstream_down_serves_stale_with_warning(mirror, going):
         assert r.content == m2 and r.headers["Dockyard-Mirror"] == "fetched"
         wait_for(lambda: c.get("/v2/going/app/manifests/v1", headers=ACCEPT).headers.get("Dockyard-Mirror") is None,
                  what="the moved tag stored")
+        # the upstream lies about the tag now (junk): past the TTL the cached tag is served, marked
+        going.manifest("app", "v1", b"{not json", OCI_MANIFEST)
+        time.sleep(1.1)
+        r = c.get("/v2/going/app/manifests/v1", headers=ACCEPT)
+        assert r.status_code == 200 and r.content == m2 and r.headers["Dockyard-Mirror"] == "stale"
         # the upstream goes away (its server is shut down: nothing listens any more); past the
         # TTL the cached tag is served, marked stale
         going.stop()

@@ -30,9 +30,11 @@ from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamNotFound, 
 from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest
 from dockyard.registry import blobs, manifests
 from dockyard.registry.context import Registry
+from dockyard.registry.pulls import Throttled
 from dockyard.validate import check_digest, check_reference, is_digest_reference
 
 log = logging.getLogger(__name__)
+_stale = Throttled(log, 60.0)
 CLIENT_IDLE = 1.0  # s without a client blob fetch of the repository before a completion fetches itself
 CLIENT_PATIENCE = 600.0  # the most a completion defers to clients per blob
 
@@ -122,18 +124,15 @@ class Mirror:
                     self._checked[(name, ref)] = time.monotonic()
                     return local, False
             fetched = route.upstream.get_manifest(route.remote, ref, MAX_MANIFEST_BYTES)
-        except UpstreamUnreachable as exc:
-            self.failed(route, "manifest", exc)
-            if local is not None:
-                log.warning("mirror %s unreachable; serving %s:%s as cached (%s)", route.name, name, ref, exc)
-                return local, True
-            raise
+            digest, parsed = self._verified(route, ref, fetched)
         except UpstreamError as exc:
             self.failed(route, "manifest", exc)
             if isinstance(exc, UpstreamNotFound):
                 raise manifest_unknown(reference) from exc
+            if local is not None:  # unreachable, refusing or lying: what is here is served, marked
+                _stale.warn("mirror %s: serving %s:%s as cached (%s)", route.name, name, ref, exc)
+                return local, True
             raise
-        digest, parsed = self._verified(route, ref, fetched)
         self._ok(route, "manifest", len(fetched.payload))
         self.complete_later(route, name, ref, fetched.payload, fetched.media_type or parsed.media_type, parsed)
         return Manifest(0, 0, digest, fetched.media_type or parsed.media_type, len(fetched.payload), "active",
@@ -148,7 +147,7 @@ class Mirror:
         try:
             return verified(route.name, route.remote, ref, fetched)
         except UpstreamError as exc:
-            self.failed(route, "manifest", exc)
+            log.warning("%s", exc)
             raise
 
     def complete_later(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
@@ -177,7 +176,11 @@ class Mirror:
         for child in parsed.children:
             if _local(self.reg, name, child.digest, None) is None:
                 fetched = route.upstream.get_manifest(route.remote, child.digest, MAX_MANIFEST_BYTES)
-                _, child_parsed = self._verified(route, child.digest, fetched)
+                try:
+                    _, child_parsed = self._verified(route, child.digest, fetched)
+                except UpstreamError as exc:
+                    self.failed(route, "manifest", exc)
+                    raise
                 self._ok(route, "manifest", len(fetched.payload))
                 self.complete(route, name, child.digest, fetched.payload,
                               fetched.media_type or child_parsed.media_type, child_parsed)
