@@ -14,8 +14,7 @@ def _prefixes(reg) -> dict[str, str]:
 
 
 def _probe(reg) -> dict:
-    from dockyard.mirror.service import UpstreamState
-    from dockyard.mirror.upstream import Upstream, UpstreamError
+    from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamState
 
     states = {}
     for name, m in reg.config.mirrors.items():

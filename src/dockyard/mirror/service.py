@@ -1,17 +1,12 @@
 """The pull-through mirror: repositories under a configured prefix mirror an upstream registry.
 
-- A manifest that is not here (or a tag whose last check is older than ``mirror_manifest_ttl``)
-  is fetched from the upstream, its digest verified (against the reference, and against the
-  upstream's ``Docker-Content-Digest``) and parsed; the client gets it at once. A background
-  completion then fetches what it references (children of an index, then blobs, each verified)
-  and stores the manifest through the registry's own push path (``registry.manifests.put``),
-  so tags, pulls, the lifecycle and the collector treat mirrored content like any other.
-- A blob that is not here streams from the upstream to the client while the registry's push
-  path (``registry.uploads.push_whole``) stores and verifies it; the last chunk reaches the
-  client only once the digest is verified, so a lying upstream gives the client a broken
-  transfer, never a complete wrong blob. One fetch per digest at a time per process.
-- A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream is
-  unreachable, what is here is served and marked stale (``stale`` in the result).
+- A manifest not here (or a tag past ``mirror_manifest_ttl``) is fetched, verified and parsed;
+  the client gets it at once. A background completion fetches what it references (after the
+  client went idle), then stores it by the push path (``registry.manifests.put``).
+- A blob not here streams to the client while the push path stores it (``stream.py``). One
+  fetch per digest at a time per process.
+- A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream
+  cannot answer well, what is here is served and marked stale.
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ from dockyard.errors import RegistryError, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.manifests import Manifest
 from dockyard.mirror import stream
-from dockyard.mirror.upstream import Upstream, UpstreamError, UpstreamNotFound, UpstreamUnreachable, verified
+from dockyard.mirror.upstream import (Upstream, UpstreamError, UpstreamNotFound, UpstreamState, UpstreamUnreachable,
+                                      verified)
 from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest
 from dockyard.registry import blobs, manifests
 from dockyard.registry.context import Registry
@@ -37,13 +33,6 @@ log = logging.getLogger(__name__)
 _stale = Throttled(log, 60.0)
 CLIENT_IDLE = 1.0  # s without a client blob fetch of the repository before a completion fetches itself
 CLIENT_PATIENCE = 600.0  # the most a completion defers to clients per blob
-
-
-@dataclass
-class UpstreamState:
-    reachable: bool | None = None
-    last_error: str = ""
-    last_contact: float = 0.0
 
 
 @dataclass
@@ -64,6 +53,7 @@ class Mirror:
         self._fetching: dict[str, threading.Event] = {}
         self._completing: set[tuple[str, str]] = set()
         self._client_active: dict[str, float] = {}  # repository -> last client blob fetch (monotonic)
+        self._client_streams: dict[str, int] = {}  # repository -> blobs streaming to clients now
         self._lock = threading.Lock()
         self.on_stored = None  # called after each stored image with {"repo@digest"} (the bound)
 
@@ -158,9 +148,12 @@ class Mirror:
                 return
             self._completing.add(key)
 
+        self.client_fetching(name)  # the client has the manifest just now: its blob requests come next
+        checked = time.monotonic()
+
         def work() -> None:
             try:
-                self.complete(route, name, ref, payload, media_type, parsed)
+                self.complete(route, name, ref, payload, media_type, parsed, checked)
             except Exception as exc:  # recorded on the upstream's state; the next pull tries again
                 self.failed(route, "complete", exc)
                 log.warning("mirror %s: could not store %s:%s: %s", route.name, name, ref, exc)
@@ -171,8 +164,10 @@ class Mirror:
         threading.Thread(target=work, name=f"mirror-{name}", daemon=True).start()
 
     def complete(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
-                 parsed: ParsedManifest) -> None:
-        """Fetch what the manifest references, then store it (tag or digest) by the push path."""
+                 parsed: ParsedManifest, checked: float | None = None) -> None:
+        """Fetch what the manifest references, then store it (tag or digest) by the push path.
+        The tag counts as checked from ``checked``, when the manifest was fetched."""
+        checked = time.monotonic() if checked is None else checked
         for child in parsed.children:
             if _local(self.reg, name, child.digest, None) is None:
                 fetched = route.upstream.get_manifest(route.remote, child.digest, MAX_MANIFEST_BYTES)
@@ -185,11 +180,12 @@ class Mirror:
                 self.complete(route, name, child.digest, fetched.payload,
                               fetched.media_type or child_parsed.media_type, child_parsed)
         for blob in parsed.blobs:
-            self._clients_done(name, blob.digest)
-            self.ensure_blob(route, name, blob.digest)
+            if not self._here(name, blob.digest):
+                self._clients_done(name, blob.digest)
+                self.ensure_blob(route, name, blob.digest)
         stored = manifests.put(self.reg, name, ref, payload, media_type, actor=f"mirror:{route.name}")
         if not is_digest_reference(ref):
-            self._checked[(name, ref)] = time.monotonic()
+            self._checked[(name, ref)] = max(checked, self._checked.get((name, ref), 0.0))
         if self.on_stored is not None:
             self.on_stored({f"{name}@{stored.manifest.digest}"})
 
@@ -199,20 +195,25 @@ class Mirror:
         completion fetched is theirs only once stored. Waits while a client of ``name`` has
         fetched a blob within ``CLIENT_IDLE`` (or the blob is here), at most ``CLIENT_PATIENCE``."""
         deadline = time.monotonic() + CLIENT_PATIENCE
-        self._client_active.setdefault(name, time.monotonic())  # the client has the manifest just now
         while time.monotonic() < deadline:
             with self._lock:
-                busy = digest in self._fetching
+                if digest in self._fetching:
+                    return  # ensure_blob waits for that fetch
                 idle = time.monotonic() - self._client_active.get(name, 0.0)
-            if not busy and idle >= CLIENT_IDLE:
+                streaming = self._client_streams.get(name, 0)
+            if not streaming and idle >= CLIENT_IDLE:
                 return
-            if busy:
-                return  # ensure_blob waits for that fetch
             time.sleep(0.05)
 
-    def client_fetching(self, name: str) -> None:
+    def client_fetching(self, name: str, streams: int = 0) -> None:
+        """A client of ``name`` is active now; ``streams`` +1/-1 when a stream-through starts/ends."""
         with self._lock:
             self._client_active[name] = time.monotonic()
+            count = self._client_streams.get(name, 0) + streams
+            if count > 0:
+                self._client_streams[name] = count
+            else:
+                self._client_streams.pop(name, None)
             if len(self._client_active) > 10_000:
                 self._client_active.clear()
 
@@ -285,6 +286,7 @@ class Mirror:
         except BaseException:
             self._end(d)
             raise
+        self.client_fetching(name, +1)  # until the store ends (stream.through)
         return size, stream.through(self, route, name, d, size, chunks)
 
 

@@ -134,7 +134,7 @@ def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
             log.debug("mirror store of %s ended: %s", digest, exc)
         finally:
             storage.gone.set()
-            mirror.client_fetching(name)
+            mirror.client_fetching(name, -1)
             mirror._end(digest)
 
     threading.Thread(target=_read, args=(route, digest, size, chunks, client, storage),

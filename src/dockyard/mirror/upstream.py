@@ -46,6 +46,15 @@ class UpstreamNotFound(UpstreamError):
 
 
 @dataclass
+class UpstreamState:
+    """What this process knows of an upstream's health."""
+
+    reachable: bool | None = None
+    last_error: str = ""
+    last_contact: float = 0.0
+
+
+@dataclass
 class Fetched:
     """A manifest as the upstream sent it."""
 
