@@ -51,6 +51,40 @@ def _policies(value: Any) -> dict:
     return parse_policies(value)
 
 
+def parse_mirrors(value: Any) -> dict[str, dict]:
+    """``[mirrors.NAME]`` tables (``prefix``, ``url``, optional ``username``/``password``), or JSON
+    text from the environment: each maps a repository prefix to an upstream registry."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ConfigError(f"mirrors must be JSON: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise ConfigError("mirrors must map names to [mirrors.NAME] tables")
+    out: dict[str, dict] = {}
+    for name, doc in value.items():
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"mirrors.{name} must be a table")
+        unknown = set(doc) - {"prefix", "url", "username", "password"}
+        if unknown:
+            raise ConfigError(f"mirrors.{name}: unknown keys {', '.join(sorted(unknown))}")
+        prefix = str(doc.get("prefix", ""))
+        try:
+            url = parse_public_url(doc.get("url", ""))
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"mirrors.{name}: url must be http(s)://HOST[:PORT], got {doc.get('url')!r}") from exc
+        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*/", prefix):
+            raise ConfigError(f"mirrors.{name}: prefix must be a repository path ending in '/', got {prefix!r}")
+        if not url:
+            raise ConfigError(f"mirrors.{name}: url is required (http(s)://HOST[:PORT])")
+        clash = [n for n, o in out.items() if o["prefix"].startswith(prefix) or prefix.startswith(o["prefix"])]
+        if clash:
+            raise ConfigError(f"mirrors.{name}: prefix {prefix!r} overlaps mirrors.{clash[0]}")
+        out[str(name)] = {"prefix": prefix, "url": url, "username": str(doc.get("username", "")),
+                          "password": str(doc.get("password", ""))}
+    return out
+
+
 def _list(value: Any) -> tuple:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -216,6 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_cert", "", str, "PEM certificate (chain) to serve HTTPS with; needs tls_key"),
     Setting("tls_key", "", str, "PEM private key of tls_cert"),
     Setting("tls_client_ca", "", str, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)"),
+    Setting("mirrors", {}, parse_mirrors, "pull-through mirrors: [mirrors.NAME] prefix, url, username, password (JSON in the environment)"),
+    Setting("mirror_manifest_ttl", 300.0, parse_duration, "a mirrored tag is revalidated with its upstream after this long (by digest: never)"),
+    Setting("mirror_max_size", 0, parse_size, "bound of mirrored content; least recently pulled images are evicted above it (0 = unbounded)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -268,6 +305,9 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    mirrors: dict = field(default_factory=dict)
+    mirror_manifest_ttl: float = 300.0
+    mirror_max_size: int = 0
 
     # ---- derived values -------------------------------------------------
     @property

@@ -12,6 +12,11 @@ HELP = {
     "dockyard_gc_backlog": ("gauge", "review queue entries, by queue and whether they are due"),
     "dockyard_gc_run_seconds_sum": ("counter", "time spent in collector runs"),
     "dockyard_gc_runs_total": ("counter", "collector runs"),
+    "dockyard_mirror_fetches_total": ("counter", "successful upstream fetches of the mirror, by upstream and kind"),
+    "dockyard_mirror_fetched_bytes_total": ("counter", "bytes fetched from upstreams, by upstream and kind"),
+    "dockyard_mirror_failures_total": ("counter", "failed upstream fetches (unreachable, refused, lying), by upstream and kind"),
+    "dockyard_mirror_evictions_total": ("counter", "mirrored images evicted, by reason (bound, prune, evict)"),
+    "dockyard_mirror_evicted_bytes_total": ("counter", "bytes of mirrored images evicted, by reason"),
 }
 
 

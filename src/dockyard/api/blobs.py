@@ -8,9 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dockyard.lifecycle import deletes
+from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import parse_uint, registry, repo_name, run
 from dockyard.api.streaming import iterate_in_thread
+from dockyard.errors import RegistryError
 from dockyard.registry import blobs
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -56,7 +58,13 @@ def _headers(digest: str, length: int) -> dict[str, str]:
 async def get_blob(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
-    blob = await run(blobs.stat, reg, name, request.path_params["digest"])
+    try:
+        blob = await run(blobs.stat, reg, name, request.path_params["digest"])
+    except RegistryError as exc:
+        through = await mirror.blob_miss(request, name, request.path_params["digest"], exc)
+        if through is not None:
+            return through
+        blob = await run(blobs.stat, reg, name, request.path_params["digest"])
     span = parse_range(request.headers.get("range"), blob.size)
     start, end = span if span else (0, blob.size - 1)
     length = end - start + 1 if blob.size else 0

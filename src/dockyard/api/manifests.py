@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard.lifecycle import deletes
+from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, registry, repo_name, run
 from dockyard.errors import RegistryError
@@ -25,9 +26,10 @@ def _accept(request: Request) -> list[str]:
 
 @requires("pull")
 async def get_manifest(request: Request) -> Response:
-    m = await run(manifests.get, registry(request), repo_name(request), request.path_params["reference"],
-                  _accept(request))
-    headers = {
+    name, reference = repo_name(request), request.path_params["reference"]
+    through = await mirror.manifest(request, name, reference, _accept(request))
+    m, extra = through or (await run(manifests.get, registry(request), name, reference, _accept(request)), {})
+    headers = {**extra,
         "Docker-Content-Digest": m.digest,
         "Content-Type": m.media_type,
         "Content-Length": str(m.size),
@@ -36,7 +38,8 @@ async def get_manifest(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers)
     reg = registry(request)
-    reg.pulls.record(m.id, reg.now())
+    if m.id:  # (a mirrored manifest is stored once what it references is here)
+        reg.pulls.record(m.id, reg.now())
     return Response(m.payload, status_code=200, headers=headers, media_type=m.media_type)
 
 
@@ -57,6 +60,7 @@ async def _read_limited(request: Request) -> bytes:
 @requires("push")
 async def put_manifest(request: Request) -> Response:
     name = repo_name(request)
+    mirror.refuse_push(request, name)
     reference = request.path_params["reference"]
     payload = await _read_limited(request)
     result = await run(manifests.put, registry(request), name, reference, payload,

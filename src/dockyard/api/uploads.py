@@ -8,6 +8,7 @@ from functools import partial
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import registry, repo_name, run
 from dockyard.api.streaming import consume_body
@@ -64,6 +65,7 @@ async def _write(request: Request, upload: Upload, expected: int | None, start: 
 async def start_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
+    mirror.refuse_push(request, name)
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
     if mount and request.app.state.auth.identify(request).allows("pull"):
