@@ -20,7 +20,7 @@ from dockyard import lru
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.deletes import trash_manifests
 from dockyard.lifecycle.trash import parse_target
-from dockyard.meta.gc import PurgeTarget
+from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.mirror import MirroredImage, MirrorStore
 from dockyard.registry.context import Registry
 from dockyard.registry.manifests import get
