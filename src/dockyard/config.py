@@ -216,6 +216,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_cert", "", str, "PEM certificate (chain) to serve HTTPS with; needs tls_key"),
     Setting("tls_key", "", str, "PEM private key of tls_cert"),
     Setting("tls_client_ca", "", str, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)"),
+    Setting("metrics_listen", "", lambda v: parse_listen(v) if str(v).strip() else "",
+            "HOST:PORT of a second listener that serves only /metrics, without credentials (empty = off; "
+            "on listen, /metrics needs the pull role)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -268,6 +271,7 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    metrics_listen: str = ""
 
     # ---- derived values -------------------------------------------------
     @property
