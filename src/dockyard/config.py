@@ -369,9 +369,17 @@ def loads(text: str) -> Config:
 
 def describe() -> str:
     """The settings table for ``--help``."""
-    lines = ["settings (TOML key / environment variable, default):"]
+    from dockyard.values import format_duration, format_size
+
+    lines = ["settings (TOML key / environment variable, default; durations take a unit: 90s, 15m, 1h, 7d, 2w):"]
     for s in SETTINGS:
-        default = s.default if s.default not in ("", {}) else "(empty)"
+        default = s.default if s.default not in ("", {}, ()) else "(empty)"
+        if s.parse is parse_duration:
+            default = format_duration(s.default)
+        elif s.parse is parse_size:
+            default = format_size(s.default)
+        elif isinstance(s.default, bool):
+            default = str(s.default).lower()  # as TOML writes it
         lines.append(f"  {s.name} / {ENV_PREFIX}{s.name.upper()} [{default}]\n      {s.help}")
     return "\n".join(lines)
 
