@@ -92,14 +92,14 @@ def sweep_dead_processes(directory: str) -> list[int]:
     dead = set()
     for path in glob.glob(os.path.join(directory, "*_*.db")):
         pid = os.path.basename(path).rsplit("_", 1)[-1][:-3]
-        if pid.isdigit() and int(pid) not in dead and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) not in dead and not process_alive(int(pid)):
             dead.add(int(pid))
     for pid in dead:
         multiprocess.mark_process_dead(pid, directory)
     return sorted(dead)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -128,23 +128,15 @@ def metrics_directory(cfg: Config) -> Path:
     ``data_dir/metrics-PID``, made empty; directories that dead ``serve`` processes left are removed."""
     import shutil
 
+    from dockyard.metrics import process_alive
+
     for old in cfg.data_path.glob("metrics-*"):
         pid = old.name.partition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     path = cfg.data_path / f"metrics-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start_metrics_listener(cfg: Config, metrics) -> None:

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -101,12 +102,17 @@ wakeup_time = "2s"
 alice = "admin"
 """)
     data = tmp_path / "data"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = data / f"metrics-{gone.pid}"  # what a killed serve left: removed at the next start
+    stale.mkdir(parents=True)
+    (stale / "counter_1.db").write_bytes(b"\0" * 8)
     server = start_server(data, args=["--config", str(conf), "--workers", "2"])
     auth = ("alice", "alice-pw")
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         directory = data / f"metrics-{server.proc.pid}"
-        assert directory.is_dir(), list(data.iterdir())
+        assert directory.is_dir() and not stale.exists(), list(data.iterdir())
 
         # ---- traffic: pushes, pulls, listings, each on a fresh connection ------------------
         pushed: dict[str, bytes] = {}
@@ -214,9 +220,11 @@ alice = "admin"
         assert catalog_count(text) == served
         assert not [p for pid in workers for p in directory.glob(f"gauge_live*_{pid}.db")]
         assert "Traceback" not in server.log()
+        server.proc.send_signal(signal.SIGTERM)  # a clean stop (it may be starting new workers: give it time)
+        assert server.proc.wait(90) == 0
+        assert not directory.exists()  # serve removes its metrics directory when it stops
     finally:
         server.stop()
-    assert not directory.exists()  # serve removes its metrics directory when it stops
 
 
 def test_metrics_listen_that_cannot_be_used_is_one_line(tmp_path):
