@@ -62,3 +62,31 @@ def test_dashboard_queries_only_declared_metrics():
     exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bdockyard_[a-z_]+\b", e)}
     assert len(exprs) >= 15 and not used - families, sorted(used - families)
+
+
+def test_usage_is_cached_and_a_failing_database_does_not_fail_the_scrape(tmp_path):
+    import sqlalchemy as sa
+
+    from dockyard.meta.db import Database
+    from dockyard.meta.schema import blobs
+    from dockyard.registry.usage import UsageCollector
+
+    db = Database(f"sqlite:///{tmp_path / 'usage.db'}")
+    db.migrate()
+    m = Metrics()
+    m.add_collector(UsageCollector(db, totals_ttl=3600))
+    values = lambda: {s.name: s.value for f in text_string_to_metric_families(m.render().decode()) for s in f.samples}
+    assert values()["dockyard_storage_blobs"] == 0
+    with db.write() as conn:
+        conn.execute(sa.insert(blobs), [{"digest": "sha256:" + "a" * 64, "size": 5, "created_at": 0.0, "state": "ready"}])
+    assert values()["dockyard_storage_blobs"] == 0  # cached: one read per TTL, whatever the scrape rate
+    fresh = Metrics()
+    fresh.add_collector(UsageCollector(db))
+    got = {s.name: s.value for f in text_string_to_metric_families(fresh.render().decode()) for s in f.samples}
+    assert got["dockyard_storage_blobs"] == 1 and got["dockyard_storage_bytes"] == 5
+
+    down = Metrics()
+    down.add_collector(UsageCollector(Database("postgresql+psycopg://127.0.0.1:1/none?connect_timeout=2")))
+    down.inc("dockyard_gc_runs_total")
+    text = down.render().decode()  # the rest of the scrape still answers
+    assert "dockyard_gc_runs_total 1.0" in text and "dockyard_storage_blobs" not in text

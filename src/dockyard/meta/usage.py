@@ -10,36 +10,36 @@ from dockyard.meta.schema import READY, blobs, repositories, repository_blobs, u
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class Totals:
     blobs: int
     blob_bytes: int
     repositories: int
     uploads: int
     upload_bytes: int
-    largest: tuple[tuple[str, int], ...]  # (repository, bytes of its linked blobs), largest first
 
 
 class UsageStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    def usage(self, top: int) -> Usage:
-        """Totals (one indexed scan per table) and the ``top`` repositories by the bytes of the
-        blobs linked to them (one grouped join over the links, at most ``top`` rows back)."""
+    def totals(self) -> Totals:
+        """Blobs, repositories and upload sessions with their bytes: one aggregate per table."""
         n_blobs, n_bytes = self.conn.execute(
             select(func.count(), func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.state == READY)).one()
         n_repos = self.conn.execute(select(func.count()).select_from(repositories)
                                     .where(repositories.c.deleted_at.is_(None))).scalar_one()
         n_uploads, upload_bytes = self.conn.execute(
             select(func.count(), func.coalesce(func.sum(uploads.c.size), 0))).one()
-        largest = ()
-        if top > 0:
-            size = func.sum(blobs.c.size).label("bytes")
-            rows = self.conn.execute(
-                select(repositories.c.name, size)
-                .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest)
-                             .join(repositories, repositories.c.id == repository_blobs.c.repository_id))
-                .where(repositories.c.deleted_at.is_(None))
-                .group_by(repositories.c.name).order_by(size.desc(), repositories.c.name).limit(top))
-            largest = tuple((r.name, int(r.bytes)) for r in rows)
-        return Usage(int(n_blobs), int(n_bytes), int(n_repos), int(n_uploads), int(upload_bytes), largest)
+        return Totals(int(n_blobs), int(n_bytes), int(n_repos), int(n_uploads), int(upload_bytes))
+
+    def largest(self, top: int) -> list[tuple[str, int]]:
+        """The ``top`` live repositories by the bytes of the blobs linked to them, largest first:
+        one grouped join over the layer links (the cost grows with the links; callers cache it)."""
+        size = func.sum(blobs.c.size).label("bytes")
+        rows = self.conn.execute(
+            select(repositories.c.name, size)
+            .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest)
+                         .join(repositories, repositories.c.id == repository_blobs.c.repository_id))
+            .where(repositories.c.deleted_at.is_(None))
+            .group_by(repositories.c.name).order_by(size.desc(), repositories.c.name).limit(top))
+        return [(r.name, int(r.bytes)) for r in rows]
