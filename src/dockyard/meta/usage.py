@@ -36,10 +36,12 @@ class UsageStore:
         """The ``top`` live repositories by the bytes of the blobs linked to them, largest first:
         one grouped join over the layer links (the cost grows with the links; callers cache it)."""
         size = func.sum(blobs.c.size).label("bytes")
+        per_repository = (select(repository_blobs.c.repository_id, size)
+                          .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+                          .group_by(repository_blobs.c.repository_id).subquery())
         rows = self.conn.execute(
-            select(repositories.c.name, size)
-            .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest)
-                         .join(repositories, repositories.c.id == repository_blobs.c.repository_id))
+            select(repositories.c.name, per_repository.c.bytes)
+            .join(per_repository, per_repository.c.repository_id == repositories.c.id)
             .where(repositories.c.deleted_at.is_(None))
-            .group_by(repositories.c.name).order_by(size.desc(), repositories.c.name).limit(top))
+            .order_by(per_repository.c.bytes.desc(), repositories.c.name).limit(top))
         return [(r.name, int(r.bytes)) for r in rows]
