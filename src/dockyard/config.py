@@ -253,6 +253,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mirrors", {}, parse_mirrors, "pull-through mirrors: [mirrors.NAME] prefix, url, username, password (JSON in the environment)"),
     Setting("mirror_manifest_ttl", 300.0, parse_duration, "a mirrored tag is revalidated with its upstream after this long (by digest: never)"),
     Setting("mirror_max_size", 0, parse_size, "bound of mirrored content; least recently pulled images are evicted above it (0 = unbounded)"),
+    Setting("metrics_listen", "", lambda v: parse_listen(v) if str(v).strip() else "",
+            "HOST:PORT of a second listener that serves only /metrics, without credentials (empty = off; "
+            "on listen, /metrics needs the pull role)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -308,6 +311,7 @@ class Config:
     mirrors: dict = field(default_factory=dict)
     mirror_manifest_ttl: float = 300.0
     mirror_max_size: int = 0
+    metrics_listen: str = ""
 
     # ---- derived values -------------------------------------------------
     @property
@@ -405,9 +409,17 @@ def loads(text: str) -> Config:
 
 def describe() -> str:
     """The settings table for ``--help``."""
-    lines = ["settings (TOML key / environment variable, default):"]
+    from dockyard.values import format_duration, format_size
+
+    lines = ["settings (TOML key / environment variable, default; durations take a unit: 90s, 15m, 1h, 7d, 2w):"]
     for s in SETTINGS:
-        default = s.default if s.default not in ("", {}) else "(empty)"
+        default = s.default if s.default not in ("", {}, ()) else "(empty)"
+        if s.parse is parse_duration:
+            default = format_duration(s.default)
+        elif s.parse is parse_size:
+            default = format_size(s.default)
+        elif isinstance(s.default, bool):
+            default = str(s.default).lower()  # as TOML writes it
         lines.append(f"  {s.name} / {ENV_PREFIX}{s.name.upper()} [{default}]\n      {s.help}")
     return "\n".join(lines)
 

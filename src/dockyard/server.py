@@ -8,10 +8,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from dockyard.config import Config, ConfigError
+from dockyard.config import Config, ConfigError, split_listen
 from dockyard.lifecycle.reserve import DiskReserve
 from dockyard.meta.db import Database, is_database_error, safe_url
 from dockyard.registry.context import Registry
+from dockyard.registry.usage import UsageCollector
 from dockyard.storage import open_driver
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,40 @@ def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
     reserve = DiskReserve(cfg.data_path / "disk-reserve", cfg.disk_reserve)
     reserve.ensure()
     db.on_disk_full = reserve.release
-    return Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
+    registry = Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
+    registry.metrics.add_collector(UsageCollector(db))
+    return registry
+
+
+def metrics_directory(cfg: Config) -> Path:
+    """The multiprocess metrics directory of this ``serve`` (``--workers N``):
+    ``data_dir/metrics-PID``, made empty; directories that dead ``serve`` processes left are removed."""
+    import shutil
+
+    from dockyard.metrics import process_alive
+
+    for old in cfg.data_path.glob("metrics-*"):
+        pid = old.name.partition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = cfg.data_path / f"metrics-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def start_metrics_listener(cfg: Config, metrics) -> None:
+    """``metrics_listen``: a second listener (a thread of this process) answering every path
+    with the metrics, without credentials. Off when the setting is empty."""
+    from prometheus_client import start_http_server
+
+    if not cfg.metrics_listen:
+        return
+    host, port = split_listen(cfg.metrics_listen)
+    try:
+        start_http_server(port, host, registry=metrics)
+    except OSError as exc:
+        raise StartupError(f"metrics_listen {cfg.metrics_listen}: {exc.strerror or exc}") from exc
+    log.info("metrics on http://%s:%d/metrics (no credentials)", f"[{host}]" if ":" in host else host, port)
 
 
 def app_factory():
@@ -131,18 +165,35 @@ def app_factory():
 
     cfg = config_mod.loads(os.environ[SETTINGS_ENV])
     setup(cfg.log_level, cfg.log_format)
-    return RequestLog(create_app(build_registry(cfg, migrate=False)))
+    registry = build_registry(cfg, migrate=False)
+    return RequestLog(create_app(registry), registry.metrics)
 
 
 def serve(cfg: Config, settings: str) -> None:
     """Run the HTTP server; ``settings`` is ``config.dumps()`` of what ``cfg`` was parsed from."""
+    import shutil
+
+    from dockyard.metrics import prepare_multiprocess
+
+    preflight(cfg)
+    multiproc = None
+    if cfg.workers > 1:  # one metrics registry for all workers: files they all write, any scrape reads
+        multiproc = prepare_multiprocess(metrics_directory(cfg))
+    try:
+        _serve(cfg, settings)
+    finally:
+        if multiproc:
+            shutil.rmtree(multiproc, ignore_errors=True)
+
+
+def _serve(cfg: Config, settings: str) -> None:
     import uvicorn
 
     from dockyard.api.app import create_app
     from dockyard.api.requestlog import RequestLog
 
-    preflight(cfg)
     registry = open_registry(cfg)  # migrates once, before any worker starts
+    start_metrics_listener(cfg, registry.metrics)
     host, port = cfg.host_port
     tls = tls_options(cfg)
     log.info("dockyard listening on %s://%s:%d (database %s, storage %s%s)", "https" if tls else "http",
@@ -157,5 +208,5 @@ def serve(cfg: Config, settings: str) -> None:
         os.environ[SETTINGS_ENV] = settings
         uvicorn.run("dockyard.server:app_factory", factory=True, workers=cfg.workers, **common)
     else:
-        uvicorn.run(RequestLog(create_app(registry)), **common)
+        uvicorn.run(RequestLog(create_app(registry), registry.metrics), **common)
 

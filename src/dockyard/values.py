@@ -46,6 +46,27 @@ def parse_size(value: Any) -> int:
     return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as a duration with its unit, the way settings are written: 600 -> ``10m``,
+    604800 -> ``7d``, 90 -> ``90s``, 0.02 -> ``20ms``; parse_duration reads it back."""
+    if seconds == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and (seconds / _UNITS[unit]).is_integer():
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """Bytes with a binary unit when exact: 67108864 -> ``64MiB``; parse_size reads it back."""
+    for unit, factor in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value

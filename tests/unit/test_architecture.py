@@ -55,7 +55,7 @@ MODULES = _modules()
 
 
 def _unit(module: str) -> str:
-    """``dockyard.meta.gc`` -> ``meta``; ``dockyard.config`` -> ``config``."""
+    """``dockyard.meta.blobs`` -> ``meta``; ``dockyard.config`` -> ``config``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "dockyard"
 

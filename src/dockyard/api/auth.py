@@ -16,6 +16,11 @@ is locked out for 2, 4, 8 ... :data:`MAX_LOCKOUT` seconds (429 with ``Retry-Afte
 without checking the password). Only correct passwords are cached, so the cache
 answers a known client without bcrypt and cannot be flooded by guesses.
 
+The htpasswd file is re-read when it changes (its inode, size or mtime, looked at with one
+``stat`` at most once a second, in each worker): adding a user, removing one or changing a
+password needs no restart. A re-read empties the password cache, so a removed user or an
+old password stops working at once.
+
 The client address and the external URL (the ``WWW-Authenticate`` realm) come from
 the connection, never from headers a client chose: ``public_url`` when set, else
 ``X-Forwarded-*`` when the direct peer is in ``trusted_proxies``, else the scheme and
@@ -62,6 +67,7 @@ FREE_FAILURES = 5  # failed logins an address gets before it is locked out
 MAX_LOCKOUT = 300.0  # seconds; the lockout doubles with each further failure, up to this
 FAILURE_MEMORY = 900.0  # an address's failures are forgotten this long after its last one
 TRACKED_ADDRESSES = 10_000  # addresses the throttle remembers (least recently failed go first)
+HTPASSWD_CHECK = 1.0  # seconds between looks at the htpasswd file (one stat; re-read only when changed)
 BCRYPT_MAX = 72  # bcrypt reads this many password bytes (htpasswd -B truncates the same way)
 _BCRYPT_COST = re.compile(rb"^\$2[abxy]?\$(\d\d)\$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
@@ -169,16 +175,52 @@ class Authenticator:
         self.enabled = bool(cfg.auth_htpasswd)
         self.anonymous = Identity(None, cfg.effective_anonymous_role)
         self.users: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._verified: set[tuple[str, bytes]] = set()  # (user, sha256(password)) known to be right
+        self._file_id: tuple | None = None  # (inode, size, mtime) of the htpasswd file last read
+        self._checked = 0.0  # time.monotonic() of the last look at the file
+        self._generation = 0  # users loaded so far: a check that began before a re-read is not cached
         if self.enabled:
-            self.users = self._load_htpasswd(Path(cfg.auth_htpasswd))
+            self._reload(Path(cfg.auth_htpasswd), os.stat(cfg.auth_htpasswd))
         self.secret = self._secret(cfg)
         self.proxies = tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_proxies)
         self.throttle = FailureThrottle()
         self._dummy = self._dummy_hash(self.users.values()) if self.enabled else b""
-        self._verified: set[tuple[str, bytes]] = set()  # (user, sha256(password)) known to be right
-        self._lock = threading.Lock()
         self._slots: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
         self._queued = 0
+
+    def refresh(self) -> None:
+        """Re-read the htpasswd file when it changed: a user added, removed or with a new
+        password counts without a restart. Looks at the file (one ``stat``) at most once per
+        :data:`HTPASSWD_CHECK` seconds; reads it only when its inode, size or mtime changed.
+        A file that cannot be read keeps the users already loaded (one warning)."""
+        now = time.monotonic()
+        if not self.enabled or now - self._checked < HTPASSWD_CHECK:
+            return
+        self._checked = now
+        path = Path(self.cfg.auth_htpasswd)
+        try:
+            st = path.stat()
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != self._file_id:
+                self._reload(path, st)
+        except OSError as exc:
+            if self._file_id is not None:
+                log.warning("auth_htpasswd %s cannot be read (%s): keeping the %d users loaded before",
+                            path, exc.strerror or exc, len(self.users))
+                self._file_id = None  # warn once; read again as soon as it is back
+
+    def _reload(self, path: Path, st: os.stat_result) -> None:
+        users = self._load_htpasswd(path)
+        with self._lock:
+            changed = self._file_id is not None
+            self.users = users
+            self._file_id = (st.st_ino, st.st_size, st.st_mtime_ns)
+            self._verified.clear()  # a removed user or a changed password must not stay valid
+            self._generation += 1
+            if changed:
+                self._dummy = b""  # made again (of the new highest cost) by the next unknown-user check
+        if changed:
+            log.info("auth_htpasswd %s re-read: %d users", path, len(users))
 
     @staticmethod
     def _load_htpasswd(path: Path) -> dict[str, bytes]:
@@ -226,6 +268,7 @@ class Authenticator:
         with self._lock:
             if key in self._verified:
                 return True
+            generation = self._generation
         if self._slots is None:
             self._slots = anyio.CapacityLimiter(VERIFY_SLOTS)
         if self._queued >= VERIFY_QUEUE:
@@ -242,12 +285,15 @@ class Authenticator:
         with self._lock:
             if len(self._verified) >= 10_000:
                 self._verified.clear()
-            self._verified.add(key)
+            if generation == self._generation:  # checked against the users loaded now
+                self._verified.add(key)
         return True
 
     def _checkpw(self, user: str, password: str) -> bool:
         """One bcrypt check (in a worker thread), of the same cost whether the user exists or not."""
         hashed = self.users.get(user)
+        if hashed is None and not self._dummy:
+            self._dummy = self._dummy_hash(self.users.values())
         try:
             ok = bcrypt.checkpw(password.encode()[:BCRYPT_MAX],
                                 (hashed or self._dummy).replace(b"$2y$", b"$2b$", 1))
@@ -338,6 +384,7 @@ class Authenticator:
         """Who sent the request, from its Authorization header (basic or bearer)."""
         if not self.enabled:
             return self.anonymous
+        self.refresh()
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
@@ -412,6 +459,7 @@ async def token_endpoint(request: Request) -> Response:
     auth: Authenticator = request.app.state.auth
     if not auth.enabled:
         return JSONResponse(auth.issue_token("anonymous"))
+    auth.refresh()
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     creds = auth._basic(value.strip()) if scheme.lower() == "basic" else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from dockyard.lifecycle import inuse, prune, rules, scheduler, trash
 from dockyard.api.auth import requires
@@ -15,6 +15,7 @@ from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.config import parse_bool
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
+from dockyard.metrics import CONTENT_TYPE
 from dockyard.oci.manifest import JSONTooDeep, loads_bounded
 
 
@@ -172,4 +173,5 @@ async def prune_audit(request: Request) -> Response:
 
 @requires("pull")
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(registry(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    """``GET /metrics``: Prometheus text format (scrape-time values read the database: a thread)."""
+    return Response(await run(registry(request).metrics.render), media_type=CONTENT_TYPE)

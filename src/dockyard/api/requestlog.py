@@ -11,6 +11,11 @@ fields follow it as ``key=value`` pairs, with ``"json"`` they are keys of the li
 A plain ASGI wrapper around the whole application (outside Starlette's error middleware), so a
 500 is logged with the status the client got, and a client that went away mid-response with the
 bytes it was sent and status 499 if no response had started.
+
+The same wrapper records the HTTP metrics (:mod:`dockyard.metrics`) from the same values:
+requests and their duration by method, route template (``/v2/{name}/blobs/{digest}``, never
+the raw path: one series per route, whatever the clients send; ``(unmatched)`` when no
+route matched) and status; body bytes received and sent; requests in flight.
 """
 
 from __future__ import annotations
@@ -25,9 +30,26 @@ log = logging.getLogger("dockyard.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "(unmatched)"
+
+
+def route_templates(app) -> dict:
+    """endpoint -> its route's path template (``{name:path}`` shown as ``{name}``); the first
+    route of an endpoint names it (``/blobs/uploads/`` and ``/blobs/uploads`` are one)."""
+    templates: dict = {}
+    for route in getattr(app, "routes", ()):
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None:
+            templates.setdefault(endpoint, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path))
+    return templates
+
+
 class RequestLog:
-    def __init__(self, app):
+    def __init__(self, app, metrics=None):
         self.app = app
+        self.metrics = metrics
+        self.templates = route_templates(app)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -38,7 +60,17 @@ class RequestLog:
             if key == b"x-request-id" and _CLIENT_ID.fullmatch(value):
                 request_id = value.decode("ascii")
         request_id = request_id or uuid.uuid4().hex
-        status, sent = 0, 0
+        status, sent, received = 0, 0, 0
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.inc("dockyard_http_requests_in_flight")
+
+        async def receive_counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
 
         async def send_logged(message):
             nonlocal status, sent
@@ -52,7 +84,7 @@ class RequestLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_logged)
+            await self.app(scope, receive_counted if metrics is not None else receive, send_logged)
         except BaseException:
             status = status or 499  # the error middleware answers 500 before re-raising; nothing sent = gone
             raise
@@ -70,3 +102,17 @@ class RequestLog:
                 "client": client[0] if client else "-",
             }
             log.info("request", extra={"fields": fields})
+            if metrics is not None:
+                self._record(metrics, scope, status, fields["ms"] / 1000, received, sent)
+
+    def _record(self, metrics, scope, status: int, seconds: float, received: int, sent: int) -> None:
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        route = self.templates.get(scope.get("endpoint"), UNMATCHED)
+        metrics.inc("dockyard_http_requests_in_flight", -1)
+        metrics.inc("dockyard_http_requests_total", method=method, route=route, status=str(status))
+        metrics.observe("dockyard_http_request_duration_seconds", seconds, method=method, route=route,
+                        status=str(status))
+        if received:
+            metrics.inc("dockyard_http_received_bytes_total", received, method=method, route=route)
+        if sent:
+            metrics.inc("dockyard_http_sent_bytes_total", sent, method=method, route=route)

@@ -9,6 +9,7 @@ from dockyard.errors import Unavailable
 from dockyard import __version__
 from dockyard import config as config_mod
 from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _overrides, _registry  # noqa: F401
+from dockyard.cli.common import examples
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
 from dockyard.cli import mirror as _mirror_cli
@@ -218,22 +219,34 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dockyard", description="OCI registry with a lifecycle engine")
+    parser = argparse.ArgumentParser(prog="dockyard", description="OCI registry with a lifecycle engine", **examples(
+        "dockyard serve --config /etc/dockyard/dockyard.toml",
+        "dockyard gc --dry-run --config /etc/dockyard/dockyard.toml",
+        "dockyard COMMAND --help                          # each command's options and examples"))
     parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the registry", epilog=config_mod.describe(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve_examples = examples(
+        "dockyard serve                                   # SQLite + filesystem in ./dockyard-data, 127.0.0.1:5000",
+        "dockyard serve --config /etc/dockyard/dockyard.toml --workers 4",
+        "DOCKYARD_GC_DELAY=2h DOCKYARD_METRICS_LISTEN=127.0.0.1:9100 dockyard serve --data-dir /var/lib/dockyard")
+    serve = sub.add_parser("serve", help="run the registry",
+                           **{**serve_examples, "epilog": serve_examples["epilog"] + "\n\n" + config_mod.describe()})
     _common(serve)
     serve.add_argument("--listen", help="HOST:PORT (setting listen)")
     serve.add_argument("--workers", type=int, help="HTTP worker processes (setting workers)")
     serve.set_defaults(func=cmd_serve)
 
-    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date", **examples(
+        "dockyard migrate --config /etc/dockyard/dockyard.toml",
+        "dockyard migrate --database-url postgresql://db.internal/dockyard"))
     _common(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
-    gc = sub.add_parser("gc", help="run the garbage collector once, until nothing is due")
+    gc = sub.add_parser("gc", help="run the garbage collector once, until nothing is due", **examples(
+        "dockyard gc --dry-run --data-dir /var/lib/dockyard     # what would go, nothing deleted",
+        "dockyard gc --config /etc/dockyard/dockyard.toml --output json",
+        "dockyard gc --delete-untagged --config /etc/dockyard/dockyard.toml"))
     _admin_common(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     gc.add_argument("--delete-untagged", action=argparse.BooleanOptionalAction, default=None,
@@ -244,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
 
     fsck = sub.add_parser("fsck", help="reconcile storage with the database (deletes leaked data only with "
-                                       "--delete) and check that every unreferenced row is queued for review")
+                                       "--delete) and check that every unreferenced row is queued for review",
+                          **examples("dockyard fsck --config /etc/dockyard/dockyard.toml            # report only",
+                                     "dockyard fsck --verify --output json --data-dir /var/lib/dockyard",
+                                     "dockyard fsck --delete --config /etc/dockyard/dockyard.toml   # leaks older "
+                                     "than fsck_grace (default 1h) go"))
     _admin_common(fsck)
     fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace): hand it to the collector as tombstones, then run a collection")
     fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
@@ -254,31 +271,45 @@ def build_parser() -> argparse.ArgumentParser:
                            "after gc_delay (safe: the collector re-checks under lock)")
     fsck.set_defaults(func=cmd_fsck)
 
-    scrub = sub.add_parser("scrub", help="purge trashed images past scrub_time and collect their data")
+    scrub = sub.add_parser("scrub", help="purge trashed images past scrub_time and collect their data", **examples(
+        "dockyard scrub --dry-run --config /etc/dockyard/dockyard.toml",
+        "dockyard scrub --daemon --config /etc/dockyard/dockyard.toml   # every wakeup_time (default 5m)"))
     _admin_common(scrub)
     scrub.add_argument("--dry-run", action="store_true", help="list what would be purged, change nothing")
-    scrub.add_argument("--daemon", action="store_true", help="run every wakeup_time until stopped")
+    scrub.add_argument("--daemon", action="store_true",
+                       help="run every wakeup_time (a duration setting, default 5m) until stopped")
     scrub.set_defaults(func=cmd_scrub)
 
-    trash_p = sub.add_parser("trash", help="deleted images and tags that can still be restored")
+    trash_p = sub.add_parser("trash", help="deleted images and tags that can still be restored", **examples(
+        "dockyard trash list --repository 'team/*' --config /etc/dockyard/dockyard.toml",
+        "dockyard trash purge team/app@sha256:4f1c... --dry-run --config /etc/dockyard/dockyard.toml"))
     trash_sub = trash_p.add_subparsers(dest="trash_command", required=True)
-    tl = trash_sub.add_parser("list", help="list the trash")
+    tl = trash_sub.add_parser("list", help="list the trash", **examples(
+        "dockyard trash list --config /etc/dockyard/dockyard.toml",
+        "dockyard trash list --repository 'team/*' --output json --data-dir /var/lib/dockyard"))
     _admin_common(tl)
     tl.add_argument("--repository", help="repository name or glob (team/*)")
-    tl.add_argument("--limit", type=int, default=1000)
+    tl.add_argument("--limit", type=int, default=1000, help="list at most this many images and tags (default 1000)")
     tl.set_defaults(func=cmd_trash_list)
-    tp = trash_sub.add_parser("purge", help="purge one trashed image now: REPO@DIGEST")
+    tp = trash_sub.add_parser("purge", help="purge one trashed image now: REPO@DIGEST", **examples(
+        "dockyard trash purge team/app@sha256:4f1c... --dry-run --config /etc/dockyard/dockyard.toml",
+        "dockyard trash purge team/app@sha256:4f1c... --config /etc/dockyard/dockyard.toml"))
     _admin_common(tp)
-    tp.add_argument("reference")
-    tp.add_argument("--dry-run", action="store_true")
+    tp.add_argument("reference", help="the trashed image, REPO@DIGEST (dockyard trash list shows them)")
+    tp.add_argument("--dry-run", action="store_true", help="say what the purge would free, change nothing")
     tp.set_defaults(func=cmd_trash_purge)
 
     prune = sub.add_parser("prune", help="apply a retention policy (a dry run unless --confirm)",
-                           description="A manifest is kept if any keep rule keeps it; the rest goes to the trash.")
+                           description="A manifest is kept if any keep rule keeps it; the rest goes to the trash.",
+                           **examples(
+        "kubectl get pods,deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs -A -o json > inuse.json",
+        "dockyard prune --keep-tag-revisions 3 --keep-younger-than 60m --in-use inuse.json   # preview",
+        "dockyard prune --policy nightly --in-use inuse.json --confirm                       # delete (into the trash)"))
     _admin_common(prune)
     prune.add_argument("--policy", help="a policy declared in the configuration or through the admin API")
     prune.add_argument("--keep-tag-revisions", type=int, help="keep the N most recent images of each tag")
-    prune.add_argument("--keep-younger-than", help="keep what was pushed within this duration (e.g. 60m, 7d)")
+    prune.add_argument("--keep-younger-than", help="keep what was pushed within this duration, with its unit "
+                                                   "(90s, 60m, 12h, 7d, 2w)")
     prune.add_argument("--keep-recent", type=int, help="keep the N most recently pushed manifests per repository")
     prune.add_argument("--repository", help="only this repository")
     prune.add_argument("--in-use", action="append", metavar="FILE",
@@ -287,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--confirm", action="store_true", help="delete (into the trash); default is a dry run")
     prune.set_defaults(func=cmd_prune)
 
-    restore = sub.add_parser("restore", help="restore a deleted image (REPO@DIGEST) or tag (REPO:TAG)")
+    restore = sub.add_parser("restore", help="restore a deleted image (REPO@DIGEST) or tag (REPO:TAG)", **examples(
+        "dockyard restore team/app@sha256:4f1c... --config /etc/dockyard/dockyard.toml",
+        "dockyard restore team/app:v1.2 --data-dir /var/lib/dockyard"))
     _admin_common(restore)
-    restore.add_argument("reference")
+    restore.add_argument("reference", help="REPO@DIGEST of a deleted image or REPO:TAG of a deleted tag")
     restore.set_defaults(func=cmd_restore)
     for group in GROUPS:
         group.register(sub)

@@ -7,6 +7,14 @@ import argparse
 from dockyard import config as config_mod
 
 
+def examples(*lines: str) -> dict:
+    """``add_parser`` keywords for a command's ``--help`` epilog: its examples, one command
+    line each (``# comment`` lines allowed), shown as written. Every command has some
+    (tests/unit/test_cli_help.py walks the parser)."""
+    text = "examples:\n" + "\n".join(f"  {line}" for line in lines)
+    return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--data-dir", help="data directory (setting data_dir)")
@@ -55,4 +63,5 @@ def _human(seconds: float) -> str:
 
 def _admin_common(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("--output", choices=("table", "json"), default="table",
+                   help="table for people (default), json for scripts")

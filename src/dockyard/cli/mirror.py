@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.cli.common import _admin_common, _emit, _registry
+from dockyard.cli.common import _admin_common, _emit, _registry, examples
 
 
 def _prefixes(reg) -> dict[str, str]:
@@ -75,17 +75,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("mirror", help="pull-through mirrors: list, evict an image, prune to mirror_max_size")
+    p = sub.add_parser("mirror", help="pull-through mirrors: list, evict an image, prune to mirror_max_size",
+                       **examples("dockyard mirror list --data-dir /var/lib/dockyard",
+                                  "dockyard mirror evict hub/library/alpine:3.20 --dry-run",
+                                  "dockyard mirror prune --output json"))
     group = p.add_subparsers(dest="mirror_command", required=True)
-    ls = group.add_parser("list", help="each upstream: reachable, bytes and images mirrored")
+    ls = group.add_parser("list", help="each upstream: reachable, bytes and images mirrored",
+                          **examples("dockyard mirror list", "dockyard mirror list --output json"))
     _admin_common(ls)
     ls.set_defaults(func=cmd_list)
-    ev = group.add_parser("evict", help="evict one mirrored image: REPO:TAG or REPO@DIGEST")
+    ev = group.add_parser("evict", help="evict one mirrored image: REPO:TAG or REPO@DIGEST",
+                          **examples("dockyard mirror evict hub/library/alpine:3.20 --dry-run",
+                                     "dockyard mirror evict hub/library/alpine@sha256:4bcff6..."))
     _admin_common(ev)
-    ev.add_argument("reference")
+    ev.add_argument("reference", help="a mirrored image: REPO:TAG or REPO@DIGEST")
     ev.add_argument("--dry-run", action="store_true", help="report what would be evicted, change nothing")
     ev.set_defaults(func=cmd_evict)
-    pr = group.add_parser("prune", help="evict least recently pulled images down to mirror_max_size")
+    pr = group.add_parser("prune", help="evict least recently pulled images down to mirror_max_size",
+                          **examples("dockyard mirror prune --dry-run", "dockyard mirror prune --output json"))
     _admin_common(pr)
     pr.add_argument("--dry-run", action="store_true", help="report what would be evicted, change nothing")
     pr.set_defaults(func=cmd_prune)

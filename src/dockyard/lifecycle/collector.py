@@ -134,6 +134,11 @@ class Collector:
         self.clock = clock
         self.opts = opts
         self.metrics = metrics or Metrics()
+        for kind in ("manifests", "links", "repositories", "blobs", "uploads", "tombstones"):  # series from 0 on
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", 0, kind=kind)
+        for kind in ("blobs", "uploads", "tombstones"):
+            self.metrics.inc("dockyard_gc_reclaimed_bytes_total", 0, kind=kind)
+            self.metrics.inc("dockyard_gc_failures_total", 0, kind=kind)
         self.progress = progress
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
@@ -418,7 +423,7 @@ class Collector:
             for state, n in counts.items():
                 self.metrics.set("dockyard_gc_backlog", n, queue=queue, state=state)
         self.metrics.inc("dockyard_gc_runs_total")
-        self.metrics.inc("dockyard_gc_run_seconds_sum", report.duration)
+        self.metrics.observe("dockyard_gc_run_seconds", report.duration)
         if report.total_objects or any(k.failures for k in report.kinds.values()):
             log.info("gc run%s: %s", " (dry run)" if report.dry_run else "",
                      ", ".join(f"{n}={k.objects}/{k.bytes}B" for n, k in report.kinds.items() if k.objects))

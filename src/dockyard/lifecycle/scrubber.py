@@ -67,6 +67,8 @@ class Scrubber:
                  limiter: WindowLimiter | None = None):
         self.db, self.storage, self.clock, self.opts = db, storage, clock, opts
         self.metrics = metrics or Metrics()
+        self.metrics.inc("dockyard_scrub_images_total", 0)  # the series exist from the first run on
+        self.metrics.inc("dockyard_scrub_runs_total", 0)
         self.progress = progress
         self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
 
