@@ -23,7 +23,7 @@ def _accept(request: Request) -> list[str]:
     return values
 
 
-@requires("pull")
+@requires("pull", "repository")
 async def get_manifest(request: Request) -> Response:
     m = await run(manifests.get, registry(request), repo_name(request), request.path_params["reference"],
                   _accept(request))
@@ -54,7 +54,7 @@ async def _read_limited(request: Request) -> bytes:
     return bytes(body)
 
 
-@requires("push")
+@requires("push", "repository")
 async def put_manifest(request: Request) -> Response:
     name = repo_name(request)
     reference = request.path_params["reference"]
@@ -70,7 +70,7 @@ async def put_manifest(request: Request) -> Response:
     return Response(status_code=201, headers=headers)
 
 
-@requires("push")
+@requires("push", "repository")
 async def delete_manifest(request: Request) -> Response:
     await run(deletes.delete_manifest, registry(request), repo_name(request), request.path_params["reference"],
               actor(request))
