@@ -54,6 +54,7 @@ from starlette.responses import JSONResponse, Response
 from dockyard import access
 from dockyard.config import Config, ConfigError
 from dockyard.errors import RegistryError
+from dockyard.oci.names import is_valid_name
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +408,7 @@ class Authenticator:
         """401 with a challenge when not signed in, or signed in with a token that lacks a right
         its holder has (the client fetches a token for this scope); else 403 DENIED."""
         scope = None
-        if repository is not None:
+        if repository is not None and is_valid_name(repository):  # (never a client's raw bytes in a header)
             scope = f"repository:{repository}:{'pull' if role == 'pull' else 'pull,push'}"
         if identity.user is None or (identity.granted is not None and RANK[identity.role_on(repository)] >= RANK[role]):
             return self.challenge(request, "authentication required" if identity.user is None
