@@ -12,10 +12,16 @@ from dataclasses import asdict
 from dockyard.api.common import actor, page_size, registry, run
 from dockyard.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.config import parse_bool
+from dockyard.config import ConfigError, parse_bool, parse_duration
 from dockyard.errors import RegistryError
 from dockyard.lifecycle.collector import Collector
 from dockyard.oci.manifest import JSONTooDeep, loads_bounded
+
+
+def _grace(text: str) -> float:
+    if text.strip().replace(".", "", 1).isdigit():
+        raise ConfigError(f"grace {text.strip()!r} needs a unit (e.g. 10m, 1h)")
+    return parse_duration(text)
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -28,8 +34,13 @@ def _flag(request: Request, name: str) -> bool:
 
 @requires("admin")
 async def start_gc(request: Request) -> Response:
-    """``POST /admin/v1/gc?dry_run=true``: run a collection now and answer its report."""
-    collector = Collector.for_registry(registry(request), dry_run=_flag(request, "dry_run"))
+    """``POST /admin/v1/gc?dry_run=true&grace=10m``: run a collection now and answer its report."""
+    grace = request.query_params.get("grace")
+    try:
+        collector = Collector.for_registry(registry(request), dry_run=_flag(request, "dry_run"),
+                                           grace=_grace(grace) if grace else None)
+    except ValueError as exc:  # no unit, below the floor, longer than gc_delay
+        raise RegistryError("UNSUPPORTED", str(exc), {"grace": (grace or "")[:40]}, status=400) from exc
     report = await run(collector.run)
     return JSONResponse(report.as_dict())
 

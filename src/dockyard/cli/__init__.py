@@ -45,11 +45,22 @@ def gc_overrides(args: argparse.Namespace) -> dict:
     """GcOptions overrides of ``dockyard gc``. ``--delete-untagged`` also sweeps: untagged
     manifests with no pending review (untagged while the setting was off) are reviewed too."""
     overrides = {"dry_run": args.dry_run}
+    if getattr(args, "grace", None) is not None:
+        overrides["grace"] = parse_grace(args.grace)
     if args.delete_untagged is not None:
         overrides["delete_untagged"] = args.delete_untagged
         if args.delete_untagged:
             overrides["sweep_untagged"] = True
     return overrides
+
+
+def parse_grace(text: str) -> float:
+    """``--grace 10m``: a duration with its unit (a bare number would be seconds)."""
+    from dockyard.values import parse_duration
+
+    if text.strip().replace(".", "", 1).isdigit():
+        raise config_mod.ConfigError(f"--grace {text.strip()!r} needs a unit (e.g. 10m, 1h)")
+    return parse_duration(text)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -64,7 +75,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         report = collector.run()
     waiting = collector.waiting()
     now = reg.clock.now()
-    lines = [f"{n} {queue} still in their grace period (gc_delay {_human(reg.config.gc_delay)}): the first is due "
+    grace = collector.opts.grace_period
+    label = f"--grace {_human(grace)}" if collector.opts.grace is not None else f"gc_delay {_human(grace)}"
+    lines = [f"{n} {queue} still in their grace period ({label}): the first is due "
              f"in {_human(first - now)}" for queue, (n, first) in sorted(waiting.items())]
     data = {**report.as_dict(), "waiting": {q: {"entries": n, "first_due_in_seconds": round(first - now, 1)}
                                             for q, (n, first) in waiting.items()}}
@@ -239,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "reviews every untagged manifest that has no pending review (untagged while the "
                          "setting was off), so they are collected too (children of a live index and "
                          "referrers of a live subject stay; images pushed within gc_delay wait for it)")
+    gc.add_argument("--grace", metavar="DURATION",
+                    help="collect now what lost its last reference more than DURATION ago (e.g. 10m), instead "
+                         "of waiting for gc_delay: for a full disk. At least 5m. Risk: a push whose manifest "
+                         "comes more than DURATION after one of its layers loses that layer (the manifest push "
+                         "fails cleanly and must be repeated); uploads in progress and blobs being committed "
+                         "keep their protection (upload_ttl, tombstone waits)")
     gc.set_defaults(func=cmd_gc)
 
     fsck = sub.add_parser("fsck", help="reconcile storage with the database (deletes leaked data only with "
