@@ -247,6 +247,15 @@ class Collector:
             found = QueueStore(conn).waiting(self.clock.now() + shift)
         return {name: (n, first - shift) for name, (n, first) in found.items()}
 
+    def summary(self, report: Report) -> dict:
+        """A run's report with what still waits for its grace: what ``dockyard gc`` prints
+        and ``POST /admin/v1/gc`` answers (one dict for both)."""
+        now = self.clock.now()
+        return {**report.as_dict(),
+                "grace": {"seconds": self.opts.grace_period, "from": "gc_delay" if self.opts.grace is None else "--grace"},
+                "waiting": {q: {"entries": n, "first_due_in_seconds": round(first - now, 1)}
+                            for q, (n, first) in self.waiting().items()}}
+
     def backlog(self) -> dict:
         with self.db.read() as conn:
             return QueueStore(conn).backlog(self.clock.now())

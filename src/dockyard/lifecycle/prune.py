@@ -67,18 +67,24 @@ class Plan:
                                  for r in self.repositories]}
 
     def table(self) -> str:
-        verb = "deleted" if self.confirmed else "would delete"
-        lines = []
-        for r in self.repositories:
-            lines.append(f"{r.repository}: keep {len(r.kept)}, {verb} {len(r.deleted)}, frees {r.bytes_freed} bytes")
-            for d in r.kept:
-                lines.append(f"  keep   {d.digest[:19]} {','.join(d.tags) or '-':<24} {'; '.join(d.keep)}")
-            for d in r.deleted:
-                lines.append(f"  delete {d.digest[:19]} {','.join(d.tags) or '-':<24} {d.delete}")
-        t = self.totals
-        lines.append(f"total: {t['repositories']} repositories, keep {t['kept']}, {verb} {t['deleted']}, "
-                     f"frees {t['bytes_freed']} bytes" + ("" if self.confirmed else " (dry run; --confirm to delete)"))
-        return "\n".join(lines)
+        return render(self.as_dict())
+
+
+def render(plan: dict) -> str:
+    """The table of a plan, from :meth:`Plan.as_dict` (local, or as the admin API sent it)."""
+    verb = "deleted" if plan["confirmed"] else "would delete"
+    lines = []
+    for r in plan["repositories"]:
+        lines.append(f"{r['repository']}: keep {len(r['kept'])}, {verb} {len(r['deleted'])}, "
+                     f"frees {r['bytes_freed']} bytes")
+        for d in r["kept"]:
+            lines.append(f"  keep   {d['digest'][:19]} {','.join(d['tags']) or '-':<24} {'; '.join(d['keep'])}")
+        for d in r["deleted"]:
+            lines.append(f"  delete {d['digest'][:19]} {','.join(d['tags']) or '-':<24} {d['delete']}")
+    t = plan["totals"]
+    lines.append(f"total: {t['repositories']} repositories, keep {t['kept']}, {verb} {t['deleted']}, "
+                 f"frees {t['bytes_freed']} bytes" + ("" if plan["confirmed"] else " (dry run; --confirm to delete)"))
+    return "\n".join(lines)
 
 
 def _age(seconds: float) -> str:

@@ -197,6 +197,9 @@ class PurgeResult:
     reference: str
     dry_run: bool
     bytes_freed: int
+    freed_after_seconds: float = 0.0
+    """The data goes with the first collection this long after the purge (gc_delay)."""
+    gc_interval_seconds: float = 0.0
 
 
 def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
@@ -222,4 +225,4 @@ def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) ->
                             GcOptions.from_config(reg.config).purge, actor=actor)
     if not dry_run:
         log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
-    return PurgeResult(text, dry_run, freed)
+    return PurgeResult(text, dry_run, freed, reg.config.gc_delay, reg.config.gc_interval)
