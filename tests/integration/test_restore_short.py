@@ -85,3 +85,10 @@ def test_restore_cli_takes_the_printed_short_digest(tmp_path, capsys):
     assert main(["restore", "app@sha256:0123456789ab", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no image of app has a digest starting with sha256:0123456789ab" in err
+    # errors read as sentences: details as "key: value", never a dict's repr
+    assert err.strip() == ("dockyard: cannot restore app@sha256:0123456789ab: no image of app has a digest "
+                           "starting with sha256:0123456789ab (reference: app@sha256:0123456789ab)")
+    assert main(["trash", "purge", "app@sha256:" + "0" * 64, "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (f"dockyard: cannot purge app@sha256:{'0' * 64}: image is not in the trash "
+                           f"(reference: app@sha256:{'0' * 64})")

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from dockyard.errors import Unavailable
+from dockyard.errors import RegistryError, Unavailable
 from dockyard import __version__
 from dockyard import config as config_mod
 from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _overrides, _registry  # noqa: F401
@@ -419,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         reason = getattr(exc, "reason", None)
         print(f"dockyard: {exc.message}{f' ({reason})' if reason else ''}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: the same command later may succeed
+    except RegistryError as exc:  # a domain refusal (no such repository, a conflict ...): one sentence
+        print(f"dockyard: {describe(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -260,6 +260,9 @@ class Pruner:
         if self.confirm:
             for ref in deleted:
                 log.info("prune[%s]: deleted %s (to the trash)", self.policy.name, ref)
-        log.info("prune[%s]%s: %s", self.policy.name, "" if self.confirm else " (dry run)", plan.totals)
+        t = plan.totals
+        log.info("prune[%s]%s: %d repositories, kept %d, %s %d, %d bytes to be freed", self.policy.name,
+                 "" if self.confirm else " (dry run)", t["repositories"], t["kept"],
+                 "deleted" if self.confirm else "would delete", t["deleted"], t["bytes_freed"])
 
 

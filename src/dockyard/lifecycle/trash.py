@@ -136,7 +136,7 @@ def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
-             result.skipped_tags or "-", actor or "-")
+             "; ".join(f"{t} {why}" for t, why in result.skipped_tags.items()) or "-", actor or "-")
     return result
 
 
