@@ -117,3 +117,26 @@ def test_scopes_and_actions():
     assert actions_of_role("none", {"pull"}) == []
     assert role_of_actions(["pull"]) == "pull" and role_of_actions(["pull", "push"]) == "push"
     assert role_of_actions([]) == "none" and role_of_actions(["bogus"]) == "none"
+
+
+def test_every_route_checks_its_role_where_it_acts():
+    """Repository routes check the role on their repository, administration the global role:
+    a route added without thinking about where would show up here."""
+    from dockyard.api.app import routes
+
+    for route in routes():
+        endpoint = route.endpoint
+        where = getattr(endpoint, "required_where", None)
+        role = getattr(endpoint, "required_role", None)
+        if route.path in ("/healthz", "/readyz", "/auth/token"):
+            assert where is None, route.path
+        elif route.path.startswith("/v2/{name"):
+            assert where == "repository" and role in ("pull", "push"), route.path
+        elif route.path.startswith("/admin/"):
+            assert where == "global" and role == "admin", route.path
+        elif route.path == "/v2/":
+            assert where == "ping" and role == "pull"
+        elif route.path == "/v2/_catalog":
+            assert where == "somewhere" and role == "pull"
+        else:
+            assert where == "global", route.path
