@@ -135,3 +135,15 @@ def test_login_stores_a_private_token(cli, served, monkeypatch, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     code, out, err = cli("gc", "--status", user=None)  # no credentials in the environment: the stored token
     assert code == 0 and "queue" in out, err
+
+
+def test_prune_confirm_and_gc_run_over_http(cli):
+    """Last in this module: it deletes. The local command then sees what the remote one did."""
+    code, out, err = cli("prune", "--keep-recent", "1", "--repository", "team/app", "--confirm")
+    assert code == 0, err
+    assert "team/app: keep 1, deleted 2" in out and "dry run" not in out
+    code, out, _ = cli("trash", "list", remote=False)
+    assert out.count("team/app@sha256:") == 2
+    code, out, err = cli("gc")
+    assert code == 0, err
+    assert out.startswith("gc reclaimed in") and "still in their grace period (gc_delay 1h)" in out

@@ -148,6 +148,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # also when an older file of another mode was left behind
         json.dump(stored, fh)
     os.replace(path.with_suffix(".tmp"), path)
     print(f"Logged in to {server} as {user}; the token is stored in {path} and is valid for "
