@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from dockyard.oci.names import is_valid_name
 from dockyard.values import ConfigError
 
 ROLES = ("none", "pull", "push", "admin")
@@ -193,14 +194,22 @@ def actions_of_role(role: str, requested: Iterable[str]) -> list[str]:
     return sorted(a for a in set(requested) if a in allowed)
 
 
+MAX_SCOPES = 64
+"""Repositories one token may name (a token is a header: it must stay small)."""
+
+
 def parse_scopes(values: Iterable[str]) -> dict[str, set[str]]:
-    """``repository:NAME:pull,push`` scope parameters -> {NAME: actions}; other types are ignored.
+    """``repository:NAME:pull,push`` scope parameters -> {NAME: actions}; other types, invalid
+    names and unknown actions are ignored, and at most :data:`MAX_SCOPES` repositories kept.
     A parameter may hold several scopes separated by spaces (the token spec allows both forms)."""
     out: dict[str, set[str]] = {}
     for value in values:
         for scope in value.split():
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            if kind == "repository" and name and actions:
-                out.setdefault(name, set()).update(a for a in actions.split(",") if a)
+            wanted = {a for a in actions.split(",") if a in ("pull", "push", "delete", "*")}
+            if kind == "repository" and is_valid_name(name) and wanted:
+                if name not in out and len(out) >= MAX_SCOPES:
+                    continue
+                out.setdefault(name, set()).update(wanted)
     return out

@@ -110,8 +110,10 @@ def test_unknown_group_and_bad_groups_are_refused():
 
 def test_scopes_and_actions():
     assert parse_scopes(["repository:a/b:pull,push", "repository:c:pull registry:catalog:*",
-                         "repository:a/b:delete", "junk", "repository::pull"]) == {
-        "a/b": {"pull", "push", "delete"}, "c": {"pull"}}
+                         "repository:a/b:delete", "junk", "repository::pull", "repository:Bad Name:pull",
+                         "repository:d:bogus"]) == {"a/b": {"pull", "push", "delete"}, "c": {"pull"}}
+    many = parse_scopes([f"repository:r{i}:pull" for i in range(1000)])
+    assert len(many) == 64 and "r0" in many
     assert actions_of_role("pull", {"pull", "push"}) == ["pull"]
     assert actions_of_role("push", {"pull", "push", "*"}) == ["pull", "push"]
     assert actions_of_role("none", {"pull"}) == []
