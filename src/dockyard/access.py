@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -41,6 +42,7 @@ RANK = {role: i for i, role in enumerate(ROLES)}
 EVERYONE = "*"
 ANONYMOUS = "anonymous"
 _RULE_KEYS = {"repositories", "users", "groups", "role"}
+MAX_CACHED_USERS = 10_000
 
 
 def higher(a: str, b: str) -> str:
@@ -90,9 +92,6 @@ class Rule:
     groups: tuple[str, ...] = ()
     role: str = "pull"
 
-    def covers(self, repository: str) -> bool:
-        return any(fnmatch.fnmatchcase(repository, g) for g in self.repositories)
-
 
 def parse_rules(value: Any) -> tuple[Rule, ...]:
     """A list of ``{repositories, users | groups, role}`` (TOML ``[[access]]``, or JSON)."""
@@ -141,6 +140,12 @@ class Access:
         missing = {g for r in self.rules for g in r.groups} - set(self.groups) - {EVERYONE, ANONYMOUS}
         if missing:
             raise ConfigError(f"access rules name groups that [groups] does not define: {', '.join(sorted(missing))}")
+        member_of: dict[str, set[str]] = {}
+        for group, users in self.groups.items():
+            for user in users:
+                member_of.setdefault(user, set()).add(group)
+        object.__setattr__(self, "_member_of", member_of)
+        object.__setattr__(self, "_matchers", {})  # user -> ((role, one regex of its globs), ...)
 
     def global_role(self, user: str | None) -> str:
         if user is None:
@@ -152,25 +157,42 @@ class Access:
             return ANONYMOUS in rule.users or ANONYMOUS in rule.groups
         if user in rule.users or EVERYONE in rule.users or EVERYONE in rule.groups:
             return True
-        return any(user in self.groups.get(g, ()) for g in rule.groups)
+        groups = self._member_of.get(user, ())
+        return any(g in groups for g in rule.groups)
+
+    def _matcher(self, user: str | None) -> tuple[tuple[str, re.Pattern], ...]:
+        """The rules that name ``user``, as one compiled pattern per role, highest role first
+        (built once per user: a request costs at most three regex matches, whatever the rules)."""
+        found = self._matchers.get(user)
+        if found is None:
+            globs: dict[str, list[str]] = {}
+            for rule in self.rules:
+                if self._applies(rule, user):
+                    globs.setdefault(rule.role, []).extend(rule.repositories)
+            found = tuple((role, re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs[role])))
+                          for role in reversed(ROLES) if role in globs)
+            if len(self._matchers) >= MAX_CACHED_USERS:
+                self._matchers.clear()
+            self._matchers[user] = found
+        return found
 
     def role(self, user: str | None, repository: str | None = None) -> str:
         """The role of ``user`` (None = anonymous) on ``repository``; without one, the global role."""
         role = self.global_role(user)
         if repository is None:
             return role
-        for rule in self.rules:
-            if RANK[rule.role] > RANK[role] and self._applies(rule, user) and rule.covers(repository):
-                role = rule.role
+        for granted, pattern in self._matcher(user):
+            if RANK[granted] <= RANK[role]:
+                break
+            if pattern.match(repository):
+                return granted
         return role
 
     def best_role(self, user: str | None) -> str:
         """The highest role ``user`` holds on any repository (what ``GET /v2/`` asks)."""
         role = self.global_role(user)
-        for rule in self.rules:
-            if self._applies(rule, user):
-                role = higher(role, rule.role)
-        return role
+        matchers = self._matcher(user)
+        return higher(role, matchers[0][0]) if matchers else role
 
     def restricted(self, user: str | None, role: str = "pull") -> bool:
         """True if ``user`` lacks ``role`` on some repository (listings must be filtered)."""
