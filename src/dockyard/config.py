@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from dockyard.access import Access, parse_groups, parse_rules
 from dockyard.policies import parse_policies
 from dockyard.values import ConfigError, parse_bool, parse_duration, parse_size  # noqa: F401 (the settings API)
 
@@ -241,7 +242,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pull_flush_interval", 10.0, parse_duration, "how often recorded pull times are written to the database"),
     Setting("auth_htpasswd", "", str, "htpasswd file (bcrypt) that turns on authentication"),
     Setting("auth_roles", {}, parse_roles, "role of each user: pull, push or admin (TOML table, or env user=role,...)"),
-    Setting("auth_default_role", "push", parse_role, "role of an authenticated user not named in auth_roles"),
+    Setting("auth_default_role", "", parse_role, "role of an authenticated user not named in auth_roles; empty = push without access rules, none with them"),
     Setting("anonymous_role", "", parse_role, "role of unauthenticated requests; empty = admin without auth_htpasswd, none with it"),
     Setting("token_secret", "", str, "HMAC secret for bearer tokens; empty = generated once into data_dir (replicas must share one)"),
     Setting("token_ttl", 300.0, parse_duration, "lifetime of a bearer token"),
@@ -256,6 +257,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_listen", "", lambda v: parse_listen(v) if str(v).strip() else "",
             "HOST:PORT of a second listener that serves only /metrics, without credentials (empty = off; "
             "on listen, /metrics needs the pull role)"),
+    Setting("groups", {}, parse_groups, "user groups for access rules (TOML [groups] table: name = [users]; JSON in the environment)"),
+    Setting("access", (), parse_rules, "access rules: a role on repository globs for users/groups (TOML [[access]] tables; JSON in the environment)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -299,7 +302,7 @@ class Config:
     pull_flush_interval: float = 10.0
     auth_htpasswd: str = ""
     auth_roles: dict[str, str] = field(default_factory=dict)
-    auth_default_role: str = "push"
+    auth_default_role: str = ""
     anonymous_role: str = ""
     token_secret: str = ""
     token_ttl: float = 300.0
@@ -312,6 +315,8 @@ class Config:
     mirror_manifest_ttl: float = 300.0
     mirror_max_size: int = 0
     metrics_listen: str = ""
+    groups: dict = field(default_factory=dict)
+    access: tuple = ()
 
     # ---- derived values -------------------------------------------------
     @property
@@ -336,6 +341,18 @@ class Config:
         if self.anonymous_role:
             return self.anonymous_role
         return "none" if self.auth_htpasswd else "admin"
+
+    @property
+    def effective_default_role(self) -> str:
+        if self.auth_default_role:
+            return self.auth_default_role
+        return "none" if self.access else "push"
+
+    @property
+    def access_policy(self) -> Access:
+        """Global roles and access rules together: who may do what on which repository."""
+        return Access(self.auth_roles, self.effective_default_role, self.effective_anonymous_role,
+                      self.groups, self.access)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -385,6 +402,7 @@ def from_values(values: Mapping[str, Any]) -> Config:
             raise ConfigError(f"setting {name}: {exc}") from exc
     cfg = Config(**parsed)
     cfg.host_port  # validate early
+    cfg.access_policy  # access rules name only groups that exist
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("tls_cert and tls_key go together: set both (HTTPS) or neither")
     if cfg.tls_client_ca and not cfg.tls_cert:

@@ -36,6 +36,10 @@ CATALOG = "/v2/_catalog"
 ROUNDS = 16
 
 
+# metrics of features this test's server has not configured (they appear on first use)
+NOT_RUN_HERE = ("dockyard_mirror_", "dockyard_cache_", "dockyard_host", "dockyard_event", "dockyard_quota")
+
+
 def families(text: str) -> dict:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -175,6 +179,8 @@ alice = "admin"
         for name, kind in kinds.items():
             assert name in found and found[name].type == kind, (name, found.get(name))
         for name, entry in HELP.items():
+            if name.startswith(NOT_RUN_HERE):  # features this server does not use: no series yet
+                continue
             family = name[: -len("_total")] if entry[0] == "counter" else name
             assert family in found, name
             assert found[family].type == entry[0].partition(":")[0], name

@@ -867,7 +867,9 @@ def test_three_replicas_share_one_database_and_one_bucket(tmp_path, hosts, store
             + f"; {store} {moto.url} log {moto.log_path}; bucket {bucket}; database {database_url}")
 
         # a token issued by A is accepted by B and C (one shared token_secret)
-        r = httpx.get(servers[0].url + "/auth/token", params={"service": "dockyard"}, auth=(USER, PASSWORD))
+        # (a token works on the repositories it was asked for: every one this test uses)
+        scopes = [("scope", f"repository:{n}:pull,push,delete") for n in [*REPOS, "replicas/upload"]]
+        r = httpx.get(servers[0].url + "/auth/token", params=[("service", "dockyard"), *scopes], auth=(USER, PASSWORD))
         assert r.status_code == 200, r.text
         token = r.json()["token"]
         for s in servers:

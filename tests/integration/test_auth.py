@@ -47,12 +47,15 @@ def test_basic_auth_and_roles(auth_server):
 
 
 def test_token_flow_and_admin(auth_server):
-    r = httpx.get(auth_server.url + "/auth/token", params={"service": "dockyard", "scope": "repository:x:pull"},
+    r = httpx.get(auth_server.url + "/auth/token", params={"service": "dockyard",
+                                                          "scope": "repository:admin/test:pull,push"},
                   auth=("alice", "alice-pw"))
     assert r.status_code == 200
     token = r.json()["token"]
     alice = httpx.Client(base_url=auth_server.url, headers={"Authorization": f"Bearer {token}"})
     push_blob(alice, "admin/test", b"admin data")
+    r = alice.post("/v2/admin/other/blobs/uploads/")  # the token is for admin/test only: ask for another
+    assert r.status_code == 401 and 'scope="repository:admin/other:pull,push"' in r.headers["WWW-Authenticate"]
     assert alice.delete("/admin/v1/repositories/admin/test").status_code == 202
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     r = httpx.get(auth_server.url + "/v2/", headers={"Authorization": f"Bearer {forged}"})
@@ -66,7 +69,7 @@ def test_token_flow_and_admin(auth_server):
     ("POST", "/admin/v1/trash/restore?reference=a@sha256:" + "0" * 64),
     ("POST", "/admin/v1/trash/purge?reference=a@sha256:" + "0" * 64),
     ("GET", "/admin/v1/policies"), ("PUT", "/admin/v1/policies/x"), ("POST", "/admin/v1/prune?policy=x"),
-    ("GET", "/admin/v1/prune/audit"), ("DELETE", "/admin/v1/repositories/a"),
+    ("GET", "/admin/v1/prune/audit"), ("DELETE", "/admin/v1/repositories/a"), ("POST", "/admin/v1/fsck"),
 ])
 def test_every_admin_call_needs_the_admin_role(auth_server, method, path):
     r = httpx.request(method, auth_server.url + path, auth=("bob", "bob-pw"))

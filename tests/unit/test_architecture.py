@@ -10,7 +10,7 @@ Dependencies run one way, top to bottom (README "Architecture")::
     meta | storage               the only SQL | the storage drivers
     logsetup, progress           logging and progress output
     config, validate             the settings; client-input checks
-    policies, errors             retention policy documents; the domain error tree
+    policies, errors, access     retention policy documents; the domain error tree; access rules
     oci, values, clock, faults, metrics    pure parsing and small leaf modules
 
 Every import counts, function-local ones too (a local import is no way around a rule).
@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "dockyard"
 
 RANK = {
     "oci": 0, "values": 0, "clock": 0, "faults": 0, "metrics": 0, "lru": 0,
-    "policies": 1, "errors": 1,
+    "policies": 1, "errors": 1, "access": 1,
     "config": 2, "validate": 2,
     "logsetup": 3, "progress": 3,
     "meta": 4, "storage": 4,

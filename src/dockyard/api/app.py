@@ -51,6 +51,7 @@ def routes() -> list[Route]:
         Route("/admin/v1/policies/{policy}", lifecycle.delete_policy, methods=["DELETE"]),
         Route("/admin/v1/prune", lifecycle.run_prune, methods=["POST"]),
         Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
+        Route("/admin/v1/fsck", lifecycle.fsck_report, methods=["POST"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),

@@ -1,7 +1,10 @@
 """Authentication (htpasswd basic auth, bearer tokens) and the one role check.
 
 Roles are ordered: ``pull`` < ``push`` < ``admin``. A route declares the role it
-needs with :func:`requires`; nothing else in the API checks permissions.
+needs, and where, with :func:`requires`; nothing else in the API checks permissions.
+Which role a user has on which repository is :mod:`dockyard.access`'s answer (global
+roles plus access rules on repository globs); a bearer token carries the repository
+actions the token endpoint granted for the scopes asked, and works only within them.
 
 Without ``auth_htpasswd`` every request has ``anonymous_role`` (default admin: the
 embedded default listens on loopback only). With it, clients log in with basic
@@ -45,7 +48,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 import anyio
 import anyio.to_thread
@@ -53,12 +56,14 @@ import bcrypt
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from dockyard import access
 from dockyard.config import Config, ConfigError
 from dockyard.errors import RegistryError
+from dockyard.oci.names import is_valid_name
 
 log = logging.getLogger(__name__)
 
-RANK = {"none": 0, "pull": 1, "push": 2, "admin": 3}
+RANK = access.RANK
 
 VERIFY_SLOTS = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity")
                    else (os.cpu_count() or 1) // 2)  # concurrent bcrypt checks: half the CPUs
@@ -75,11 +80,29 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """Who sent a request. ``role`` is the global role; ``policy`` answers per repository;
+    ``granted`` (a bearer token's) caps it: repository -> role the token's actions allow."""
+
     user: str | None
     role: str
+    policy: access.Access | None = None
+    granted: Mapping[str, str] | None = None
 
-    def allows(self, role: str) -> bool:
-        return RANK[self.role] >= RANK[role]
+    def role_on(self, repository: str | None) -> str:
+        """The role held on ``repository`` (None: the global role, what /admin needs)."""
+        if repository is None or self.policy is None:
+            return self.role
+        return self.policy.role(self.user, repository)
+
+    def allows(self, role: str, repository: str | None = None) -> bool:
+        have = self.role_on(repository)
+        if repository is not None and self.granted is not None:
+            have = access.lower(have, self.granted.get(repository, "none"))
+        return RANK[have] >= RANK[role]
+
+    def allows_somewhere(self, role: str) -> bool:
+        best = self.policy.best_role(self.user) if self.policy else self.role
+        return RANK[best] >= RANK[role]
 
 
 def _b64(data: bytes) -> str:
@@ -173,7 +196,8 @@ class Authenticator:
         self.cfg = cfg
         self.clock = clock
         self.enabled = bool(cfg.auth_htpasswd)
-        self.anonymous = Identity(None, cfg.effective_anonymous_role)
+        self.policy = cfg.access_policy
+        self.anonymous = Identity(None, cfg.effective_anonymous_role, self.policy)
         self.users: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._verified: set[tuple[str, bytes]] = set()  # (user, sha256(password)) known to be right
@@ -253,7 +277,10 @@ class Authenticator:
         return secret.encode()
 
     def role_of(self, user: str) -> str:
-        return self.cfg.auth_roles.get(user, self.cfg.auth_default_role)
+        return self.policy.global_role(user)
+
+    def identity(self, user: str, granted: Mapping[str, str] | None = None) -> Identity:
+        return Identity(user, self.role_of(user), self.policy, granted)
 
     # ---- credentials -----------------------------------------------------
     async def verify(self, address: str, user: str, password: str) -> bool:
@@ -301,11 +328,18 @@ class Authenticator:
             ok = False
         return ok and hashed is not None
 
-    def issue_token(self, user: str) -> dict:
-        """The token endpoint's answer: token, lifetime and issue time (clients compute expiry from both)."""
+    def issue_token(self, user: str, scopes: Mapping[str, set[str]] | None = None) -> dict:
+        """The token endpoint's answer: token, lifetime and issue time (clients compute expiry from both).
+
+        The token grants, of the repository actions asked for in ``scopes``, those the
+        user's role on each repository allows (none at all: a token that only signs in)."""
         ttl = int(self.cfg.token_ttl)
         now = self.clock()
-        claims = {"sub": user, "role": self.role_of(user), "exp": int(now) + ttl}
+        who = None if user == "anonymous" else user
+        grants = [{"type": "repository", "name": name,
+                   "actions": access.actions_of_role(self.policy.role(who, name), actions)}
+                  for name, actions in (scopes or {}).items()]
+        claims = {"sub": user, "exp": int(now) + ttl, "access": grants}
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest())
         token = f"{body}.{sig}"
@@ -328,9 +362,16 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or claims["exp"] < self.clock():
             return None
+        granted: dict[str, str] = {}
+        for grant in claims.get("access") or ():
+            if isinstance(grant, dict) and grant.get("type") == "repository" and isinstance(grant.get("name"), str):
+                granted[grant["name"]] = access.role_of_actions(a for a in grant.get("actions") or ()
+                                                                if isinstance(a, str))
         if sub not in self.users:
-            return self.anonymous if sub == "anonymous" else None
-        return Identity(sub, self.role_of(sub))
+            if sub != "anonymous":
+                return None
+            return Identity(None, self.anonymous.role, self.policy, granted)
+        return self.identity(sub, granted)
 
     def _basic(self, value: str) -> tuple[str, str] | None:
         try:
@@ -391,7 +432,7 @@ class Authenticator:
         if scheme == "basic":
             creds = self._basic(value.strip())
             if creds and await self.verify(self.client_address(request), *creds):
-                return Identity(creds[0], self.role_of(creds[0]))
+                return self.identity(creds[0])
             raise self.challenge(request, "invalid credentials")
         if scheme == "bearer":
             identity = self.check_token(value.strip())
@@ -404,11 +445,23 @@ class Authenticator:
         """The identity :func:`requires` established for this request (anonymous before it)."""
         return getattr(request.state, "identity", None) or self.anonymous
 
-    def challenge(self, request: Request, message: str = "authentication required") -> RegistryError:
+    def challenge(self, request: Request, message: str = "authentication required",
+                  scope: str | None = None) -> RegistryError:
         realm = f"{self.external_url(request)}/auth/token"
-        return RegistryError("UNAUTHORIZED", message, status=401, headers={
-            "WWW-Authenticate": f'Bearer realm="{realm}",service="dockyard"',
-        })
+        value = f'Bearer realm="{realm}",service="dockyard"' + (f',scope="{scope}"' if scope else "")
+        return RegistryError("UNAUTHORIZED", message, status=401, headers={"WWW-Authenticate": value})
+
+    def deny(self, request: Request, identity: Identity, role: str, repository: str | None) -> RegistryError:
+        """401 with a challenge when not signed in, or signed in with a token that lacks a right
+        its holder has (the client fetches a token for this scope); else 403 DENIED."""
+        scope = None
+        if repository is not None and is_valid_name(repository):  # (never a client's raw bytes in a header)
+            scope = f"repository:{repository}:{'pull' if role == 'pull' else 'pull,push'}"
+        if identity.user is None or (identity.granted is not None and RANK[identity.role_on(repository)] >= RANK[role]):
+            return self.challenge(request, "authentication required" if identity.user is None
+                                  else "the token does not grant this repository", scope)
+        where = f" on {repository}" if repository is not None else ""
+        return RegistryError("DENIED", f"requires the {role} role{where}", {"user": identity.user}, status=403)
 
 
 DRAIN_LIMIT = 64 * 1024 * 1024
@@ -429,8 +482,15 @@ async def _drain(request: Request) -> None:
         return
 
 
-def requires(role: str):
-    """The single permission check: ``@requires("push")`` on a route handler."""
+def requires(role: str, where: str = "global"):
+    """The single permission check: ``@requires("push", "repository")`` on a route handler.
+
+    ``where``: ``"repository"`` = the role on the route's ``{name}``; ``"global"`` = the global
+    role (administration); ``"somewhere"`` = the role on at least one repository (the catalog,
+    which then lists only what the caller may pull); ``"ping"`` (``GET /v2/``) is ``"somewhere"``
+    but always challenges a request without credentials when authentication is on, as
+    distribution does: clients holding credentials learn there that they should send them."""
+    assert where in ("global", "repository", "somewhere", "ping")
 
     def wrap(handler: Callable[[Request], Awaitable[Response]]):
         @functools.wraps(handler)
@@ -438,10 +498,13 @@ def requires(role: str):
             auth: Authenticator = request.app.state.auth
             try:
                 identity = await auth.authenticate(request)
-                if not identity.allows(role):
-                    if identity.user is None:
-                        raise auth.challenge(request)
-                    raise RegistryError("DENIED", f"requires the {role} role", {"user": identity.user}, status=403)
+                repository = request.path_params.get("name") if where == "repository" else None
+                if where == "ping" and auth.enabled and "authorization" not in request.headers:
+                    raise auth.challenge(request)
+                allowed = (identity.allows_somewhere(role) if where in ("somewhere", "ping")
+                           else identity.allows(role, repository))
+                if not allowed:
+                    raise auth.deny(request, identity, role, repository)
                 request.state.identity = identity
                 return await handler(request)
             except RegistryError:
@@ -449,6 +512,7 @@ def requires(role: str):
                 raise
 
         inner.required_role = role  # type: ignore[attr-defined]
+        inner.required_where = where  # type: ignore[attr-defined]
         return inner
 
     return wrap
@@ -457,15 +521,16 @@ def requires(role: str):
 async def token_endpoint(request: Request) -> Response:
     """``GET /auth/token``: basic credentials in, bearer token out (docker token protocol)."""
     auth: Authenticator = request.app.state.auth
+    scopes = access.parse_scopes(request.query_params.getlist("scope"))
     if not auth.enabled:
-        return JSONResponse(auth.issue_token("anonymous"))
+        return JSONResponse(auth.issue_token("anonymous", scopes))
     auth.refresh()
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     creds = auth._basic(value.strip()) if scheme.lower() == "basic" else None
     if not creds or not await auth.verify(auth.client_address(request), *creds):
-        if auth.anonymous.role != "none" and not header:
-            return JSONResponse(auth.issue_token("anonymous"))
+        if auth.anonymous.allows_somewhere("pull") and not header:
+            return JSONResponse(auth.issue_token("anonymous", scopes))
         raise RegistryError("UNAUTHORIZED", "invalid credentials", status=401,
                             headers={"WWW-Authenticate": 'Basic realm="dockyard"'})
-    return JSONResponse(auth.issue_token(creds[0]))
+    return JSONResponse(auth.issue_token(creds[0], scopes))

@@ -8,6 +8,6 @@ from starlette.responses import JSONResponse, Response
 from dockyard.api.auth import requires
 
 
-@requires("pull")
+@requires("pull", "ping")
 async def version_check(request: Request) -> Response:
     return JSONResponse({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})

@@ -54,7 +54,7 @@ def _headers(digest: str, length: int) -> dict[str, str]:
     }
 
 
-@requires("pull")
+@requires("pull", "repository")
 async def get_blob(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
@@ -83,7 +83,7 @@ async def get_blob(request: Request) -> Response:
     return StreamingResponse(iterate_in_thread(chunks), status_code=status, headers=headers)
 
 
-@requires("push")
+@requires("push", "repository")
 async def delete_blob(request: Request) -> Response:
     await run(deletes.unlink_blob, registry(request), repo_name(request), request.path_params["digest"])
     return Response(status_code=202)

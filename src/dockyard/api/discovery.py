@@ -11,7 +11,7 @@ from dockyard.oci import mediatypes as mt
 from dockyard.registry import discovery
 
 
-@requires("pull")
+@requires("pull", "repository")
 async def tags_list(request: Request) -> Response:
     name = repo_name(request)
     limit, last = page_params(request)
@@ -21,16 +21,22 @@ async def tags_list(request: Request) -> Response:
     return JSONResponse({"name": name, "tags": items}, headers=headers)
 
 
-@requires("pull")
+@requires("pull", "somewhere")
 async def catalog(request: Request) -> Response:
     limit, last = page_params(request)
-    fetched = await run(discovery.catalog, registry(request), None if limit is None else limit + 1, last)
+    identity = request.app.state.auth.identify(request)
+    want = None if limit is None else limit + 1
+    if identity.allows("pull"):  # the global role: every repository
+        fetched = await run(discovery.catalog, registry(request), want, last)
+    else:  # access rules: page through the names, keeping those the caller may pull
+        fetched = await run(discovery.catalog_filtered, registry(request), want, last,
+                            lambda name: identity.role_on(name) != "none")
     items = fetched[:limit] if limit is not None else fetched
     headers = next_link("/v2/_catalog", items, limit, len(fetched) > len(items))
     return JSONResponse({"repositories": items}, headers=headers)
 
 
-@requires("pull")
+@requires("pull", "repository")
 async def referrers(request: Request) -> Response:
     artifact_type = request.query_params.get("artifactType") or None
     found = await run(discovery.referrers, registry(request), repo_name(request), request.path_params["digest"],

@@ -12,11 +12,18 @@ from dataclasses import asdict
 from dockyard.api.common import actor, page_size, registry, run
 from dockyard.policies import Policy
 from dockyard.lifecycle.scrubber import Scrubber
-from dockyard.config import parse_bool
+from dockyard.config import ConfigError, parse_bool, parse_duration
 from dockyard.errors import RegistryError
-from dockyard.lifecycle.collector import Collector
+from dockyard.lifecycle.collector import Collector, GcOptions
+from dockyard.lifecycle.fsck import Fsck
 from dockyard.metrics import CONTENT_TYPE
 from dockyard.oci.manifest import JSONTooDeep, loads_bounded
+
+
+def _grace(text: str) -> float:
+    if text.strip().replace(".", "", 1).isdigit():
+        raise ConfigError(f"grace {text.strip()!r} needs a unit (e.g. 10m, 1h)")
+    return parse_duration(text)
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -29,10 +36,25 @@ def _flag(request: Request, name: str) -> bool:
 
 @requires("admin")
 async def start_gc(request: Request) -> Response:
-    """``POST /admin/v1/gc?dry_run=true``: run a collection now and answer its report."""
-    collector = Collector.for_registry(registry(request), dry_run=_flag(request, "dry_run"))
+    """``POST /admin/v1/gc?dry_run=true&grace=10m``: run a collection now and answer its report."""
+    grace = request.query_params.get("grace")
+    try:
+        collector = Collector.for_registry(registry(request), dry_run=_flag(request, "dry_run"),
+                                           grace=_grace(grace) if grace else None)
+    except ValueError as exc:  # no unit, below the floor, longer than gc_delay
+        raise RegistryError("UNSUPPORTED", str(exc), {"grace": (grace or "")[:40]}, status=400) from exc
     report = await run(collector.run)
-    return JSONResponse(report.as_dict())
+    return JSONResponse(await run(collector.summary, report))
+
+
+@requires("admin")
+async def fsck_report(request: Request) -> Response:
+    """``POST /admin/v1/fsck?verify=true``: reconcile storage with the database, report only
+    (no leak is deleted, nothing re-queued: ``dockyard fsck --delete`` runs beside the data)."""
+    reg = registry(request)
+    checker = Fsck(reg.db, reg.storage, reg.clock, reg.config.fsck_grace, delete=False,
+                   verify=_flag(request, "verify"), gc=GcOptions.from_config(reg.config), requeue=False)
+    return JSONResponse((await run(checker.run)).as_dict())
 
 
 @requires("admin")
@@ -153,6 +175,15 @@ async def run_prune(request: Request) -> Response:
     reg = registry(request)
     name = request.query_params.get("policy", "")
     found = await run(rules.policies, reg)
+    adhoc = {k: request.query_params[k] for k in ("keep_tag_revisions", "keep_pushed_within", "keep_recent")
+             if request.query_params.get(k)}
+    if adhoc and not name:  # the flags of dockyard prune, as the CLI's --server sends them
+        try:
+            found = {"ad-hoc": Policy.parse("ad-hoc", {k: int(v) if k != "keep_pushed_within" else v
+                                                       for k, v in adhoc.items()})}
+        except ValueError as exc:
+            raise RegistryError("UNSUPPORTED", "invalid ad-hoc policy", {"reason": str(exc)}, status=400) from exc
+        name = "ad-hoc"
     if name not in found:
         raise RegistryError("NAME_UNKNOWN", "no such policy", {"policy": name, "known": sorted(found)}, status=404)
     body = (await request.body()).decode("utf-8", errors="replace")

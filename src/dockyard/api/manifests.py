@@ -24,7 +24,7 @@ def _accept(request: Request) -> list[str]:
     return values
 
 
-@requires("pull")
+@requires("pull", "repository")
 async def get_manifest(request: Request) -> Response:
     name, reference = repo_name(request), request.path_params["reference"]
     through = await mirror.manifest(request, name, reference, _accept(request))
@@ -57,7 +57,7 @@ async def _read_limited(request: Request) -> bytes:
     return bytes(body)
 
 
-@requires("push")
+@requires("push", "repository")
 async def put_manifest(request: Request) -> Response:
     name = repo_name(request)
     mirror.refuse_push(request, name)
@@ -74,7 +74,7 @@ async def put_manifest(request: Request) -> Response:
     return Response(status_code=201, headers=headers)
 
 
-@requires("push")
+@requires("push", "repository")
 async def delete_manifest(request: Request) -> Response:
     await run(deletes.delete_manifest, registry(request), repo_name(request), request.path_params["reference"],
               actor(request))

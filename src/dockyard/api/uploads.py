@@ -61,14 +61,17 @@ async def _write(request: Request, upload: Upload, expected: int | None, start: 
         raise
 
 
-@requires("push")
+@requires("push", "repository")
 async def start_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
     mirror.refuse_push(request, name)
     params = request.query_params
     mount, source = params.get("mount"), params.get("from")
-    if mount and request.app.state.auth.identify(request).allows("pull"):
+    identity = request.app.state.auth.identify(request)
+    # a mount needs pull on its source (without one, on every repository: any may provide it);
+    # otherwise it is quietly an ordinary upload, revealing nothing about the source
+    if mount and identity.allows("pull", check_name(source) if source else None):
         blob = await run(blobs.mount, reg, name, mount, check_name(source) if source else None)
         if blob is not None:
             return _blob_created(name, blob.digest)
@@ -81,7 +84,7 @@ async def start_upload(request: Request) -> Response:
     return Response(status_code=202, headers=_upload_headers(name, upload))
 
 
-@requires("push")
+@requires("push", "repository")
 async def patch_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
@@ -109,7 +112,7 @@ async def patch_upload(request: Request) -> Response:
     return Response(status_code=202, headers=_upload_headers(name, upload))
 
 
-@requires("push")
+@requires("push", "repository")
 async def put_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
@@ -123,14 +126,14 @@ async def put_upload(request: Request) -> Response:
     return _blob_created(name, blob.digest)
 
 
-@requires("push")
+@requires("push", "repository")
 async def upload_status(request: Request) -> Response:
     name = repo_name(request)
     upload = await run(uploads.get, registry(request), name, request.path_params["upload_id"])
     return Response(status_code=204, headers=_upload_headers(name, upload))
 
 
-@requires("push")
+@requires("push", "repository")
 async def cancel_upload(request: Request) -> Response:
     await run(uploads.cancel, registry(request), repo_name(request), request.path_params["upload_id"])
     return Response(status_code=204)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from dockyard.errors import Unavailable
+from dockyard.errors import RegistryError, Unavailable
 from dockyard import __version__
 from dockyard import config as config_mod
 from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _overrides, _registry  # noqa: F401
+from dockyard.cli import mirror as _mirror_cli
+from dockyard.cli import remote
 from dockyard.cli.common import examples
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
-from dockyard.cli import mirror as _mirror_cli
-
-GROUPS: tuple = (_mirror_cli,)
+GROUPS: tuple = (remote, _mirror_cli)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,6 +49,8 @@ def gc_overrides(args: argparse.Namespace) -> dict:
     """GcOptions overrides of ``dockyard gc``. ``--delete-untagged`` also sweeps: untagged
     manifests with no pending review (untagged while the setting was off) are reviewed too."""
     overrides = {"dry_run": args.dry_run}
+    if getattr(args, "grace", None) is not None:
+        overrides["grace"] = parse_grace(args.grace)
     if args.delete_untagged is not None:
         overrides["delete_untagged"] = args.delete_untagged
         if args.delete_untagged:
@@ -55,31 +58,84 @@ def gc_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def parse_grace(text: str) -> float:
+    """``--grace 10m``: a duration with its unit (a bare number would be seconds)."""
+    from dockyard.values import parse_duration
+
+    if text.strip().replace(".", "", 1).isdigit():
+        raise config_mod.ConfigError(f"--grace {text.strip()!r} needs a unit (e.g. 10m, 1h)")
+    return parse_duration(text)
+
+
+def gc_text(data: dict) -> str:
+    """What dockyard gc prints, from the run's summary (Collector.summary, local or remote)."""
+    from dockyard.lifecycle.report import render
+
+    label = f"{data['grace']['from']} {_human(data['grace']['seconds'])}"
+    lines = [f"{w['entries']} {queue} still in their grace period ({label}): the first is due "
+             f"in {_human(w['first_due_in_seconds'])}" for queue, w in sorted(data["waiting"].items())]
+    return render(data) + "".join(f"\n{line}" for line in lines)
+
+
+def gc_status_text(data: dict) -> str:
+    """What dockyard gc --status prints: every queue's backlog and the last runs."""
+    lines = [f"{'queue':<14}{'pending':>10}{'due':>10}"]
+    for queue, counts in data["backlog"].items():
+        lines.append(f"{queue:<14}{counts['pending']:>10}{counts['due']:>10}")
+    lines.append("last runs:" if data["runs"] else "no collection has done anything yet")
+    for run in data["runs"]:
+        totals = run["report"].get("totals", {})
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run["started_at"]))
+        lines.append(f"  {started}{' (dry run)' if run['dry_run'] else ''} on {run['host']}: "
+                     f"{totals.get('objects', 0)} objects, {totals.get('bytes', 0)} bytes, "
+                     f"{totals.get('failures', 0)} failures")
+    return "\n".join(lines)
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from dockyard.lifecycle.collector import Collector
     from dockyard.progress import progress
 
-    reg = _registry(args)
-    overrides = gc_overrides(args)
-    describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
-    with progress("gc", describe) as update:
-        collector = Collector.for_registry(reg, progress=update, **overrides)
-        report = collector.run()
-    waiting = collector.waiting()
-    now = reg.clock.now()
-    lines = [f"{n} {queue} still in their grace period (gc_delay {_human(reg.config.gc_delay)}): the first is due "
-             f"in {_human(first - now)}" for queue, (n, first) in sorted(waiting.items())]
-    data = {**report.as_dict(), "waiting": {q: {"entries": n, "first_due_in_seconds": round(first - now, 1)}
-                                            for q, (n, first) in waiting.items()}}
-    _emit(args, data, report.table() + "".join(f"\n{line}" for line in lines))
-    return 1 if any(k.failures for k in report.kinds.values()) else 0
+    if args.server:
+        server = remote.Remote(args.server)
+        if args.delete_untagged is not None:
+            raise config_mod.ConfigError("--delete-untagged is not available with --server (set delete_untagged "
+                                         "on the server, or run dockyard gc beside the database)")
+        if args.status:
+            data = server.call("GET", "/admin/v1/gc")
+            _emit(args, data, gc_status_text(data))
+            return 0
+        data = server.call("POST", "/admin/v1/gc", {"dry_run": remote.flag(args.dry_run), "grace": args.grace})
+    else:
+        reg = _registry(args)
+        if args.status:
+            from dockyard.lifecycle.scheduler import gc_status
+
+            data = gc_status(reg)
+            _emit(args, data, gc_status_text(data))
+            return 0
+        overrides = gc_overrides(args)
+        describe = lambda r: ", ".join(f"{n} {k.objects}" for n, k in r.kinds.items() if k.objects) or "scanning"
+        with progress("gc", describe) as update:
+            collector = Collector.for_registry(reg, progress=update, **overrides)
+            report = collector.run()
+        data = collector.summary(report)
+    _emit(args, data, gc_text(data))
+    return 1 if data["totals"]["failures"] else 0
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     from dockyard.lifecycle.collector import Collector, GcOptions
-    from dockyard.lifecycle.fsck import Fsck
+    from dockyard.lifecycle.fsck import Fsck, render
     from dockyard.progress import progress
 
+    if args.server:  # a report only: deleting leaks and re-queuing rows stay beside the data
+        if args.delete:
+            raise config_mod.ConfigError("fsck --delete is not available with --server: the admin API reports "
+                                         "only; run dockyard fsck --delete beside the database and storage")
+        data = remote.Remote(args.server).call("POST", "/admin/v1/fsck", {"verify": remote.flag(args.verify)})
+        _emit(args, data, render(data))
+        return 1 if data["missing"] or data["corrupt"] else 0
     reg = _registry(args)
     describe = lambda r: f"{r.scanned_objects} objects, {r.scanned_rows} rows, {r.leaks} leaks"
     with progress("fsck", describe) as update:
@@ -115,7 +171,11 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 def cmd_trash_list(args: argparse.Namespace) -> int:
     from dockyard.lifecycle import trash
 
-    data = trash.listing(_registry(args), args.repository, args.limit)
+    if args.server:
+        data = remote.Remote(args.server).call("GET", "/admin/v1/trash",
+                                               {"repository": args.repository, "limit": args.limit})
+    else:
+        data = trash.listing(_registry(args), args.repository, args.limit)
     lines = [f"{'image':<70} {'tags':<20} {'deleted by':<12} {'hours left':>10} {'bytes freed':>12}"]
     for i in data["images"]:
         lines.append(f"{i['repository'] + '@' + i['digest'][:19]:<70} {','.join(i['tags'])[:20]:<20} "
@@ -128,6 +188,18 @@ def cmd_trash_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def purge_text(data: dict) -> str:
+    # the image's rows go now; its layer links keep their grace (a push may rely on them), so
+    # the bytes go with the first collection after gc_delay
+    grace = _human(data["freed_after_seconds"])
+    if data["dry_run"]:
+        return (f"{data['reference']}: purging it would free {data['bytes_freed']} bytes, "
+                f"with the first collection {grace} after the purge")
+    return (f"{data['reference']}: purged; its {data['bytes_freed']} bytes are freed by the first collection "
+            f"after {grace} (dockyard serve runs one every {_human(data['gc_interval_seconds'])}; "
+            f"or run dockyard gc then)")
+
+
 def cmd_trash_purge(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -135,27 +207,40 @@ def cmd_trash_purge(args: argparse.Namespace) -> int:
     from dockyard.lifecycle.collector import Collector
     from dockyard.lifecycle import trash
 
+    if args.server:
+        data = remote.Remote(args.server).call("POST", "/admin/v1/trash/purge", {
+            "reference": args.reference, "dry_run": remote.flag(args.dry_run)})
+        _emit(args, data, purge_text(data))
+        return 0
     reg = _registry(args)
     try:
         result = trash.purge(reg, args.reference, dry_run=args.dry_run, actor="cli")
     except RegistryError as exc:
-        print(f"dockyard: {exc.message}: {exc.detail}", file=sys.stderr)
+        print(f"dockyard: cannot purge {args.reference}: {describe(exc)}", file=sys.stderr)
         return 1
-    data = {**asdict(result), "freed_after_seconds": reg.config.gc_delay}
+    data = asdict(result)
     if not args.dry_run:
         data["collection"] = Collector.for_registry(reg).run().as_dict()
-    # the image's rows go now; its layer links keep their grace (a push may rely on them), so
-    # the bytes go with the first collection after gc_delay
-    grace = _human(reg.config.gc_delay)
-    if args.dry_run:
-        text = (f"{result.reference}: purging it would free {result.bytes_freed} bytes, "
-                f"with the first collection {grace} after the purge")
-    else:
-        text = (f"{result.reference}: purged; its {result.bytes_freed} bytes are freed by the first collection "
-                f"after {grace} (dockyard serve runs one every {_human(reg.config.gc_interval)}; "
-                f"or run dockyard gc then)")
-    _emit(args, data, text)
+    _emit(args, data, purge_text(data))
     return 0
+
+
+def restore_text(data: dict) -> str:
+    lines = [f"restored {data['reference']} ({data['restored_manifests']} manifests); tags: "
+             f"{', '.join(data['restored_tags']) or 'none'}"]
+    for tag, why in data["skipped_tags"].items():
+        lines.append(f"  tag {tag} not restored: {why}")
+    return "\n".join(lines)
+
+
+def describe(exc) -> str:
+    """A domain error as a sentence: its message, then its details as 'key: value' pairs."""
+    detail = exc.detail
+    if isinstance(detail, dict) and detail:
+        def plain(v):
+            return ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        return f"{exc.message} (" + "; ".join(f"{k}: {plain(v)}" for k, v in detail.items()) + ")"
+    return f"{exc.message}{f' ({detail})' if detail else ''}"
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -164,16 +249,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from dockyard.errors import RegistryError
     from dockyard.lifecycle import trash
 
-    try:
-        result = trash.restore(_registry(args), args.reference, actor="cli")
-    except RegistryError as exc:
-        print(f"dockyard: cannot restore {args.reference}: {exc.message} {exc.detail or ''}", file=sys.stderr)
-        return 1
-    lines = [f"restored {result.reference} ({result.restored_manifests} manifests); tags: "
-             f"{', '.join(result.restored_tags) or 'none'}"]
-    for tag, why in result.skipped_tags.items():
-        lines.append(f"  tag {tag} not restored: {why}")
-    _emit(args, asdict(result), "\n".join(lines))
+    if args.server:
+        data = remote.Remote(args.server).call("POST", "/admin/v1/trash/restore", {"reference": args.reference})
+    else:
+        try:
+            data = asdict(trash.restore(_registry(args), args.reference, actor="cli"))
+        except RegistryError as exc:
+            print(f"dockyard: cannot restore {args.reference}: {describe(exc)}", file=sys.stderr)
+            return 1
+    _emit(args, data, restore_text(data))
     return 0
 
 
@@ -194,6 +278,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise ConfigError("give --policy NAME or at least one of --keep-tag-revisions, --keep-younger-than, "
                           "--keep-recent")
     policy = None if args.policy else Policy.parse("ad-hoc", adhoc)  # flags are checked before anything opens
+    if args.server:
+        return _prune_remote(args, adhoc)
     reg = _registry(args)
     if args.policy:
         known = policies(reg)
@@ -215,6 +301,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
         plan = Pruner(reg, policy, found, confirm=args.confirm, actor="cli", repository=args.repository,
                       progress=update).run()
     _emit(args, plan.as_dict(), plan.table())
+    return 0
+
+
+def _prune_remote(args: argparse.Namespace, adhoc: dict) -> int:
+    from dockyard.lifecycle.prune import render
+
+    if len(args.in_use or []) > 1:
+        raise config_mod.ConfigError("with --server, give at most one --in-use source")
+    body = None
+    if args.in_use:
+        path = args.in_use[0]
+        body = sys.stdin.read() if path == "-" else open(path).read()
+    data = remote.Remote(args.server).call("POST", "/admin/v1/prune", {
+        "policy": args.policy, "confirm": remote.flag(args.confirm), "repository": args.repository,
+        "ignore_invalid_refs": remote.flag(args.ignore_invalid_refs), **{k: str(v) for k, v in adhoc.items()}},
+        content=body)
+    _emit(args, data, render(data))
     return 0
 
 
@@ -254,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "reviews every untagged manifest that has no pending review (untagged while the "
                          "setting was off), so they are collected too (children of a live index and "
                          "referrers of a live subject stay; images pushed within gc_delay wait for it)")
+    gc.add_argument("--grace", metavar="DURATION",
+                    help="collect now what lost its last reference more than DURATION ago (e.g. 10m), instead "
+                         "of waiting for gc_delay: for a full disk. At least 5m. Risk: a push whose manifest "
+                         "comes more than DURATION after one of its layers loses that layer (the manifest push "
+                         "fails cleanly and must be repeated); uploads in progress and blobs being committed "
+                         "keep their protection (upload_ttl, tombstone waits)")
+    gc.add_argument("--status", action="store_true", help="show the review queues' backlog and the last runs")
     gc.set_defaults(func=cmd_gc)
 
     fsck = sub.add_parser("fsck", help="reconcile storage with the database (deletes leaked data only with "
@@ -274,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     scrub = sub.add_parser("scrub", help="purge trashed images past scrub_time and collect their data", **examples(
         "dockyard scrub --dry-run --config /etc/dockyard/dockyard.toml",
         "dockyard scrub --daemon --config /etc/dockyard/dockyard.toml   # every wakeup_time (default 5m)"))
-    _admin_common(scrub)
+    _admin_common(scrub, remote=False)
     scrub.add_argument("--dry-run", action="store_true", help="list what would be purged, change nothing")
     scrub.add_argument("--daemon", action="store_true",
                        help="run every wakeup_time (a duration setting, default 5m) until stopped")
@@ -336,10 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"dockyard: {exc}", file=sys.stderr)
         return 2
+    except remote.RemoteError as exc:  # --server: refused or unreachable, said as a sentence
+        print(f"dockyard: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Unavailable as exc:  # the database or storage failing: one line, not a traceback
         reason = getattr(exc, "reason", None)
         print(f"dockyard: {exc.message}{f' ({reason})' if reason else ''}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: the same command later may succeed
+    except RegistryError as exc:  # a domain refusal (no such repository, a conflict ...): one sentence
+        print(f"dockyard: {describe(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

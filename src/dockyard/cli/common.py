@@ -61,7 +61,11 @@ def _human(seconds: float) -> str:
     return f"{s // 60}m" if s >= 60 else f"{s}s"
 
 
-def _admin_common(p: argparse.ArgumentParser) -> None:
+def _admin_common(p: argparse.ArgumentParser, remote: bool = True) -> None:
     _common(p)
     p.add_argument("--output", choices=("table", "json"), default="table",
                    help="table for people (default), json for scripts")
+    if remote:
+        p.add_argument("--server", metavar="URL",
+                       help="run against this running server through its admin API (no database access needed; "
+                            "credentials from DOCKYARD_USER/DOCKYARD_PASSWORD, DOCKYARD_TOKEN or dockyard login)")

@@ -27,6 +27,18 @@ untagged while ``delete_untagged`` was off were never queued. The reviews then d
 above.
 
 A dry run evaluates the same checks in a read-only transaction and deletes nothing.
+
+A shorter grace for one run (``dockyard gc --grace 10m``, for a full disk): the run treats
+``gc_delay`` as ``grace``. It claims review entries due within ``gc_delay - grace`` from now
+(every entry was queued ``gc_delay`` after the event that made it, so this is "``grace``
+after that event"), judges age by ``grace`` (a manifest pushed, a layer linked or a
+blob's existence confirmed to a pushing client within ``grace`` stays), and schedules the
+reviews it creates ``grace`` ahead. What it never shortens: upload sessions and committing
+blobs keep ``upload_ttl``, and a push that commits a blob whose row this run removed still
+cancels (or waits for) its tombstone. A young entry goes back ``gc_delay`` after its event,
+beyond this run's horizon, so the run ends. The one risk: a push whose manifest comes
+more than ``grace`` after one of its layers loses that layer (the manifest PUT gets a clean
+MANIFEST_BLOB_UNKNOWN and the client pushes again), hence the floor :data:`MIN_GRACE`.
 """
 
 from __future__ import annotations
@@ -54,10 +66,17 @@ from dockyard.meta.schema import ACTIVE, COMMITTING
 from dockyard.metrics import Metrics
 from dockyard.storage import paths
 from dockyard.storage.base import Deleter
+from dockyard.values import ConfigError
 
 log = logging.getLogger(__name__)
 
 KIND_OF_TOMBSTONE = {"blob": "blobs", "upload": "uploads"}
+
+MIN_GRACE = 300.0
+"""The shortest ``--grace`` a run accepts (5 minutes): the time a client may take between
+uploading (or checking) a layer and pushing the manifest that references it. It is well
+above the upload claim lease (60 s), the collector's lease (60 s) and a push's tombstone
+wait (90 s), so no step of a single request depends on it."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,27 @@ class GcOptions:
     lease: float = 60.0
     retry_base: float = 5.0
     retry_max: float = 3600.0
+    grace: float | None = None
+    """This run's grace instead of ``gc_delay`` (shorter only, at least :data:`MIN_GRACE`)."""
+
+    def __post_init__(self):
+        if self.grace is not None:
+            if self.grace < MIN_GRACE:
+                raise ConfigError(f"a grace below {MIN_GRACE / 60:.0f} minutes is refused: a push whose manifest "
+                                  "comes later than the grace after its layers would lose them")
+            if self.grace > self.gc_delay:
+                raise ConfigError(f"--grace longer than gc_delay ({self.gc_delay:.0f}s) would collect nothing "
+                                  "sooner; leave it out")
+
+    @property
+    def grace_period(self) -> float:
+        """The age below which nothing is collected: ``grace`` if given, else ``gc_delay``."""
+        return self.gc_delay if self.grace is None else self.grace
+
+    @property
+    def horizon(self) -> float:
+        """How far ahead of now review entries are claimed (0 without ``grace``)."""
+        return self.gc_delay - self.grace_period
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "GcOptions":
@@ -86,7 +126,7 @@ class GcOptions:
 
     @property
     def purge(self) -> PurgeOptions:
-        return PurgeOptions(self.gc_delay, self.delete_untagged, self.referrers_follow_subject)
+        return PurgeOptions(self.grace_period, self.delete_untagged, self.referrers_follow_subject)
 
 
 def _process_alive(owner: str) -> bool:
@@ -179,7 +219,7 @@ class Collector:
         """One bounded unit of work: a batch from every queue, then a batch of storage deletes."""
         now = self.clock.now()
         with self.db.read() as conn:
-            due = Stores(conn).reviews.due_work(now, now - self.opts.upload_ttl)
+            due = Stores(conn).reviews.due_work(now + self.opts.horizon, now - self.opts.upload_ttl)
         done = 0
         if due & {"uploads", "commits"}:
             done += self._retrying(self._uploads, report, now)
@@ -207,9 +247,20 @@ class Collector:
         return done
 
     def waiting(self) -> dict[str, tuple[int, float]]:
-        """Per queue: entries still in their grace (``gc_delay``) and when the first is due."""
+        """Per queue: entries still in their grace (this run's) and when the first is due."""
+        shift = self.opts.horizon
         with self.db.read() as conn:
-            return Stores(conn).reviews.waiting(self.clock.now())
+            found = Stores(conn).reviews.waiting(self.clock.now() + shift)
+        return {name: (n, first - shift) for name, (n, first) in found.items()}
+
+    def summary(self, report: Report) -> dict:
+        """A run's report with what still waits for its grace: what ``dockyard gc`` prints
+        and ``POST /admin/v1/gc`` answers (one dict for both)."""
+        now = self.clock.now()
+        return {**report.as_dict(),
+                "grace": {"seconds": self.opts.grace_period, "from": "gc_delay" if self.opts.grace is None else "--grace"},
+                "waiting": {q: {"entries": n, "first_due_in_seconds": round(first - now, 1)}
+                            for q, (n, first) in self.waiting().items()}}
 
     def backlog(self) -> dict:
         with self.db.read() as conn:
@@ -232,7 +283,7 @@ class Collector:
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
         with self.db.write() as conn:
             q = Stores(conn)
-            entries = q.reviews.claim_due(name, now, self.opts.batch_size)
+            entries = q.reviews.claim_due(name, now + self.opts.horizon, self.opts.batch_size)
             if entries:
                 q.reviews.done(name, entries)
                 review(conn, q, entries, report, now)
@@ -242,11 +293,11 @@ class Collector:
                           apply: bool = True) -> None:
         rows = [m for m in q.manifests.for_review([e.manifest_id for e in entries], lock=apply)
                 if m.state == ACTIVE]
-        delay = self.opts.gc_delay
+        delay = self.opts.grace_period
         young = [m for m in rows if m.pushed_at > now - delay]
-        if apply:
+        if apply:  # back gc_delay after the push: beyond a shorter grace's horizon
             for m in young:
-                q.reviews.add_manifests([m.id], m.pushed_at + delay, "young")
+                q.reviews.add_manifests([m.id], m.pushed_at + self.opts.gc_delay, "young")
         rest = [m for m in rows if m.pushed_at <= now - delay]
         targets = []
         for m in collectable_manifests(q, rest, self.opts):
@@ -267,14 +318,14 @@ class Collector:
             faults.point("collector.links_locked")
         links = q.blobs.links_of(pairs)
         needed = q.manifests.referenced_among(list(links), "blob")
-        delay = self.opts.gc_delay
+        delay = self.opts.grace_period
         remove = []
         for pair, created in sorted(links.items()):
             if pair in needed:
                 continue
             if created > now - delay:
                 if apply:
-                    q.reviews.add_link_pairs([pair], created + delay, "young")
+                    q.reviews.add_link_pairs([pair], created + self.opts.gc_delay, "young")
                 continue
             remove.append(pair)
             report.add("links", 0, {"repository_id": pair[0], "digest": pair[1]})
@@ -320,7 +371,7 @@ class Collector:
             stale = q.uploads.stale(now - self.opts.upload_ttl, self.opts.batch_size)
             for up in stale:
                 q.uploads.delete(up.id)
-            q.reviews.add_repositories([up.repository_id for up in stale], now + self.opts.gc_delay)
+            q.reviews.add_repositories([up.repository_id for up in stale], now + self.opts.grace_period)
             q.tombstones.add([{"key": paths.upload_key(up.id), "kind": "upload", "digest": None, "size": up.size,
                                "created_at": now, "next_attempt_at": now} for up in stale])
             for digest in q.blobs.abandoned_commits(now - self.opts.upload_ttl, self.opts.batch_size):
@@ -389,7 +440,7 @@ class Collector:
             checks = (("manifests", self._review_manifests), ("links", self._review_links),
                       ("blobs", self._review_blobs), ("repositories", self._review_repositories))
             for name, review in checks:
-                entries = q.reviews.claim_due(name, now, limit, lock=False)
+                entries = q.reviews.claim_due(name, now + self.opts.horizon, limit, lock=False)
                 for i in range(0, len(entries), self.opts.batch_size):
                     review(conn, q, entries[i:i + self.opts.batch_size], report, now, apply=False)
                 if name == "manifests" and self.opts.sweep_untagged:

@@ -71,17 +71,23 @@ class FsckReport:
         return {k: v for k, v in vars(self).items()}
 
     def table(self) -> str:
-        verb = "deleted" if self.delete else "would delete (use --delete)"
-        return "\n".join([
-            f"storage objects scanned  {self.scanned_objects}",
-            f"blob rows checked        {self.scanned_rows}",
-            f"leaks                    {self.leaks} ({self.leaked_bytes} bytes); {verb}: {self.deleted if self.delete else self.leaks}",
-            f"too young to judge       {self.young}",
-            f"rows with missing data   {len(self.missing)}",
-            f"corrupt blobs            {len(self.corrupt)}",
-            "unreferenced, no review  " + ", ".join(f"{k} {n}" for k, n in self.unreviewed.items())
-            + (f"; re-queued: {self.requeued}" if self.requeue else "; not re-queued (--no-requeue)"),
-        ])
+        return render(self.as_dict())
+
+
+def render(d: dict) -> str:
+    """The table of an fsck report, from :meth:`FsckReport.as_dict` (local or from the admin API)."""
+    verb = "deleted" if d["delete"] else "would delete (use --delete)"
+    return "\n".join([
+        f"storage objects scanned  {d['scanned_objects']}",
+        f"blob rows checked        {d['scanned_rows']}",
+        f"leaks                    {d['leaks']} ({d['leaked_bytes']} bytes); {verb}: "
+        f"{d['deleted'] if d['delete'] else d['leaks']}",
+        f"too young to judge       {d['young']}",
+        f"rows with missing data   {len(d['missing'])}",
+        f"corrupt blobs            {len(d['corrupt'])}",
+        "unreferenced, no review  " + ", ".join(f"{k} {n}" for k, n in d["unreviewed"].items())
+        + (f"; re-queued: {d['requeued']}" if d["requeue"] else "; not re-queued (--no-requeue)"),
+    ])
 
 
 def _batches(it: Iterable, n: int) -> Iterator[list]:

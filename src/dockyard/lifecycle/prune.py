@@ -74,18 +74,24 @@ class Plan:
                                  for r in self.repositories]}
 
     def table(self) -> str:
-        verb = "deleted" if self.confirmed else "would delete"
-        lines = []
-        for r in self.repositories:
-            lines.append(f"{r.repository}: keep {len(r.kept)}, {verb} {len(r.deleted)}, frees {r.bytes_freed} bytes")
-            for d in r.kept:
-                lines.append(f"  keep   {d.digest[:19]} {','.join(d.tags) or '-':<24} {'; '.join(d.keep)}")
-            for d in r.deleted:
-                lines.append(f"  delete {d.digest[:19]} {','.join(d.tags) or '-':<24} {d.delete}")
-        t = self.totals
-        lines.append(f"total: {t['repositories']} repositories, keep {t['kept']}, {verb} {t['deleted']}, "
-                     f"frees {t['bytes_freed']} bytes" + ("" if self.confirmed else " (dry run; --confirm to delete)"))
-        return "\n".join(lines)
+        return render(self.as_dict())
+
+
+def render(plan: dict) -> str:
+    """The table of a plan, from :meth:`Plan.as_dict` (local, or as the admin API sent it)."""
+    verb = "deleted" if plan["confirmed"] else "would delete"
+    lines = []
+    for r in plan["repositories"]:
+        lines.append(f"{r['repository']}: keep {len(r['kept'])}, {verb} {len(r['deleted'])}, "
+                     f"frees {r['bytes_freed']} bytes")
+        for d in r["kept"]:
+            lines.append(f"  keep   {d['digest'][:19]} {','.join(d['tags']) or '-':<24} {'; '.join(d['keep'])}")
+        for d in r["deleted"]:
+            lines.append(f"  delete {d['digest'][:19]} {','.join(d['tags']) or '-':<24} {d['delete']}")
+    t = plan["totals"]
+    lines.append(f"total: {t['repositories']} repositories, keep {t['kept']}, {verb} {t['deleted']}, "
+                 f"frees {t['bytes_freed']} bytes" + ("" if plan["confirmed"] else " (dry run; --confirm to delete)"))
+    return "\n".join(lines)
 
 
 def plan_repository(store: RetentionStore, repo_id: int, name: str, policy: Policy, inuse: InUse,
@@ -187,6 +193,9 @@ class Pruner:
         if self.confirm:
             for ref in deleted:
                 log.info("prune[%s]: deleted %s (to the trash)", self.policy.name, ref)
-        log.info("prune[%s]%s: %s", self.policy.name, "" if self.confirm else " (dry run)", plan.totals)
+        t = plan.totals
+        log.info("prune[%s]%s: %d repositories, kept %d, %s %d, %d bytes to be freed", self.policy.name,
+                 "" if self.confirm else " (dry run)", t["repositories"], t["kept"],
+                 "deleted" if self.confirm else "would delete", t["deleted"], t["bytes_freed"])
 
 

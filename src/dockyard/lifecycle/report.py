@@ -91,8 +91,14 @@ class Report:
         }
 
     def table(self) -> str:
-        verb = "would reclaim" if self.dry_run else "reclaimed"
-        lines = [f"{self.job} {verb} in {self.duration:.2f}s", f"{'kind':<14}{'objects':>10}{'bytes':>16}{'failures':>10}"]
-        for name, k in self.kinds.items():
-            lines.append(f"{name:<14}{k.objects:>10}{k.bytes:>16}{k.failures:>10}")
-        return "\n".join(lines)
+        return render(self.as_dict())
+
+
+def render(data: dict) -> str:
+    """The table of a report, from :meth:`Report.as_dict` (local, or as the admin API sent it)."""
+    verb = "would reclaim" if data["dry_run"] else "reclaimed"
+    lines = [f"{data['job']} {verb} in {data['duration_seconds']:.2f}s",
+             f"{'kind':<14}{'objects':>10}{'bytes':>16}{'failures':>10}"]
+    for name, k in data["kinds"].items():
+        lines.append(f"{name:<14}{k['objects']:>10}{k['bytes']:>16}{k['failures']:>10}")
+    return "\n".join(lines)

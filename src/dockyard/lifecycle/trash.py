@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 
 from dockyard.errors import Conflict, RegistryError
@@ -35,6 +36,39 @@ def parse_target(text: str) -> ImageRef:
     return ref
 
 
+_SHORT = re.compile(r"^(?P<repository>[^@]+)@(?P<algorithm>sha256|sha512):(?P<hex>[0-9a-f]+)$")
+_FULL_HEX = {"sha256": 64, "sha512": 128}
+MIN_SHORT_HEX = 12
+"""A short digest (as ``dockyard trash list`` prints them) has at least this many hex digits."""
+
+
+def expand_short(reg, text: str, min_hex: int = MIN_SHORT_HEX) -> str:
+    """``repo@sha256:0123456789ab`` -> ``repo@<the full digest>``: the one image of the repository
+    whose digest starts so (trashed ones first); any other reference is returned unchanged.
+
+    Too short, unknown or ambiguous: a RegistryError that says so (the candidates listed)."""
+    m = _SHORT.match(text)
+    if not m or len(m["hex"]) >= _FULL_HEX[m["algorithm"]]:
+        return text
+    if len(m["hex"]) < min_hex:
+        raise RegistryError("DIGEST_INVALID", f"a short digest needs at least {min_hex} hex digits "
+                            f"after {m['algorithm']}: (as dockyard trash list prints them)", {"reference": text})
+    prefix = f"{m['algorithm']}:{m['hex']}"
+    with reg.db.read() as conn:
+        repo = RepositoryStore(conn).get(m["repository"], include_deleted=True)
+        found = TrashStore(conn).digests_with_prefix(repo.id, prefix) if repo else []
+    trashed = [d for d, state in found if state != ACTIVE]
+    chosen = trashed or [d for d, _ in found]
+    if not chosen:
+        raise RegistryError("MANIFEST_UNKNOWN", f"no image of {m['repository']} has a digest starting with {prefix}",
+                            {"reference": text})
+    if len(chosen) > 1:
+        raise RegistryError("DIGEST_INVALID", f"{prefix} is ambiguous: {len(chosen)}"
+                            f"{'+' if len(found) >= 50 else ''} images of {m['repository']} start with it; "
+                            "give more of the digest", {"candidates": chosen[:20]})
+    return f"{m['repository']}@{chosen[0]}"
+
+
 def listing(reg, repository: str | None = None, limit: int = 1000) -> dict:
     now = reg.now()
     with reg.db.read() as conn:
@@ -61,7 +95,8 @@ class RestoreResult:
 
 
 def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
-    ref = parse_target(text)
+    """Restore ``repo@digest`` (a short digest will do, see :func:`expand_short`) or ``repo:tag``."""
+    ref = parse_target(expand_short(reg, text))
     now = reg.now()
     with reg.db.write() as conn:
         repos = RepositoryStore(conn)
@@ -102,7 +137,7 @@ def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
-             result.skipped_tags or "-", actor or "-")
+             "; ".join(f"{t} {why}" for t, why in result.skipped_tags.items()) or "-", actor or "-")
     return result
 
 
@@ -163,10 +198,14 @@ class PurgeResult:
     reference: str
     dry_run: bool
     bytes_freed: int
+    freed_after_seconds: float = 0.0
+    """The data goes with the first collection this long after the purge (gc_delay)."""
+    gc_interval_seconds: float = 0.0
 
 
 def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) -> PurgeResult:
     """Purge one trashed image now; its data goes with the first collection after gc_delay."""
+    text = expand_short(reg, text)
     ref = parse_target(text)
     if ref.digest is None:
         raise RegistryError("UNSUPPORTED", "purge takes <repository>@<digest>", {"reference": text})
@@ -187,4 +226,4 @@ def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) ->
                             GcOptions.from_config(reg.config).purge, actor=actor)
     if not dry_run:
         log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
-    return PurgeResult(text, dry_run, freed)
+    return PurgeResult(text, dry_run, freed, reg.config.gc_delay, reg.config.gc_interval)

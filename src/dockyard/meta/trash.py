@@ -104,6 +104,14 @@ class TrashStore:
         return [TrashedTag(r.id, r.name, r.repository_id, r.tag, r.manifest_id, r.digest, r.deleted_at, r.deleted_by,
                            r.scrub_after) for r in self.conn.execute(q)]
 
+    def digests_with_prefix(self, repo_id: int, prefix: str, limit: int = 50) -> list[tuple[str, str]]:
+        """(digest, state) of the repository's manifests whose digest starts with ``prefix``
+        (the caller passes only ``algorithm:hex``, so no LIKE wildcard can be in it)."""
+        return [(r.digest, r.state) for r in self.conn.execute(
+            select(manifests.c.digest, manifests.c.state).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest.like(prefix + "%"))
+            .order_by(manifests.c.digest).limit(limit))]
+
     def lock_pending(self, repo_id: int, digest: str):
         """The manifest row, locked: restore and the scrubber serialise on it."""
         return self.conn.execute(select(manifests.c.id, manifests.c.state, manifests.c.scrub_after).where(
