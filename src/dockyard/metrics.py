@@ -12,6 +12,8 @@ HELP = {
     "dockyard_gc_backlog": ("gauge", "review queue entries, by queue and whether they are due"),
     "dockyard_gc_run_seconds_sum": ("counter", "time spent in collector runs"),
     "dockyard_gc_runs_total": ("counter", "collector runs"),
+    "dockyard_storage_bytes": ("gauge", "bytes of the blobs in storage, at the last usage sample"),
+    "dockyard_storage_blobs": ("gauge", "blobs in storage, at the last usage sample"),
 }
 
 

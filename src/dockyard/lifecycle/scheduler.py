@@ -12,6 +12,7 @@ from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.lifecycle.scrubber import Scrubber
+from dockyard.lifecycle.usage import UsageSampler
 from dockyard.meta.gc import QueueStore
 
 
@@ -30,6 +31,9 @@ def scheduled_jobs(reg) -> list[Runner]:
                                   policy.schedule,
                                   gate=lease_gate(reg.db, f"prune:{policy.name}", policy.schedule * 1.5, reg.clock)))
     runners.append(Runner("pulls", lambda: _PullFlush(reg), cfg.pull_flush_interval, jitter=0.0))
+    if cfg.usage_sample_interval > 0:  # one sample per interval among replicas: a lease
+        runners.append(Runner("usage", lambda: UsageSampler(reg), cfg.usage_sample_interval,
+                              gate=lease_gate(reg.db, "usage", cfg.usage_sample_interval * 0.9, reg.clock)))
     return runners
 
 

@@ -97,6 +97,10 @@ class UsageStore:
         return list(self.conn.execute(select(repositories.c.id).where(repositories.c.id > after)
                                       .order_by(repositories.c.id).limit(limit)).scalars())
 
+    def names_of(self, repo_ids: list[int]) -> list[tuple[int, str]]:
+        return [tuple(r) for r in self.conn.execute(select(repositories.c.id, repositories.c.name)
+                                                    .where(repositories.c.id.in_(repo_ids)))]
+
     def store_repository_usage(self, rows: list[RepoUsage], now: float) -> None:
         if not rows:
             return

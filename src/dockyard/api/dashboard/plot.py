@@ -19,6 +19,10 @@ def usage_svg(samples, start: float, end: float) -> str:
     """Bytes stored (solid) and bytes the repositories reference (dashed) from ``start`` to ``end``."""
     if not samples:
         return ""
+    # a registry younger than the range: draw from its first sample, not from an empty past
+    start = max(start, samples[0].at - 0.02 * (end - samples[0].at))
+    if end - start < 60:
+        start = end - 60
     top = max(max(s.bytes for s in samples), max(s.logical_bytes for s in samples), 1) * 1.1
     span = max(end - start, 1.0)
 

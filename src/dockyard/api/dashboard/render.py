@@ -50,9 +50,21 @@ def short(digest: str | None) -> str:
     return "—" if not digest else digest.split(":", 1)[-1][:12]
 
 
+IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
+
+
+def kind(image) -> str:
+    """What a manifest is, in a word: image, index, or its artifact type."""
+    if "index" in image.media_type or "manifest.list" in image.media_type:
+        return "index"
+    if image.artifact_type and image.artifact_type not in IMAGE_CONFIGS:
+        return image.artifact_type
+    return "image"
+
+
 ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                   trim_blocks=True, lstrip_blocks=True)
-ENV.filters.update(bytes=human_bytes, when=when, duration=duration, short=short,
+ENV.filters.update(kind=kind, bytes=human_bytes, when=when, duration=duration, short=short,
                    url=lambda s: quote(str(s), safe="/"))
 ENV.globals["urlencode"] = urlencode
 
