@@ -38,9 +38,10 @@ def usage_svg(samples, start: float, end: float) -> str:
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
                      f'<text class="axis" x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
                      f'{escape(human_bytes(v))}</text>')
+    fmt = "%H:%M:%S" if span < 3 * 3600 else "%m-%d %H:%M" if span < 4 * 86400 else "%Y-%m-%d"
     for i in range(5):
         t = start + span * i / 4
-        label = time.strftime("%m-%d %H:%M", time.gmtime(t))
+        label = time.strftime(fmt, time.gmtime(t))
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         parts.append(f'<text class="axis" x="{x(t):.1f}" y="{H - 8}" text-anchor="{anchor}">{label}</text>')
     for attr, cls in (("logical_bytes", "line logical"), ("bytes", "line stored")):
