@@ -180,13 +180,11 @@ def test_generated_requests_get_documented_answers(server):
     with server.client() as c:
         push_image(c, "gen/app", "v1", "gen-a")
 
-        @settings(max_examples=80, deadline=None, database=None,
+        @settings(max_examples=60, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
         @given(requests_())
         def probe(req):
             method, template, url, query, body = req
-            if time.monotonic() - started > 12:  # a bounded run: the budget of the suite
-                return
             r = c.request(method.upper(), url, params=query, json=body)
             assert r.status_code < 500, (method, url, query, body, r.text[:300])
             check_answer(method, template, r)
@@ -195,5 +193,5 @@ def test_generated_requests_get_documented_answers(server):
         probe()
     print(f"{sum(seen.values())} generated requests in {time.monotonic() - started:.1f} s:",
           ", ".join(f"{m.upper()} {t} {s}: {n}" for (m, t, s), n in sorted(seen.items())))
-    assert sum(seen.values()) >= 50
+    assert sum(seen.values()) >= 50  # 60 examples: about 6 s on an idle machine
     assert {s for _, _, s in seen} >= {200, 400}, "the generator reaches both valid and invalid requests"
