@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 from dockyard.lifecycle.deletes import trash_manifests
 from dockyard.lifecycle.rules import immutable_rules
@@ -183,10 +183,11 @@ class Pruner:
 
     def __init__(self, reg, policy: Policy, inuse: InUse | None = None, *, confirm: bool = False,
                  actor: str | None = None, repository: str | None = None,
-                 progress: Callable[[Plan], None] | None = None):
+                 progress: Callable[[Plan], None] | None = None, among: Collection[str] | None = None):
         self.reg, self.policy, self.confirm, self.actor = reg, policy, confirm, actor
         self.inuse = inuse or InUse()
         self.repository = repository
+        self.among = None if among is None else set(among)  # plan only these repositories (a page of them)
         self.progress = progress
 
     def run(self) -> Plan:
@@ -199,7 +200,8 @@ class Pruner:
             repos = RetentionStore(conn).repositories()
             immutable = immutable_rules(conn, reg.config)
         for repo_id, name in repos:
-            if not self.policy.applies_to(name) or (self.repository and name != self.repository):
+            if not self.policy.applies_to(name) or (self.repository and name != self.repository) or (
+                    self.among is not None and name not in self.among):
                 continue
             # one transaction per repository, run again if it loses a deadlock (a concurrent
             # push or collection): nothing of it committed, so it starts from the same state

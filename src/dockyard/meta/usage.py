@@ -111,8 +111,8 @@ class UsageStore:
              "last_pull": r.last_pull, "sampled_at": now} for r in rows])
 
     # ---- the repositories page ---------------------------------------------------------
-    def repository_page(self, search: str, sort: str, descending: bool, offset: int, limit: int
-                        ) -> tuple[int, list[RepoUsage]]:
+    def repository_page(self, search: str, sort: str, descending: bool, offset: int, limit: int,
+                        figures: bool = True) -> tuple[int, list[RepoUsage]]:
         """One page of live repositories, ordered by name or by a sampled figure (an index on
         each); the figures shown are computed now, for this page's repositories only."""
         where = [repositories.c.deleted_at.is_(None)]
@@ -129,7 +129,7 @@ class UsageStore:
                                                  repository_usage.c.repository_id == repositories.c.id))
              .where(*where).order_by(*order).offset(offset).limit(limit))
         page = list(self.conn.execute(q))
-        usage = self.usage_of([r.id for r in page])
+        usage = self.usage_of([r.id for r in page]) if figures else {r.id: (0, 0, 0, None, None) for r in page}
         return int(total or 0), [RepoUsage(r.id, r.name, *usage[r.id]) for r in page]
 
     def usage_of(self, repo_ids: list[int]) -> dict[int, tuple]:

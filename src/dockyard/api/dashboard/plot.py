@@ -19,6 +19,9 @@ def usage_svg(samples, start: float, end: float) -> str:
     """Bytes stored (solid) and bytes the repositories reference (dashed) from ``start`` to ``end``."""
     if not samples:
         return ""
+    if len(samples) > W // 2:  # no more points than the plot has room for (keep the last)
+        step = -(-len(samples) // (W // 2))
+        samples = samples[::-1][::step][::-1]
     # a registry younger than the range: draw from its first sample, not from an empty past
     start = max(start, samples[0].at - 0.02 * (end - samples[0].at))
     if end - start < 60:

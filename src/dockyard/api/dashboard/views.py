@@ -94,17 +94,30 @@ async def reclaimable(request: Request) -> Response:
     return render(request, "reclaimable.html", nav="reclaimable", **data)
 
 
-def _preview(reg, name: str):
+PREVIEW_PAGE = 20  # repositories planned per preview page
+
+
+def _preview(reg, name: str, search: str, offset: int):
     found = rules.policies(reg)
     if name not in found:
         raise RegistryError("NAME_UNKNOWN", "no such policy", {"policy": name}, status=404)
-    return found[name], Pruner(reg, found[name], confirm=False, actor="dashboard preview").run()
+    with reg.db.read() as conn:
+        total, repos = UsageStore(conn).repository_page(search, "name", False, offset, PREVIEW_PAGE, figures=False)
+    among = [r.name for r in repos]
+    plan = Pruner(reg, found[name], confirm=False, actor="dashboard preview", among=among).run()
+    return found[name], plan, total, among
 
 
 @page
 async def preview(request: Request) -> Response:
-    policy, plan = await run(_preview, registry(request), request.path_params["policy"])
-    return render(request, "preview.html", nav="reclaimable", policy=policy, doc=policy.to_doc(), plan=plan)
+    """A dry run of the policy over one page of repositories (by name, ``?q=`` to search):
+    bounded work whatever the size of the registry."""
+    search = request.query_params.get("q", "")[:255]
+    pageno = max(1, number(request, "page", 1, 10**6))
+    policy, plan, total, among = await run(_preview, registry(request), request.path_params["policy"], search,
+                                           (pageno - 1) * PREVIEW_PAGE)
+    return render(request, "preview.html", nav="reclaimable", policy=policy, doc=policy.to_doc(), plan=plan,
+                  q=search, total=total, among=among, pageno=pageno, pages=max(1, -(-total // PREVIEW_PAGE)))
 
 
 def _history(reg) -> dict:
