@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from dockyard.api.dashboard import session
+from dockyard.api.errors import status_and_headers
 from dockyard.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,11 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
 
 
 def error_page(request: Request, exc: RegistryError) -> HTMLResponse:
-    from dockyard.api.errors import status_and_headers
-
-    status, _ = status_and_headers(exc)
-    return render(request, "error.html", status=status, code=exc.code, text=str(exc), detail=exc.detail)
+    status, headers = status_and_headers(exc)
+    response = render(request, "error.html", status=status, code=exc.code, text=str(exc), detail=exc.detail)
+    if "Retry-After" in headers:
+        response.headers["Retry-After"] = headers["Retry-After"]
+    return response
 
 
 def page(handler: Callable[[Request], Awaitable[Response]]):
