@@ -80,6 +80,18 @@ def _text(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
+def _click(driver, element) -> None:
+    """Click something that loads a page, and wait until the new page has replaced the old one
+    (a form posts and the server may take a moment: bcrypt, a restore)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+
+
 def _no_error(driver) -> None:
     from selenium.webdriver.common.by import By
 
@@ -105,7 +117,7 @@ def test_dashboard_in_a_browser(site, browser, shots):
         browser.find_element(By.ID, "user").clear()
         browser.find_element(By.ID, "user").send_keys(user)
         browser.find_element(By.ID, "password").send_keys(password)
-        browser.find_element(By.ID, "login").click()
+        _click(browser, browser.find_element(By.ID, "login"))
 
     browser.get(site.url + "/dashboard/reclaimable")
     assert "/dashboard/login" in browser.current_url
@@ -130,12 +142,12 @@ def test_dashboard_in_a_browser(site, browser, shots):
     assert names == ["solo/tool", "team/api", "team/web"]
     _save(browser, shots, "04-repositories")
     browser.find_element(By.ID, "q").send_keys("team")
-    browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.search button"))
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#repositories tbody td:first-child a")]
     assert names == ["team/api", "team/web"]
-    browser.find_element(By.LINK_TEXT, "Bytes").click()  # sort by the sampled bytes
+    _click(browser, browser.find_element(By.LINK_TEXT, "Bytes"))  # sort by the sampled bytes
     _no_error(browser)
-    browser.find_element(By.LINK_TEXT, "team/web").click()
+    _click(browser, browser.find_element(By.LINK_TEXT, "team/web"))
     assert _text(browser, "#repo-name") == "team/web"
     assert "v1" in _text(browser, "#tags") and "delete" in _text(browser, "#history")
     _save(browser, shots, "05-repository")
@@ -148,10 +160,10 @@ def test_dashboard_in_a_browser(site, browser, shots):
 
     # restore team/web@gone through its confirmation page
     row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#trash tbody tr") if "team/web" in r.text)
-    row.find_element(By.LINK_TEXT, "Restore").click()
+    _click(browser, row.find_element(By.LINK_TEXT, "Restore"))
     assert "Restore team/web@" in browser.find_element(By.TAG_NAME, "h1").text
     _save(browser, shots, "07-confirm-restore")
-    browser.find_element(By.ID, "confirm").click()
+    _click(browser, browser.find_element(By.ID, "confirm"))
     assert "Restored team/web@" + gone in _text(browser, "#message")
     _save(browser, shots, "08-restored")
     assert admin.get(f"/v2/team/web/manifests/{gone}").status_code == 200
@@ -161,15 +173,15 @@ def test_dashboard_in_a_browser(site, browser, shots):
 
     # purge team/api@purged: the confirmation page shows what it frees
     row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#trash tbody tr") if "team/api" in r.text)
-    row.find_element(By.LINK_TEXT, "Purge").click()
+    _click(browser, row.find_element(By.LINK_TEXT, "Purge"))
     assert "can no longer be restored" in _text(browser, ".confirm")
     _save(browser, shots, "09-confirm-purge")
-    browser.find_element(By.ID, "confirm").click()
+    _click(browser, browser.find_element(By.ID, "confirm"))
     assert "Purged team/api@" + purged in _text(browser, "#message")
     assert "The trash is empty" in _text(browser, "#trash-empty")
     assert admin.post(f"/admin/v1/trash/restore?reference=team/api@{purged}").status_code == 404
 
-    browser.find_element(By.LINK_TEXT, "Preview").click()
+    _click(browser, browser.find_element(By.LINK_TEXT, "Preview"))
     _no_error(browser)
     assert int(_text(browser, "#would-delete")) >= 1  # keep_recent=1 in team/web (two images now)
     _save(browser, shots, "10-policy-preview")
@@ -192,7 +204,7 @@ def test_dashboard_in_a_browser(site, browser, shots):
 
     browser.get(site.url + "/dashboard/r/no/such")
     assert "NAME_UNKNOWN" in _text(browser, "#error")
-    browser.find_element(By.CSS_SELECTOR, "form.who button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
     assert "/dashboard/login" in browser.current_url
     browser.get(site.url + "/dashboard/history")
     assert "/dashboard/login" in browser.current_url, "logged out"
