@@ -11,7 +11,8 @@ Then, in this process: one run of the usage job (``lifecycle.usage.UsageSampler`
 and ``--samples`` usage samples spread over the last two weeks (the plot's bound); a few
 images are moved to the trash. A real ``dockyard serve`` (anonymous admin on loopback,
 background jobs off) then answers each page ``--repeat`` times: median and worst wall time
-(client side), and the page size. Page times include the server's whole request.
+(client side), the server process's CPU time per request (from /proc: what the page
+costs, whatever else runs on the machine), and the page size. Page times include the server's whole request.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ for p in (str(ROOT / "src"), str(ROOT), str(HERE)):
 
 import httpx  # noqa: E402
 
-from _common import ServerProcess, free_port, machine_info, pg_create, pg_drop, pg_url  # noqa: E402
+from _common import (ServerProcess, cpu_seconds, free_port, machine_info, pg_create, pg_drop, pg_url,  # noqa: E402
+                     system_busy_seconds)
 from prune_bench import build_store, open_registry, repo_name  # noqa: E402
 
 
@@ -76,12 +78,16 @@ def prepare(data: Path, url: str, args) -> dict:
     return {**meta, "sampler_s": sampler_s, "trashed": trashed}
 
 
-def measure(base: str, pages: list[tuple[str, str]], repeat: int) -> list[list[str]]:
+def measure(server: ServerProcess, pages: list[tuple[str, str]], repeat: int) -> list[list[str]]:
+    """Wall time per request (client side: depends on other load) and the server's CPU time
+    per request (user + system of its process, from /proc: does not)."""
     rows = []
-    with httpx.Client(base_url=base, timeout=300) as c:
+    pids = server.tree()
+    with httpx.Client(base_url=server.base_url, timeout=300) as c:
         assert c.get("/dashboard/").status_code == 200  # the anonymous session cookie
         for label, path in pages:
             times, size, status = [], 0, 0
+            cpu0 = cpu_seconds(pids)
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 r = c.get(path)
@@ -89,8 +95,9 @@ def measure(base: str, pages: list[tuple[str, str]], repeat: int) -> list[list[s
                 size, status = len(r.content), r.status_code
                 if 'id="error"' in r.text:
                     status = f"{status} (error page)"
+            cpu = (cpu_seconds(pids) - cpu0) / repeat
             rows.append([label, path[:58], str(status), f"{statistics.median(times) * 1000:.0f}",
-                         f"{max(times) * 1000:.0f}", f"{size / 1024:.0f}"])
+                         f"{max(times) * 1000:.0f}", f"{cpu * 1000:.0f}", f"{size / 1024:.0f}"])
             print(f"  {label:<26} {rows[-1][3]:>7} ms", flush=True)
     return rows
 
@@ -136,12 +143,17 @@ def main() -> None:
                  ("confirm purge (dry run)", "/dashboard/trash/confirm?action=restore&reference=" + big + ":latest"),
                  ("admin API page", "/dashboard/api"), ("policy preview", "/dashboard/policies/keep3"),
                  ("policy preview page 10", "/dashboard/policies/keep3?page=10")]
-        rows = measure(server.base_url, pages, args.repeat)
+        busy0 = system_busy_seconds()
+        t0 = time.monotonic()
+        rows = measure(server, pages, args.repeat)
+        busy = (system_busy_seconds() - busy0) / (time.monotonic() - t0)
         print()
         print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
         print(f"store: {meta['manifests']:,} manifests, {meta['repos']:,} repositories, {args.backend}; "
               f"usage job {meta['sampler_s']:.2f} s; {args.samples} samples; {args.repeat} requests per page")
-        head = ["page", "path", "status", "median ms", "worst ms", "KiB"]
+        print(f"cores busy meanwhile (all processes, of {os.cpu_count()}): {busy:.1f}; load average "
+              f"{Path('/proc/loadavg').read_text().split()[0]}")
+        head = ["page", "path", "status", "median ms", "worst ms", "server CPU ms", "KiB"]
         widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
         for r in [head, ["-" * w for w in widths], *rows]:
             print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

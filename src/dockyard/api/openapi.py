@@ -44,9 +44,11 @@ REPORT = obj({
 RUN = obj({"id": INT, "job": STR, "started_at": NUM, "finished_at": NUM, "dry_run": {"type": "boolean"},
            "host": NULLSTR, "report": ref("Report")})
 QUEUE = obj({"pending": INT, "due": INT})
+WAITING = obj({"entries": INT, "first_due": NUM})
 GC_STATUS = obj({"backlog": {"type": "object", "additionalProperties": ref("Queue")},
-                 "runs": {"type": "array", "items": ref("Run")}},
-                extra=True)
+                 "waiting": {"type": "object", "additionalProperties": ref("Waiting"),
+                             "description": "per queue: entries still in their grace period, and when the first is due"},
+                 "runs": {"type": "array", "items": ref("Run")}})
 TRASHED_IMAGE = obj({"repository": STR, "digest": DIGEST, "media_type": STR, "deleted_at": NUM,
                      "deleted_by": NULLSTR, "scrub_after": NUM, "tags": {"type": "array", "items": STR},
                      "bytes_freed": INT, "seconds_left": {"type": "number", "minimum": 0}})
@@ -77,7 +79,7 @@ REPO_DELETED = obj({"name": STR, "manifests": INT, "tags": INT})
 ERROR = obj({"errors": {"type": "array", "minItems": 1, "items": obj({
     "code": STR, "message": STR, "detail": {}}, required=["code", "message"])}})
 
-SCHEMAS = {"KindReport": KIND, "Totals": TOTALS, "Report": REPORT, "Run": RUN, "Queue": QUEUE,
+SCHEMAS = {"KindReport": KIND, "Totals": TOTALS, "Report": REPORT, "Run": RUN, "Queue": QUEUE, "Waiting": WAITING,
            "GcStatus": GC_STATUS, "TrashedImage": TRASHED_IMAGE, "TrashedTag": TRASHED_TAG, "Trash": TRASH,
            "RestoreResult": RESTORE, "PurgeResult": PURGE, "Policy": POLICY, "Decision": DECISION,
            "PlanTotals": PLAN_TOTALS, "PrunePlan": PLAN, "PruneAuditEntry": AUDIT,

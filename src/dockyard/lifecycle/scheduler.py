@@ -50,7 +50,17 @@ class _PullFlush:
 
 
 def gc_status(reg, runs: int = 10) -> dict:
-    """The backlog of every review queue and the last collections' reports."""
+    """The backlog of every review queue, what still waits for its grace (entries, and when
+    the first falls due), and the last collections' reports."""
+    now = reg.now()
     with reg.db.read() as conn:
         q = QueueStore(conn)
-        return {"backlog": q.backlog(reg.now()), "runs": q.recent_runs("gc", runs)}
+        return {"backlog": q.backlog(now),
+                "waiting": {name: {"entries": n, "first_due": first} for name, (n, first) in q.waiting(now).items()},
+                "runs": q.recent_runs("gc", runs)}
+
+
+def recent_runs(reg, job: str, limit: int = 20) -> list[dict]:
+    """The last recorded runs of a job (gc, scrub), newest first."""
+    with reg.db.read() as conn:
+        return QueueStore(conn).recent_runs(job, limit)

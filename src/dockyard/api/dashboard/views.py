@@ -13,7 +13,6 @@ from dockyard.errors import RegistryError
 from dockyard.lifecycle import rules, scheduler, trash
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.browse import BrowseStore
-from dockyard.meta.gc import QueueStore
 from dockyard.meta.retention import RetentionStore
 from dockyard.meta.usage import SORTS, UsageStore
 
@@ -80,11 +79,9 @@ async def repository(request: Request) -> Response:
 
 
 def _reclaimable(reg) -> dict:
-    now = reg.now()
     status = scheduler.gc_status(reg, runs=1)
-    with reg.db.read() as conn:
-        waiting = QueueStore(conn).waiting(now)
-    return {"now": now, "backlog": status["backlog"], "waiting": waiting, "trash": trash.listing(reg, None, 100),
+    return {"now": reg.now(), "backlog": status["backlog"], "waiting": status["waiting"],
+            "trash": trash.listing(reg, None, 100),
             "policies": sorted(rules.policies(reg).items())}
 
 
@@ -122,9 +119,9 @@ async def preview(request: Request) -> Response:
 
 def _history(reg) -> dict:
     with reg.db.read() as conn:
-        q = QueueStore(conn)
-        return {"gc": q.recent_runs("gc", 20), "scrub": q.recent_runs("scrub", 20),
-                "prunes": RetentionStore(conn).audit_log(20), "deletes": BrowseStore(conn).deletes(50)}
+        prunes, deletes = RetentionStore(conn).audit_log(20), BrowseStore(conn).deletes(50)
+    return {"gc": scheduler.recent_runs(reg, "gc", 20), "scrub": scheduler.recent_runs(reg, "scrub", 20),
+            "prunes": prunes, "deletes": deletes}
 
 
 @page
