@@ -140,7 +140,7 @@ def main() -> None:
                  ("repositories search", "/dashboard/repositories?q=svc-09"),
                  ("repository", f"/dashboard/r/{big}"), ("repository page 4", f"/dashboard/r/{big}?page=4"),
                  ("reclaimable", "/dashboard/reclaimable"), ("history", "/dashboard/history"),
-                 ("confirm purge (dry run)", "/dashboard/trash/confirm?action=restore&reference=" + big + ":latest"),
+                 ("confirm restore", "/dashboard/trash/confirm?action=restore&reference=" + big + ":latest"),
                  ("admin API page", "/dashboard/api"), ("policy preview", "/dashboard/policies/keep3"),
                  ("policy preview page 10", "/dashboard/policies/keep3?page=10")]
         busy0 = system_busy_seconds()
