@@ -107,11 +107,11 @@ def ok(schema: dict, description: str = "success", status: str = "200") -> dict:
 
 def errors(*statuses: int) -> dict:
     text = {400: "invalid input (OCI error code in the body)", 401: "authentication required",
-            403: "the admin role is required", 404: "no such object", 405: "unsupported",
+            403: "the caller's role is below x-required-role", 404: "no such object", 405: "unsupported",
             409: "conflicts with the state of another object", 429: "too many failed logins",
             503: "the database is unavailable; retry after Retry-After"}
     out = {}
-    for s in (401, 403, 429, 503, *statuses):
+    for s in sorted({401, 403, 429, 503, *statuses}):
         out[str(s)] = {"description": text[s], "content": {"application/json": {"schema": ref("Error")}}}
     return out
 
