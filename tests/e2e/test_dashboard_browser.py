@@ -51,7 +51,7 @@ def browser():
                 "--window-size=1366,900", "--disable-extensions", "--no-first-run"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)  # generous: the CI machine may be busy
     yield driver
     driver.quit()
 
@@ -89,7 +89,7 @@ def _click(driver, element) -> None:
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(old))
 
 
 def _no_error(driver) -> None:
