@@ -501,7 +501,7 @@ def open_registry(data_dir: Path, database_url: str, now: float, on_db=None):
 
 
 PHASE_KEYS = ["RetentionStore.manifests", "RetentionStore.tags", "RetentionStore.history", "RetentionStore.references",
-              "RetentionStore.blob_users", "plan_repository", "Pruner._bytes", "Pruner._audit"]
+              "RetentionStore.blob_use_counts", "plan_repository", "Pruner._bytes", "Pruner._audit"]
 
 
 def instrument() -> dict[str, list]:
@@ -526,7 +526,7 @@ def instrument() -> dict[str, list]:
                 x[2] += 1
         setattr(owner, name, timed)
 
-    for n in ("manifests", "tags", "history", "references", "blob_users"):
+    for n in ("manifests", "tags", "history", "references", "blob_use_counts"):
         wrap(retention.RetentionStore, n, f"RetentionStore.{n}")
     wrap(prune, "plan_repository", "plan_repository")  # Pruner.run looks the name up at each call
     wrap(prune.Pruner, "_bytes", "Pruner._bytes")
@@ -689,7 +689,7 @@ def _label(sql: str) -> str:
     if "from manifest_references join manifests" in low:
         return "RetentionStore.references"
     if "from manifest_references join blobs" in low:
-        return "RetentionStore.blob_users"
+        return "RetentionStore.blob_use_counts"
     if "from manifests" in low:
         return "RetentionStore.manifests"
     if "from tags" in low:
@@ -813,7 +813,7 @@ PHASES = [("Pruner.run", "lifecycle/prune.py", "run"),
           ("    Policy.tag_in_scope", "lifecycle/policies.py", "tag_in_scope"),
           ("    ImmutableRules.matches", "lifecycle/policies.py", "matches"),
           ("  Pruner._bytes", "lifecycle/prune.py", "_bytes"),
-          ("    RetentionStore.blob_users", "meta/retention.py", "blob_users"),
+          ("    RetentionStore.blob_use_counts", "meta/retention.py", "blob_use_counts"),
           ("  Pruner._audit", "lifecycle/prune.py", "_audit")]
 
 
@@ -830,8 +830,8 @@ def phase_table(variants: list[tuple[str, dict]]) -> str:
                 ("  RetentionStore.references", c["RetentionStore.references"]),
                 ("  rules, closure, decisions (Python)", c["plan_repository"] - store),
                 ("Pruner._bytes", c["Pruner._bytes"]),
-                ("  RetentionStore.blob_users", c["RetentionStore.blob_users"]),
-                ("  the rest of _bytes (Python)", c["Pruner._bytes"] - c["RetentionStore.blob_users"]),
+                ("  RetentionStore.blob_use_counts", c["RetentionStore.blob_use_counts"]),
+                ("  the rest of _bytes (Python)", c["Pruner._bytes"] - c["RetentionStore.blob_use_counts"]),
                 ("Pruner._audit", c["Pruner._audit"]),
                 ("rest of Pruner.run (transactions, accumulators)",
                  cpu - c["plan_repository"] - c["Pruner._bytes"] - c["Pruner._audit"]),
@@ -1118,10 +1118,10 @@ def run(bench: Bench, repos: int, manifests: int, per_repo: int, started: float)
                    f"tags on inactive manifests {v['tags_on_inactive']}, deleted though pushed within 30 d "
                    f"{v['recent_deleted']}, deleted_by {v['deleted_by']}")
     out.append(f"\nqueries of one repository's plan ({repo_name(repos // 2)}; best of 3; the plan runs the first "
-               f"four once per repository, blob_users once per 500 candidate blobs)")
+               f"four once per repository, blob_use_counts once per 500 candidate blobs)")
     out.append(table(["query", "rows", "ms", "x repositories = s", "query plan"],
                      [[e["query"], str(e["rows"]), f"{e['ms']:.2f}",
-                       f"{e['ms'] * repos / 1000:.2f}" if e["query"] != "RetentionStore.blob_users" else "-",
+                       f"{e['ms'] * repos / 1000:.2f}" if e["query"] != "RetentionStore.blob_use_counts" else "-",
                        " | ".join(e["plan"])[:160]] for e in expl], left=(0, 4)))
     if series:
         hdr = ["repositories", "manifests", "wall s", "CPU s", "other load (cores)", "peak RSS MiB", "RSS growth MiB",

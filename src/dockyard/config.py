@@ -240,6 +240,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention", {}, lambda v: _policies(v), "retention policies (TOML [retention.NAME] tables, or JSON in the environment)"),
     Setting("immutable_tags", (), lambda v: _list(v), "REPO_GLOB:TAG_GLOB patterns no policy, delete or push may touch"),
     Setting("pull_flush_interval", 10.0, parse_duration, "how often recorded pull times are written to the database"),
+    Setting("usage_sample_interval", 300.0, parse_duration, "how often storage usage is sampled for the dashboard (0 = never)"),
+    Setting("usage_samples_kept", 4032, int, "usage samples kept (the newest; 4032 = two weeks at 5 min)"),
     Setting("auth_htpasswd", "", str, "htpasswd file (bcrypt) that turns on authentication"),
     Setting("auth_roles", {}, parse_roles, "role of each user: pull, push or admin (TOML table, or env user=role,...)"),
     Setting("auth_default_role", "", parse_role, "role of an authenticated user not named in auth_roles; empty = push without access rules, none with them"),
@@ -300,6 +302,8 @@ class Config:
     retention: dict = field(default_factory=dict)
     immutable_tags: tuple = ()
     pull_flush_interval: float = 10.0
+    usage_sample_interval: float = 300.0
+    usage_samples_kept: int = 4032
     auth_htpasswd: str = ""
     auth_roles: dict[str, str] = field(default_factory=dict)
     auth_default_role: str = ""

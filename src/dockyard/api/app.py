@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
-from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
+from dockyard.api import admin, base, blobs, dashboard, discovery, health, lifecycle, manifests, openapi, uploads
 from dockyard.api import mirror
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
@@ -52,10 +52,12 @@ def routes() -> list[Route]:
         Route("/admin/v1/prune", lifecycle.run_prune, methods=["POST"]),
         Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
         Route("/admin/v1/fsck", lifecycle.fsck_report, methods=["POST"]),
+        Route("/admin/v1/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
         *mirror.routes(),
+        *dashboard.routes(),
     ]
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 from dockyard.lifecycle.deletes import trash_manifests
 from dockyard.lifecycle.inuse import InUse
@@ -122,10 +122,11 @@ class Pruner:
 
     def __init__(self, reg, policy: Policy, inuse: InUse | None = None, *, confirm: bool = False,
                  actor: str | None = None, repository: str | None = None,
-                 progress: Callable[[Plan], None] | None = None):
+                 progress: Callable[[Plan], None] | None = None, among: Collection[str] | None = None):
         self.reg, self.policy, self.confirm, self.actor = reg, policy, confirm, actor
         self.inuse = inuse or InUse()
         self.repository = repository
+        self.among = None if among is None else set(among)  # plan only these repositories (a page of them)
         self.progress = progress
 
     def run(self) -> Plan:
@@ -138,7 +139,8 @@ class Pruner:
             repos = RetentionStore(conn).repositories()
             immutable = immutable_rules(conn, reg.config)
         for repo_id, name in repos:
-            if not self.policy.applies_to(name) or (self.repository and name != self.repository):
+            if not self.policy.applies_to(name) or (self.repository and name != self.repository) or (
+                    self.among is not None and name not in self.among):
                 continue
             # one transaction per repository, run again if it loses a deadlock (a concurrent
             # push or collection): nothing of it committed, so it starts from the same state
@@ -168,22 +170,20 @@ class Pruner:
         return rp, targets, blob_refs
 
     def _bytes(self, candidates: dict, deleted_ids: set[int]) -> None:
-        """A blob is freed when every manifest that uses it (any repository) is deleted by this prune."""
+        """A blob is freed when every manifest that uses it (any repository) is deleted by this
+        prune: when the manifests using it number no more than this prune's deletions using it
+        (counted by the database: a base layer shared by 100,000 manifests is one row here)."""
         digests = sorted(candidates)
-        shared: set[str] = set()
-        sizes: dict[str, int] = {}
         for i in range(0, len(digests), 500):
             with self.reg.db.read() as conn:
-                for digest, mid, size in RetentionStore(conn).blob_users(digests[i:i + 500]):
-                    sizes[digest] = size
-                    if mid not in deleted_ids:
-                        shared.add(digest)
-        for digest, users in candidates.items():
-            if digest in shared or digest not in sizes:
-                continue
-            rp, decision = users[0]
-            decision.bytes_freed += sizes[digest]
-            rp.bytes_freed += sizes[digest]
+                counts = RetentionStore(conn).blob_use_counts(digests[i:i + 500])
+            for digest in digests[i:i + 500]:
+                users = candidates[digest]
+                if digest not in counts or counts[digest][0] > len({id(d) for _, d in users}):
+                    continue
+                rp, decision = users[0]
+                decision.bytes_freed += counts[digest][1]
+                rp.bytes_freed += counts[digest][1]
 
     def _audit(self, plan: Plan) -> None:
         deleted = [f"{r.repository}@{d.digest}" for r in plan.repositories for d in r.deleted]

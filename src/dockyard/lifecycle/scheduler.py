@@ -15,6 +15,7 @@ from dockyard.lifecycle.prune import Pruner
 from dockyard.lifecycle.report import Report
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.lifecycle.scrubber import Scrubber
+from dockyard.lifecycle.usage import UsageSampler
 from dockyard.meta.stores import Stores
 
 
@@ -33,6 +34,9 @@ def scheduled_jobs(reg) -> list[Runner]:
                                   policy.schedule,
                                   gate=lease_gate(reg.db, f"prune:{policy.name}", policy.schedule * 1.5, reg.clock)))
     runners.append(Runner("pulls", lambda: _PullFlush(reg), cfg.pull_flush_interval, jitter=0.0))
+    if cfg.usage_sample_interval > 0:  # one sample per interval among replicas: a lease
+        runners.append(Runner("usage", lambda: UsageSampler(reg), cfg.usage_sample_interval,
+                              gate=lease_gate(reg.db, "usage", cfg.usage_sample_interval * 0.9, reg.clock)))
     return runners
 
 
@@ -53,7 +57,17 @@ class _PullFlush:
 
 
 def gc_status(reg, runs: int = 10) -> dict:
-    """The backlog of every review queue and the last collections' reports."""
+    """The backlog of every review queue, what still waits for its grace (entries, and when
+    the first falls due), and the last collections' reports."""
+    now = reg.now()
     with reg.db.read() as conn:
         q = Stores(conn)
-        return {"backlog": q.reviews.backlog(reg.now()), "runs": q.runs.recent("gc", runs)}
+        return {"backlog": q.reviews.backlog(now),
+                "waiting": {name: {"entries": n, "first_due": first} for name, (n, first) in q.reviews.waiting(now).items()},
+                "runs": q.runs.recent("gc", runs)}
+
+
+def recent_runs(reg, job: str, limit: int = 20) -> list[dict]:
+    """The last recorded runs of a job (gc, scrub), newest first."""
+    with reg.db.read() as conn:
+        return Stores(conn).runs.recent(job, limit)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from dockyard.meta.schema import (
     ACTIVE,
@@ -69,14 +69,16 @@ class RetentionStore:
             .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
             .where(manifests.c.repository_id == repo_id, manifests.c.state == ACTIVE)).all()]
 
-    def blob_users(self, digests: list[str]) -> list[tuple[str, int, int]]:
-        """(digest, manifest id, size) for every manifest (any repository, any state) using these blobs."""
+    def blob_use_counts(self, digests: list[str]) -> dict[str, tuple[int, int]]:
+        """digest -> (manifests using it, any repository and state; its size): one row per blob,
+        counted in the index, however many manifests share a base layer."""
         if not digests:
-            return []
-        return [tuple(r) for r in self.conn.execute(
-            select(manifest_references.c.digest, manifest_references.c.manifest_id, blobs.c.size)
+            return {}
+        return {r[0]: (int(r[1]), int(r[2])) for r in self.conn.execute(
+            select(manifest_references.c.digest, func.count(), func.max(blobs.c.size))
             .join(blobs, blobs.c.digest == manifest_references.c.digest)
-            .where(manifest_references.c.kind == "blob", manifest_references.c.digest.in_(digests))).all()]
+            .where(manifest_references.c.kind == "blob", manifest_references.c.digest.in_(digests))
+            .group_by(manifest_references.c.digest))}
 
     # ---- policies declared through the API --------------------------------------
     def policies(self) -> dict[str, dict]:

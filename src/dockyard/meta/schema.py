@@ -284,3 +284,35 @@ leases = Table(
     Column("holder", String(255), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+
+# ---- usage (the dashboard) --------------------------------------------------------
+# Storage used over time: one row per sample of the usage job; only the newest are kept.
+usage_samples = Table(
+    "usage_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("blobs", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("logical_bytes", BigInteger, nullable=False),  # sum over repositories of their linked bytes
+    Column("repositories", Integer, nullable=False),
+    Column("manifests", BigInteger, nullable=False),
+    Index("ix_usage_samples_at", "at"),
+)
+
+# Per repository, as of the last sample: what the repositories page sorts by.
+repository_usage = Table(
+    "repository_usage",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("tags", Integer, nullable=False),
+    Column("last_push", Float, nullable=True),
+    Column("last_pull", Float, nullable=True),
+    Column("sampled_at", Float, nullable=False),
+    Index("ix_repository_usage_bytes", "bytes"),
+    Index("ix_repository_usage_images", "images"),
+    Index("ix_repository_usage_last_push", "last_push"),
+)
