@@ -99,6 +99,12 @@ def test_every_real_answer_matches_its_schema(server):
         call("POST", "/admin/v1/gc", "/admin/v1/gc?dry_run=true")
         call("POST", "/admin/v1/gc", "/admin/v1/gc?dry_run=maybe")
         call("POST", "/admin/v1/scrub", "/admin/v1/scrub?dry_run=true")
+        call("POST", "/admin/v1/gc", "/admin/v1/gc?dry_run=true&grace=10m")
+        call("POST", "/admin/v1/gc", "/admin/v1/gc?grace=10")
+        call("POST", "/admin/v1/fsck", "/admin/v1/fsck")
+        call("GET", "/admin/v1/mirrors", "/admin/v1/mirrors")  # no mirror configured here: 404
+        call("POST", "/admin/v1/mirrors/evict", "/admin/v1/mirrors/evict?reference=hub/app:v1")
+        call("POST", "/admin/v1/mirrors/prune", "/admin/v1/mirrors/prune?dry_run=true")
         trash = call("GET", "/admin/v1/trash", "/admin/v1/trash?repository=doc/*&limit=10").json()
         assert [i["digest"] for i in trash["images"]] == [digest]
         call("GET", "/admin/v1/trash", "/admin/v1/trash?limit=x")

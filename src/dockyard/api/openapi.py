@@ -58,7 +58,10 @@ TRASH = obj({"images": {"type": "array", "items": ref("TrashedImage")},
              "tags": {"type": "array", "items": ref("TrashedTag")}})
 RESTORE = obj({"reference": STR, "digest": DIGEST, "restored_tags": {"type": "array", "items": STR},
                "skipped_tags": {"type": "object", "additionalProperties": STR}, "restored_manifests": INT})
-PURGE = obj({"reference": STR, "dry_run": {"type": "boolean"}, "bytes_freed": INT})
+PURGE = obj({"reference": STR, "dry_run": {"type": "boolean"}, "bytes_freed": INT,
+             "freed_after_seconds": {**NUM, "description": "the bytes go with the first collection after this (gc_delay)"},
+             "gc_interval_seconds": {**NUM, "description": "how often the server's collector runs"}},
+            required=["reference", "dry_run", "bytes_freed"])
 GLOBS = {"type": "array", "items": STR}
 POLICY = obj({"repositories": GLOBS, "tags_include": GLOBS, "tags_exclude": GLOBS,
               "keep_tag_revisions": INT, "keep_recent": INT,
@@ -75,6 +78,23 @@ PLAN = obj({"policy": STR, "confirmed": {"type": "boolean"}, "duration_seconds":
                 "deleted": {"type": "array", "items": ref("Decision")}})}})
 AUDIT = obj({"at": NUM, "actor": NULLSTR, "policy": STR, "confirmed": {"type": "boolean"},
              "summary": ref("PlanTotals"), "deleted": {"type": "array", "items": STR}})
+GC_REPORT = {**REPORT, "properties": {**REPORT["properties"],
+    "grace": obj({"seconds": NUM, "from": {"enum": ["gc_delay", "--grace"]}}),
+    "waiting": {"type": "object", "additionalProperties": obj({"entries": INT, "first_due_in_seconds": NUM}),
+                "description": "per queue: entries still in their grace period, and when the first is due"}}}
+FSCK = obj({"delete": {"type": "boolean"}, "scanned_objects": INT, "scanned_rows": INT, "leaks": INT,
+            "leaked_bytes": INT, "deleted": INT, "young": INT, "missing": {"type": "array", "items": STR},
+            "corrupt": {"type": "array", "items": STR}, "leak_keys": {"type": "array", "items": STR},
+            "requeue": {"type": "boolean"}, "unreviewed": {"type": "object", "additionalProperties": INT},
+            "unreviewed_items": {"type": "array", "items": {"type": "object"}}, "requeued": INT,
+            "duration": NUM}, required=["leaks", "leaked_bytes", "missing", "corrupt"], extra=True)
+MIRROR = obj({"name": STR, "prefix": STR, "url": STR, "images": INT, "bytes": INT, "reachable": {"type": "boolean"},
+              "last_error": STR, "last_contact": NUM}, required=["name", "prefix", "url", "images", "bytes"])
+MIRRORS = obj({"mirrors": {"type": "array", "items": ref("Mirror")}, "max_size": INT, "bytes": INT})
+EVICTION = obj({"dry_run": {"type": "boolean"}, "evicted": INT, "bytes": INT,
+                "images": {"type": "array", "items": obj({"repository": STR, "digest": DIGEST, "bytes": INT})},
+                "total_before": {"type": ["integer", "null"]}, "max_size": INT},
+               required=["dry_run", "evicted", "bytes", "images"])
 REPO_DELETED = obj({"name": STR, "manifests": INT, "tags": INT})
 ERROR = obj({"errors": {"type": "array", "minItems": 1, "items": obj({
     "code": STR, "message": STR, "detail": {}}, required=["code", "message"])}})
@@ -83,7 +103,8 @@ SCHEMAS = {"KindReport": KIND, "Totals": TOTALS, "Report": REPORT, "Run": RUN, "
            "GcStatus": GC_STATUS, "TrashedImage": TRASHED_IMAGE, "TrashedTag": TRASHED_TAG, "Trash": TRASH,
            "RestoreResult": RESTORE, "PurgeResult": PURGE, "Policy": POLICY, "Decision": DECISION,
            "PlanTotals": PLAN_TOTALS, "PrunePlan": PLAN, "PruneAuditEntry": AUDIT,
-           "RepositoryDeleted": REPO_DELETED, "Error": ERROR}
+           "RepositoryDeleted": REPO_DELETED, "Error": ERROR, "GcReport": GC_REPORT, "FsckReport": FSCK,
+           "Mirror": MIRROR, "Mirrors": MIRRORS, "Eviction": EVICTION}
 
 
 def q(name: str, schema: dict, description: str, required: bool = False) -> dict:
@@ -136,7 +157,19 @@ PATHS = {
     "/admin/v1/gc": {
         "get": op("admin", "Backlog of every review queue and the last collections", {
             **ok(ref("GcStatus")), **errors()}),
-        "post": op("admin", "Run a collection now", {**ok(ref("Report")), **errors(400)}, [DRY_RUN])},
+        "post": op("admin", "Run a collection now", {**ok(ref("GcReport")), **errors(400)}, [
+            DRY_RUN, q("grace", STR, "a shorter grace than gc_delay for this run (at least 5m, with a unit: 10m); "
+                                     "for a full disk")])},
+    "/admin/v1/fsck": {"post": op("admin", "Reconcile storage with the database: a report only (nothing is "
+                                           "deleted or re-queued)", {**ok(ref("FsckReport")), **errors(400)},
+                                  [q("verify", BOOL, "re-hash every blob and report corrupt ones")])},
+    "/admin/v1/mirrors": {"get": op("admin", "Each pull-through mirror: upstream, state, images and bytes mirrored", {
+        **ok(ref("Mirrors")), **errors(404)}, tag="mirror")},
+    "/admin/v1/mirrors/evict": {"post": op("admin", "Evict one mirrored image (fetched again on its next pull)", {
+        **ok(ref("Eviction")), **errors(400, 404)}, [REFERENCE, DRY_RUN], tag="mirror")},
+    "/admin/v1/mirrors/prune": {"post": op("admin", "Evict least recently pulled mirrored images down to "
+                                                    "mirror_max_size", {**ok(ref("Eviction")), **errors(400, 404)},
+                                           [DRY_RUN], tag="mirror")},
     "/admin/v1/scrub": {"post": op("admin", "Purge due trashed images and collect their data now",
                                    {**ok(ref("Report")), **errors(400)}, [DRY_RUN])},
     "/admin/v1/trash": {"get": op("admin", "Deleted images and tags that can still be restored", {
