@@ -12,6 +12,10 @@ HELP = {
     "dockyard_gc_backlog": ("gauge", "review queue entries, by queue and whether they are due"),
     "dockyard_gc_run_seconds_sum": ("counter", "time spent in collector runs"),
     "dockyard_gc_runs_total": ("counter", "collector runs"),
+    "dockyard_events_delivered_total": ("counter", "events delivered, by notification endpoint"),
+    "dockyard_events_delivery_failures_total": ("counter", "failed event deliveries (retried with backoff), by endpoint"),
+    "dockyard_events_dropped_total": ("counter", "undelivered events dropped by the outbox bound (events_max), by endpoint"),
+    "dockyard_quota_denied_total": ("counter", "pushes refused by a hard quota, by quota"),
 }
 
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
+from dockyard.api import events, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
@@ -51,6 +52,7 @@ def routes() -> list[Route]:
         Route("/admin/v1/prune", lifecycle.run_prune, methods=["POST"]),
         Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
+        Route("/admin/v1/events", events.list_events, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
     ]
@@ -59,7 +61,7 @@ def routes() -> list[Route]:
 def _lifespan(registry: Registry, background: bool):
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        runners = scheduled_jobs(registry) if background else []
+        runners = scheduled_jobs(registry) + webhooks.runners(registry) if background else []
         for r in runners:
             r.start()
         try:

@@ -47,6 +47,7 @@ from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database, retrying
+from dockyard.meta.events import EventStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE, COMMITTING
@@ -412,6 +413,8 @@ class Collector:
             q = QueueStore(conn)
             if worked:  # idle runs leave no history: a daemon's wake-ups would drown the rest
                 q.record_run(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
+                if not report.dry_run:
+                    EventStore(conn).record("gc", None, {"totals": data["totals"]}, self.clock.now(), self.owner)
             backlog = q.backlog(self.clock.now())
         for queue, counts in backlog.items():
             for state, n in counts.items():

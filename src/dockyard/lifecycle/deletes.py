@@ -18,6 +18,7 @@ from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
@@ -62,6 +63,7 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
                                           with_manifest=False)
             if cfg.delete_untagged:
                 QueueStore(conn).review_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
+            EventStore(conn).record("delete", name, {"tag": ref, "digest": removed_tag.digest}, now, actor)
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
         store = ManifestStore(conn)
@@ -76,11 +78,13 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
         check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
         removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
                                   actor)
+        EventStore(conn).record("delete", name, {"digest": manifest.digest, "tags": [t.name for t in removed],
+                                                 "purged": not cfg.delayed_delete}, now, actor)
     log.info("manifest %s@%s deleted by %s (tags: %s)%s", name, ref, actor or "-",
              ",".join(t.name for t in removed) or "none", "" if cfg.delayed_delete else ", purged")
 
 
-def unlink_blob(reg, name: str, digest: str) -> None:
+def unlink_blob(reg, name: str, digest: str, actor: str | None = None) -> None:
     """Remove the repository's link to the blob. The data stays for the collector."""
     d = str(check_digest(digest))
     with reg.db.write() as conn:
@@ -90,6 +94,7 @@ def unlink_blob(reg, name: str, digest: str) -> None:
         queue = QueueStore(conn)
         queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
         queue.review_repositories([repo.id], reg.now() + reg.config.gc_delay)
+        EventStore(conn).record("delete", name, {"blob": d}, reg.now(), actor)
     log.info("unlinked blob %s from %s", d, name)
 
 
@@ -120,5 +125,7 @@ def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDel
         removed = trash_manifests(conn, cfg, repo.id, targets, now, actor)
         count = len(targets)
         RepositoryStore(conn).mark_deleted(repo.id, now)
+        EventStore(conn).record("delete", name, {"repository": True, "manifests": count, "tags": len(removed)},
+                                now, actor)
     log.info("repository %s deleted by %s: %d manifests, %d tags", name, actor or "-", count, len(removed))
     return RepositoryDeleted(name, count, len(removed))

@@ -9,6 +9,7 @@ from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.manifests import ManifestStore
 from dockyard.meta.repositories import RepositoryStore
@@ -100,6 +101,8 @@ def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
         QueueStore(conn).review_manifests(reviews, now + reg.config.gc_delay, "restored")
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
+        EventStore(conn).record("restore", ref.repository, {"reference": str(ref), "digest": result.digest,
+                                                            "tags": result.restored_tags}, now, actor)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
              result.skipped_tags or "-", actor or "-")
     return result
@@ -184,6 +187,7 @@ def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) ->
         if not dry_run:
             purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
                             GcOptions.from_config(reg.config).purge, actor=actor)
+            EventStore(conn).record("purge", ref.repository, {"digest": ref.digest, "bytes": freed}, now, actor)
     if not dry_run:
         log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
     return PurgeResult(text, dry_run, freed)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
 from dockyard.lifecycle.deletes import check_mutable
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.gc import QueueStore
 from dockyard.meta.trash import TrashStore
 from dockyard.meta.manifests import Manifest, ManifestStore
@@ -116,5 +117,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
                 queue.review_manifests([previous], now + reg.config.gc_delay, "untagged")
         elif reg.config.delete_untagged or parsed.subject is not None:
             queue.review_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
+        EventStore(conn).record("push", name, {"digest": digest, "tag": tag, "media_type": manifest.media_type,
+                                               "size": len(payload)}, now, actor)
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)

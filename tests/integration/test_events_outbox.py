@@ -1,0 +1,111 @@
+"""The events outbox on real SQLite and PostgreSQL: delivery order never skips an event that
+commits late, endpoint cursors are leased to one replica at a time, the bound drops and counts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dockyard.meta.db import Database
+from dockyard.meta.events import EventStore
+from tests.support import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        d = Database(f"sqlite:///{tmp_path / 'dockyard.db'}")
+        d.migrate()
+        yield d
+        d.dispose()
+    else:
+        with postgres_database() as url:
+            d = Database("postgresql+psycopg://" + url.split("://", 1)[1])
+            d.migrate()
+            yield d
+            d.dispose()
+
+
+def _record(db, kind, repo, n=1):
+    with db.write() as conn:
+        for _ in range(n):
+            EventStore(conn).record(kind, repo, {"x": 1}, 1.0)
+
+
+def test_an_event_committed_late_is_not_skipped(db):
+    """T1 records first and commits last: a cursor must not move past T2's event while T1
+    runs, or T1's event (lower txid and id) would never be delivered."""
+    if not db.is_postgres:
+        pytest.skip("SQLite has one writer: ids are in commit order")
+    with db.write() as conn:
+        EventStore(conn).ensure_cursor("hook")
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        with db.write() as conn:
+            EventStore(conn).record("push", "r/slow", {}, 1.0)
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    started.wait(10)
+    _record(db, "push", "r/fast")
+    with db.read() as conn:
+        store = EventStore(conn)
+        pos = store.cursors()["hook"].position
+        assert store.after(pos, 100) == []  # T1 still runs: nothing may pass it
+    release.set()
+    t.join()
+    with db.read() as conn:
+        got = EventStore(conn).after(pos, 100)
+    assert [e.repository for e in got] == ["r/slow", "r/fast"]
+
+
+def test_a_new_endpoint_starts_after_existing_events(db):
+    _record(db, "push", "r/a", 3)
+    with db.write() as conn:
+        EventStore(conn).ensure_cursor("late")
+    _record(db, "delete", "r/a")
+    with db.read() as conn:
+        store = EventStore(conn)
+        got = store.after(store.cursors()["late"].position, 100)
+    assert [e.kind for e in got] == ["delete"]
+
+
+def test_one_replica_at_a_time_holds_an_endpoint(db):
+    with db.write() as conn:
+        EventStore(conn).ensure_cursor("hook")
+        assert EventStore(conn).claim("hook", "replica-1", 100.0, 30.0) is not None
+    with db.write() as conn:
+        assert EventStore(conn).claim("hook", "replica-2", 110.0, 30.0) is None  # leased
+        assert not EventStore(conn).advance("hook", "replica-2", (0, 5), 1, 110.0, 30.0)
+    with db.write() as conn:
+        assert EventStore(conn).claim("hook", "replica-2", 131.0, 30.0) is not None  # lease expired
+        assert not EventStore(conn).advance("hook", "replica-1", (0, 5), 1, 131.0, 30.0)  # lost it
+    with db.write() as conn:
+        store = EventStore(conn)
+        store.failed("hook", "replica-2", (0, 0), "HTTP 503", 200.0)
+        store.release("hook", "replica-2")
+        assert store.claim("hook", "replica-1", 150.0, 30.0) is None  # retry not due yet
+        cur = store.cursors()["hook"]
+    assert cur.attempts == 1 and cur.last_error == "HTTP 503"
+
+
+def test_the_bound_drops_oldest_and_counts_per_endpoint(db):
+    with db.write() as conn:
+        EventStore(conn).ensure_cursor("behind")
+    _record(db, "push", "r/a", 10)
+    with db.write() as conn:
+        store = EventStore(conn)
+        ten = store.after(store.cursors()["behind"].position, 100)
+        assert len(ten) == 10
+        store.ensure_cursor("ahead")  # has seen nothing of the ten: they predate it
+        dropped = store.trim(4)
+    assert dropped == {"behind": 6}
+    with db.read() as conn:
+        store = EventStore(conn)
+        assert store.count() == 4
+        assert store.cursors()["behind"].dropped == 6
+        assert [e.id for e in store.after(store.cursors()["behind"].position, 100)] == [e.id for e in ten[6:]]
