@@ -11,7 +11,7 @@ from starlette.routing import Route
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
-from dockyard.api import events, webhooks
+from dockyard.api import events, quotas, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
@@ -53,6 +53,10 @@ def routes() -> list[Route]:
         Route("/admin/v1/prune/audit", lifecycle.prune_audit, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
         Route("/admin/v1/events", events.list_events, methods=["GET"]),
+        Route("/admin/v1/quotas", quotas.list_quotas, methods=["GET"]),
+        Route("/admin/v1/quotas/{quota}", quotas.get_quota, methods=["GET"]),
+        Route("/admin/v1/quotas/{quota}", quotas.put_quota, methods=["PUT"]),
+        Route("/admin/v1/quotas/{quota}", quotas.delete_quota, methods=["DELETE"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
     ]

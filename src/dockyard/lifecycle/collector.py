@@ -35,13 +35,14 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Mapping
 
 from dockyard import faults
 from dockyard.clock import Clock
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
@@ -76,12 +77,15 @@ class GcOptions:
     lease: float = 60.0
     retry_base: float = 5.0
     retry_max: float = 3600.0
+    quotas: Mapping = field(default_factory=dict)
+    """The configured storage quotas (those of the admin API are read from the database)."""
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "GcOptions":
         opts = cls(gc_delay=cfg.gc_delay, upload_ttl=cfg.upload_ttl, delete_untagged=cfg.delete_untagged,
                    referrers_follow_subject=cfg.referrers_follow_subject, batch_size=cfg.gc_batch_size,
-                   workers=cfg.gc_workers, max_deletes_per_second=cfg.gc_max_deletes_per_second)
+                   workers=cfg.gc_workers, max_deletes_per_second=cfg.gc_max_deletes_per_second,
+                   quotas=cfg.quotas)
         return replace(opts, **overrides)
 
     @property
@@ -275,6 +279,7 @@ class Collector:
             report.add("links", 0, {"repository_id": pair[0], "digest": pair[1]})
         if apply and remove:
             q.delete_links(remove)
+            quotas.credit(conn, self.opts.quotas, remove, now)
             q.review_blobs([d for _, d in remove], now, "unlinked")
             q.review_repositories([r for r, _ in remove], now)
             for repo_id, digest in remove:

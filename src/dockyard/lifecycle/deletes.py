@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dockyard import faults
 from dockyard.errors import RegistryError, blob_unknown, manifest_unknown, name_unknown
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
@@ -94,6 +95,7 @@ def unlink_blob(reg, name: str, digest: str, actor: str | None = None) -> None:
         queue = QueueStore(conn)
         queue.review_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
         queue.review_repositories([repo.id], reg.now() + reg.config.gc_delay)
+        quotas.credit(conn, reg.config.quotas, [(repo.id, d)], reg.now())
         EventStore(conn).record("delete", name, {"blob": d}, reg.now(), actor)
     log.info("unlinked blob %s from %s", d, name)
 

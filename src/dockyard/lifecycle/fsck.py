@@ -29,6 +29,7 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from dockyard.clock import Clock
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.collector import GcOptions, collectable_manifests
 from dockyard.meta.db import Database
 from dockyard.meta.gc import QueueStore
@@ -59,6 +60,8 @@ class FsckReport:
     unreviewed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNREVIEWED_KINDS, 0))
     unreviewed_items: list[dict] = field(default_factory=list)
     requeued: int = 0
+    quota_drift: list[dict] = field(default_factory=list)
+    """Quotas whose recorded usage differed from a recount of the links (fixed)."""
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -74,6 +77,8 @@ class FsckReport:
             f"corrupt blobs            {len(self.corrupt)}",
             "unreferenced, no review  " + ", ".join(f"{k} {n}" for k, n in self.unreviewed.items())
             + (f"; re-queued: {self.requeued}" if self.requeue else "; not re-queued (--no-requeue)"),
+            "quota usage drift        " + (", ".join(f"{d['quota']} {d['recorded']} -> {d['exact']} (fixed)"
+                                                     for d in self.quota_drift) or "none"),
         ])
 
 
@@ -98,6 +103,7 @@ class Fsck:
         self._walk(paths.UPLOADS, self._known_uploads)
         self._rows()
         self.check_references()
+        self.report.quota_drift = quotas.reconcile(self.db, self.gc.quotas, self.clock.now())
         return self.report
 
     # ---- every row referenced, reviewed or tombstoned ------------------------------

@@ -9,6 +9,7 @@ from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
+from dockyard.lifecycle import quotas
 from dockyard.meta.events import EventStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.manifests import ManifestStore
@@ -148,6 +149,7 @@ def _activate_tree(conn, reg, repo_id: int, manifest_id: int, digest: str, now: 
     refs = store.references(manifest_id)
     blobs = [d for k, d in refs if k == "blob"]
     if blobs:
+        quotas.charge(conn, reg, repo_id, blobs, now, enforce=False)  # restored content is not refused
         BlobStore(conn).link(repo_id, blobs, now)
     for kind, child in refs:
         if kind != "manifest":

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deletes import check_mutable
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.events import EventStore
@@ -92,6 +93,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
     now = reg.now()
     with reg.db.write() as conn:
         repo = RepositoryStore(conn).ensure(name, now)
+        quotas.check_room(conn, reg, name)
         have = BlobStore(conn).linked_among(repo.id, (d.digest for d in parsed.blobs))
         missing = [d.digest for d in parsed.blobs if d.digest not in have]
         if missing:
