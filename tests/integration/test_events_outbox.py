@@ -4,6 +4,7 @@ commits late, endpoint cursors are leased to one replica at a time, the bound dr
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -109,3 +110,48 @@ def test_the_bound_drops_oldest_and_counts_per_endpoint(db):
         assert store.count() == 4
         assert store.cursors()["behind"].dropped == 6
         assert [e.id for e in store.after(store.cursors()["behind"].position, 100)] == [e.id for e in ten[6:]]
+
+
+def test_two_replicas_deliver_each_event_once(tmp_path):
+    """Two deliverers (replicas) of one endpoint on one PostgreSQL database, running at the
+    same time while events are written: every event arrives, in order, none twice (nobody
+    died, so at-least-once needs no duplicate here)."""
+    from dockyard.api.webhooks import Delivery
+    from dockyard.events import verify
+    from tests.lifecycle_support import make_registry
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver().start()
+    hooks = {"hook": {"url": receiver.url, "secret": "k"}}
+    try:
+        with make_registry(tmp_path, "postgres", notifications=hooks) as reg:
+            endpoint = reg.config.notifications["hook"]
+            replicas = [Delivery(reg, endpoint, owner=f"replica-{i}") for i in range(2)]
+            for d in replicas:
+                d.run()  # creates the cursor: it starts after the events that exist now
+            stop = threading.Event()
+
+            def deliver(d):
+                while not stop.wait(0.01):
+                    d.run()
+
+            threads = [threading.Thread(target=deliver, args=(d,)) for d in replicas]
+            for t in threads:
+                t.start()
+            for i in range(60):
+                _record(reg.db, "push", f"r/{i % 3}")
+            with reg.db.read() as conn:
+                expected = [e.id for e in reversed(EventStore(conn).recent(1000))]
+            deadline = time.monotonic() + 30
+            while len(receiver.events()) < len(expected) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            for t in threads:
+                t.join(10)
+            for d in replicas:
+                d.close()
+    finally:
+        receiver.stop()
+    got = receiver.deliveries()
+    assert all(verify("k", body, h["x-dockyard-signature"]) for h, body in got)
+    assert [e["id"] for e in receiver.events()] == expected
