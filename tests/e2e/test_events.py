@@ -5,6 +5,8 @@ endpoint that stays down does not hold requests back."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -78,6 +80,13 @@ def test_every_event_arrives_signed_in_order(tmp_path, backend, database_url, re
             listing = c.get("/admin/v1/events", params={"limit": 1000}).json()
     finally:
         srv.stop()
+    cli = [sys.executable, "-m", "dockyard", "events", "--data-dir", str(srv.data_dir), "--limit", "3"]
+    env = {**srv.env, "DOCKYARD_DATABASE_URL": database_url}
+    out = subprocess.run(cli + ["--output", "json"], env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert [e["id"] for e in json.loads(out.stdout)["events"]] == sorted(outbox, reverse=True)[:3]
+    table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60).stdout
+    assert "purge" in table and "endpoint main: delivered" in table and "endpoint down: delivered 0" in table
     kinds = [e["kind"] for e in sorted(outbox.values(), key=lambda e: e["id"])]
     assert kinds.count("push") == 11 and kinds.count("delete") == 3
     assert kinds.count("restore") == 1 and kinds.count("purge") == 1

@@ -82,6 +82,8 @@ def test_hard_soft_shared_delete_collect_and_fsck(srv):
         assert err["detail"]["usage"] == 3 * KB and err["detail"]["requested"] == KB
         assert c.head(f"/v2/qa/team/y/blobs/{sha256(d)}").status_code == 404  # nothing changed
         assert _push(c, "qa/elsewhere", d).status_code == 201  # outside the namespace: no limit
+        r = c.post("/v2/qa/team/y/blobs/uploads/", params={"mount": sha256(d), "from": "qa/elsewhere"})
+        assert r.status_code == 403 and "quota team" in r.text  # a mount is refused alike
         assert _usage(c) == 3 * KB
         events = c.get("/admin/v1/events", params={"kind": "quota"}).json()["events"]
         assert len(events) == 1 and events[0]["quota"] == "team" and events[0]["usage"] == 2 * KB

@@ -170,3 +170,19 @@ def test_two_replicas_deliver_each_event_once(tmp_path):
     got = receiver.deliveries()
     assert all(verify("k", body, h["x-dockyard-signature"]) for h, body in got)
     assert [e["id"] for e in receiver.events()] == expected
+
+
+def test_the_trim_job_counts_drops_in_a_metric_and_logs(tmp_path, caplog):
+    from dockyard.api.webhooks import Trim
+    from tests.lifecycle_support import make_registry
+
+    hooks = {"hook": {"url": "http://127.0.0.1:9/never"}}
+    with make_registry(tmp_path, "sqlite", notifications=hooks, events_max=3) as reg:
+        with reg.db.write() as conn:
+            EventStore(conn).ensure_cursor("hook")
+        _record(reg.db, "push", "r/a", 5)
+        with caplog.at_level("WARNING"):
+            assert Trim(reg).run() == {"hook": 2}
+        assert reg.metrics.get("dockyard_events_dropped_total", endpoint="hook") == 2
+        assert "2 undelivered events dropped" in caplog.text
+        assert Trim(reg).run() == {}
