@@ -52,6 +52,7 @@ def charge(conn, reg, repo_id: int, digests: Mapping[str, int] | Iterable[str], 
     if not matching:
         return
     sizes = dict(digests) if isinstance(digests, Mapping) else store.sizes(digests)
+    store.hold_blobs(sizes)  # lock order: blob rows, then quota rows (the collector's order)
     for q in matching:  # name order: one lock order for every transaction
         usage = store.lock(q, now)
         faults.point("quotas.charge_locked")  # usage row held; the namespace's links not read yet

@@ -87,6 +87,15 @@ class QuotaStore:
             .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
             .where(repository_blobs.c.digest.in_(wanted), _in_namespace(q)).distinct()).scalars())
 
+    def hold_blobs(self, digests: Iterable[str]) -> None:
+        """Key-share lock the blob rows (digest order), as ``BlobStore.link`` does, before a
+        quota's row: the collector locks blob rows, then the quota's (to credit it), so a
+        mount or a restore taking the quota's row first could deadlock with it."""
+        wanted = sorted(set(digests))
+        if wanted:
+            self.conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest)
+                              .with_for_update(read=True, key_share=True))
+
     def sizes(self, digests: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(digests))
         if not wanted:
