@@ -67,7 +67,8 @@ def round_of(server, label: str, rnd: int, pushes: int, clients: int) -> tuple[f
                     if not todo:
                         return
                     i = todo.pop()
-                lat = push(c, f"bench/{label.replace(' ', '-')}/r{w}", f"r{rnd}-{i}", f"{label}-{rnd}-{i}-{os.getpid()}")
+                lat = push(c, f"bench/{label.replace(' ', '-')}/r{w}", f"r{rnd}-{i}",
+                           f"{label}-{rnd}-{i}-{os.getpid()}")
                 with lock:
                     latencies.append(lat)
 
