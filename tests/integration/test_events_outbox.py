@@ -186,3 +186,26 @@ def test_the_trim_job_counts_drops_in_a_metric_and_logs(tmp_path, caplog):
         assert reg.metrics.get("dockyard_events_dropped_total", endpoint="hook") == 2
         assert "2 undelivered events dropped" in caplog.text
         assert Trim(reg).run() == {}
+
+
+def test_prune_and_collection_runs_are_events(tmp_path):
+    from dockyard.lifecycle.collector import Collector
+    from dockyard.lifecycle.prune import Pruner
+    from dockyard.policies import Policy
+    from tests.lifecycle_support import make_registry, put_image
+
+    with make_registry(tmp_path, "sqlite", delayed_delete=False, gc_delay=0) as reg:
+        for i in range(3):
+            put_image(reg, "p/app", f"v{i}", f"seed-{i}")
+        Pruner(reg, Policy.parse("one", {"repositories": ["p/*"], "keep_recent": 1}), confirm=True,
+               actor="alice").run()
+        Pruner(reg, Policy.parse("one", {"repositories": ["p/*"], "keep_recent": 1})).run()  # a dry run: none
+        Collector.for_registry(reg).run()
+        with reg.db.read() as conn:
+            got = list(reversed(EventStore(conn).recent(100)))
+    kinds = [e.kind for e in got]
+    assert kinds == ["push"] * 3 + ["delete", "prune", "gc"]
+    delete, prune, gc = got[3:]
+    assert delete.repository == "p/app" and len(delete.payload["digests"]) == 2 and delete.actor == "alice"
+    assert prune.repository is None and prune.payload["policy"] == "one"
+    assert gc.payload["totals"]["objects"] > 0
