@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping
 
 from dockyard.access import Access, parse_groups, parse_rules
 from dockyard.policies import parse_policies
+from dockyard.events import parse_notifications
+from dockyard.quotas import parse_quotas
 from dockyard.values import ConfigError, parse_bool, parse_duration, parse_size  # noqa: F401 (the settings API)
 
 ENV_PREFIX = "DOCKYARD_"
@@ -261,6 +263,11 @@ SETTINGS: tuple[Setting, ...] = (
             "on listen, /metrics needs the pull role)"),
     Setting("groups", {}, parse_groups, "user groups for access rules (TOML [groups] table: name = [users]; JSON in the environment)"),
     Setting("access", (), parse_rules, "access rules: a role on repository globs for users/groups (TOML [[access]] tables; JSON in the environment)"),
+    Setting("notifications", {}, lambda v: parse_notifications(v), "event endpoints (TOML [notifications.NAME] tables: url, events, secret, timeout; or JSON)"),
+    Setting("notifications_interval", 1.0, parse_duration, "how often each endpoint's deliverer looks for new events"),
+    Setting("notifications_backoff_max", 300.0, parse_duration, "longest pause between retries of a failing endpoint (exponential from 0.5s)"),
+    Setting("events_max", 100000, int, "events kept in the outbox; undelivered ones beyond it are dropped, counted and logged"),
+    Setting("quotas", {}, lambda v: parse_quotas(v), "storage quotas (TOML [quotas.NAME] tables: repositories, hard, soft; or JSON)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -321,6 +328,11 @@ class Config:
     metrics_listen: str = ""
     groups: dict = field(default_factory=dict)
     access: tuple = ()
+    notifications: dict = field(default_factory=dict)
+    notifications_interval: float = 1.0
+    notifications_backoff_max: float = 300.0
+    events_max: int = 100000
+    quotas: dict = field(default_factory=dict)
 
     # ---- derived values -------------------------------------------------
     @property

@@ -74,6 +74,10 @@ HELP: dict[str, tuple] = {
                                            "(shared blobs count in each)", ("repository",)),
     "dockyard_upload_sessions": ("gauge", "open upload sessions"),
     "dockyard_upload_session_bytes": ("gauge", "bytes staged by open upload sessions"),
+    "dockyard_events_delivered_total": ("counter", "events delivered, by notification endpoint"),
+    "dockyard_events_delivery_failures_total": ("counter", "failed event deliveries (retried with backoff), by endpoint"),
+    "dockyard_events_dropped_total": ("counter", "undelivered events dropped by the outbox bound (events_max), by endpoint"),
+    "dockyard_quota_denied_total": ("counter", "pushes refused by a hard quota, by quota"),
 }
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

@@ -70,6 +70,8 @@ def test_token_flow_and_admin(auth_server):
     ("POST", "/admin/v1/trash/purge?reference=a@sha256:" + "0" * 64),
     ("GET", "/admin/v1/policies"), ("PUT", "/admin/v1/policies/x"), ("POST", "/admin/v1/prune?policy=x"),
     ("GET", "/admin/v1/prune/audit"), ("DELETE", "/admin/v1/repositories/a"), ("POST", "/admin/v1/fsck"),
+    ("GET", "/admin/v1/events"), ("GET", "/admin/v1/quotas"), ("GET", "/admin/v1/quotas/x"),
+    ("PUT", "/admin/v1/quotas/x"), ("DELETE", "/admin/v1/quotas/x"),
 ])
 def test_every_admin_call_needs_the_admin_role(auth_server, method, path):
     r = httpx.request(method, auth_server.url + path, auth=("bob", "bob-pw"))

@@ -36,6 +36,7 @@ RANK = {
     "api": 7,
     "server": 8, "cli": 9, "__main__": 10,
 }
+RANK.update({"events": 1, "quotas": 1})
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, dashboard, discovery, health, lifecycle, manifests, openapi, uploads
-from dockyard.api import mirror
+from dockyard.api import events, mirror, quotas, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
@@ -54,6 +54,11 @@ def routes() -> list[Route]:
         Route("/admin/v1/fsck", lifecycle.fsck_report, methods=["POST"]),
         Route("/admin/v1/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
+        Route("/admin/v1/events", events.list_events, methods=["GET"]),
+        Route("/admin/v1/quotas", quotas.list_quotas, methods=["GET"]),
+        Route("/admin/v1/quotas/{quota}", quotas.get_quota, methods=["GET"]),
+        Route("/admin/v1/quotas/{quota}", quotas.put_quota, methods=["PUT"]),
+        Route("/admin/v1/quotas/{quota}", quotas.delete_quota, methods=["DELETE"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
         *mirror.routes(),
@@ -64,7 +69,7 @@ def routes() -> list[Route]:
 def _lifespan(registry: Registry, background: bool):
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        runners = scheduled_jobs(registry) if background else []
+        runners = scheduled_jobs(registry) + webhooks.runners(registry) if background else []
         for r in runners:
             r.start()
         try:

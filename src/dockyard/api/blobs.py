@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from dockyard.lifecycle import deletes
 from dockyard.api import mirror
 from dockyard.api.auth import requires
-from dockyard.api.common import parse_uint, registry, repo_name, run
+from dockyard.api.common import actor, parse_uint, registry, repo_name, run
 from dockyard.api.streaming import iterate_in_thread
 from dockyard.errors import RegistryError
 from dockyard.registry import blobs
@@ -85,5 +85,6 @@ async def get_blob(request: Request) -> Response:
 
 @requires("push", "repository")
 async def delete_blob(request: Request) -> Response:
-    await run(deletes.unlink_blob, registry(request), repo_name(request), request.path_params["digest"])
+    await run(deletes.unlink_blob, registry(request), repo_name(request), request.path_params["digest"],
+              actor(request))
     return Response(status_code=202)

@@ -15,7 +15,9 @@ from dockyard.cli import remote
 from dockyard.cli.common import examples
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
-GROUPS: tuple = (remote, _mirror_cli)
+from dockyard.cli import events as _events  # noqa: E402
+
+GROUPS: tuple = (remote, _mirror_cli, _events)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

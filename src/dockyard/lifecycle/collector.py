@@ -47,18 +47,20 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Mapping
 
 from dockyard import faults
 from dockyard.clock import Clock
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database, retrying
+from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.stores import Stores
 from dockyard.meta.repositories import RepositoryStore
@@ -116,12 +118,15 @@ class GcOptions:
     def horizon(self) -> float:
         """How far ahead of now review entries are claimed (0 without ``grace``)."""
         return self.gc_delay - self.grace_period
+    quotas: Mapping = field(default_factory=dict)
+    """The configured storage quotas (those of the admin API are read from the database)."""
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> "GcOptions":
         opts = cls(gc_delay=cfg.gc_delay, upload_ttl=cfg.upload_ttl, delete_untagged=cfg.delete_untagged,
                    referrers_follow_subject=cfg.referrers_follow_subject, batch_size=cfg.gc_batch_size,
-                   workers=cfg.gc_workers, max_deletes_per_second=cfg.gc_max_deletes_per_second)
+                   workers=cfg.gc_workers, max_deletes_per_second=cfg.gc_max_deletes_per_second,
+                   quotas=cfg.quotas)
         return replace(opts, **overrides)
 
     @property
@@ -331,6 +336,7 @@ class Collector:
             report.add("links", 0, {"repository_id": pair[0], "digest": pair[1]})
         if apply and remove:
             q.blobs.delete_links(remove)
+            quotas.credit(conn, self.opts.quotas, remove, now)
             q.reviews.add_blobs([d for _, d in remove], now, "unlinked")
             q.reviews.add_repositories([r for r, _ in remove], now)
             for repo_id, digest in remove:
@@ -469,6 +475,8 @@ class Collector:
             q = Stores(conn)
             if worked:  # idle runs leave no history: a daemon's wake-ups would drown the rest
                 q.runs.record(self.job, report.started, self.clock.now(), report.dry_run, self.owner, data)
+                if not report.dry_run:
+                    EventStore(conn).record("gc", None, {"totals": data["totals"]}, self.clock.now(), self.owner)
             backlog = q.reviews.backlog(self.clock.now())
         for queue, counts in backlog.items():
             for state, n in counts.items():

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from dockyard import faults
 from dockyard.errors import RegistryError, blob_unknown, manifest_unknown, name_unknown
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.stores import Stores
 from dockyard.meta.manifests import ManifestStore
@@ -63,6 +65,7 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
                                           with_manifest=False)
             if cfg.delete_untagged:
                 Stores(conn).reviews.add_manifests([removed_tag.manifest_id], now + cfg.gc_delay, "untagged")
+            EventStore(conn).record("delete", name, {"tag": ref, "digest": removed_tag.digest}, now, actor)
             log.info("tag %s:%s deleted by %s", name, ref, actor or "-")
             return
         store = ManifestStore(conn)
@@ -77,11 +80,13 @@ def delete_manifest(reg, name: str, reference: str, actor: str | None = None) ->
         check_mutable(conn, cfg, name, tags.names_of(repo.id, [manifest.id]))
         removed = trash_manifests(conn, cfg, repo.id, [PurgeTarget(manifest.id, repo.id, manifest.digest)], now,
                                   actor)
+        EventStore(conn).record("delete", name, {"digest": manifest.digest, "tags": [t.name for t in removed],
+                                                 "purged": not cfg.delayed_delete}, now, actor)
     log.info("manifest %s@%s deleted by %s (tags: %s)%s", name, ref, actor or "-",
              ",".join(t.name for t in removed) or "none", "" if cfg.delayed_delete else ", purged")
 
 
-def unlink_blob(reg, name: str, digest: str) -> None:
+def unlink_blob(reg, name: str, digest: str, actor: str | None = None) -> None:
     """Remove the repository's link to the blob. The data stays for the collector."""
     d = str(check_digest(digest))
     with reg.db.write() as conn:
@@ -91,6 +96,8 @@ def unlink_blob(reg, name: str, digest: str) -> None:
         queue = Stores(conn)
         queue.reviews.add_blobs([d], reg.now() + reg.config.gc_delay, "unlinked")
         queue.reviews.add_repositories([repo.id], reg.now() + reg.config.gc_delay)
+        quotas.credit(conn, reg.config.quotas, [(repo.id, d)], reg.now())
+        EventStore(conn).record("delete", name, {"blob": d}, reg.now(), actor)
     log.info("unlinked blob %s from %s", d, name)
 
 
@@ -121,5 +128,7 @@ def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDel
         removed = trash_manifests(conn, cfg, repo.id, targets, now, actor)
         count = len(targets)
         RepositoryStore(conn).mark_deleted(repo.id, now)
+        EventStore(conn).record("delete", name, {"repository": True, "manifests": count, "tags": len(removed)},
+                                now, actor)
     log.info("repository %s deleted by %s: %d manifests, %d tags", name, actor or "-", count, len(removed))
     return RepositoryDeleted(name, count, len(removed))

@@ -30,6 +30,7 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from dockyard.clock import Clock
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.collector import GcOptions, collectable_manifests
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.db import Database
@@ -60,6 +61,8 @@ class FsckReport:
     unreviewed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNREVIEWED_KINDS, 0))
     unreviewed_items: list[dict] = field(default_factory=list)
     requeued: int = 0
+    quota_drift: list[dict] = field(default_factory=list)
+    """Quotas whose recorded usage differed from a recount of the links (fixed)."""
     duration: float = 0.0
     job = "fsck"
 
@@ -77,6 +80,7 @@ class FsckReport:
 def render(d: dict) -> str:
     """The table of an fsck report, from :meth:`FsckReport.as_dict` (local or from the admin API)."""
     verb = "deleted" if d["delete"] else "would delete (use --delete)"
+    drift = d.get("quota_drift") or []
     return "\n".join([
         f"storage objects scanned  {d['scanned_objects']}",
         f"blob rows checked        {d['scanned_rows']}",
@@ -87,6 +91,8 @@ def render(d: dict) -> str:
         f"corrupt blobs            {len(d['corrupt'])}",
         "unreferenced, no review  " + ", ".join(f"{k} {n}" for k, n in d["unreviewed"].items())
         + (f"; re-queued: {d['requeued']}" if d["requeue"] else "; not re-queued (--no-requeue)"),
+        "quota usage drift        " + (", ".join(f"{q['quota']} {q['recorded']} -> {q['exact']} (fixed)"
+                                                 for q in drift) or "none"),
     ])
 
 
@@ -112,6 +118,7 @@ class Fsck:
         self._walk(paths.UPLOADS, self._known_uploads)
         self._rows()
         self.check_references()
+        self.report.quota_drift = quotas.reconcile(self.db, self.gc.quotas, self.clock.now())
         self.report.duration = round(time.monotonic() - started, 3)
         return self.report
 

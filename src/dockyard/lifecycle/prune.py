@@ -22,6 +22,7 @@ from dockyard.lifecycle.inuse import InUse
 from dockyard.lifecycle.keep import Context, RepoFacts, keep_reasons, why_delete
 from dockyard.lifecycle.rules import immutable_rules
 from dockyard.meta.db import retrying
+from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.retention import RetentionStore
 from dockyard.policies import ImmutableRules, Policy
@@ -167,6 +168,8 @@ class Pruner:
                                                      self.inuse, immutable, now)
             if self.confirm and targets:
                 trash_manifests(conn, reg.config, repo_id, targets, now, self.actor or f"prune:{self.policy.name}")
+                EventStore(conn).record("delete", name, {"digests": [t.digest for t in targets],
+                                                         "policy": self.policy.name}, now, self.actor)
         return rp, targets, blob_refs
 
     def _bytes(self, candidates: dict, deleted_ids: set[int]) -> None:
@@ -190,6 +193,9 @@ class Pruner:
         with self.reg.db.write() as conn:
             RetentionStore(conn).audit(self.reg.now(), self.actor, self.policy.name, self.confirm, plan.totals,
                                        deleted if self.confirm else [])
+            if self.confirm:
+                EventStore(conn).record("prune", None, {"policy": self.policy.name, "totals": plan.totals},
+                                        self.reg.now(), self.actor)
         if self.confirm:
             for ref in deleted:
                 log.info("prune[%s]: deleted %s (to the trash)", self.policy.name, ref)

@@ -23,6 +23,7 @@ from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
 from dockyard.lifecycle.report import Report
 from dockyard.meta.db import Database, retrying
+from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.stores import Stores
 from dockyard.meta.schema import PENDING_DELETE
@@ -110,6 +111,10 @@ class Scrubber:
             # the links get the usual gc_delay: a push that saw a layer exist a moment ago
             # (HEAD, then manifest PUT) must still find it linked
             purge_manifests(conn, targets, now, self.opts.purge, actor="scrubber")
+            if targets:
+                EventStore(conn).record("purge", None, {"images": [{"repository_id": t.repository_id,
+                                                                    "digest": t.digest} for t in targets]},
+                                        now, "scrubber")
         for t in targets:
             report.add("images")
             log.info("scrub: purged %s from repository %d", t.digest, t.repository_id)

@@ -10,6 +10,8 @@ from dockyard.errors import Conflict, RegistryError
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.meta.blobs import BlobStore
+from dockyard.lifecycle import quotas
+from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.stores import Stores
 from dockyard.meta.manifests import ManifestStore
@@ -136,6 +138,8 @@ def restore(reg, text: str, actor: str | None = None) -> RestoreResult:
         Stores(conn).reviews.add_manifests(reviews, now + reg.config.gc_delay, "restored")
         if repo.deleted_at is not None:
             repos.ensure(ref.repository, now)
+        EventStore(conn).record("restore", ref.repository, {"reference": str(ref), "digest": result.digest,
+                                                            "tags": result.restored_tags}, now, actor)
     log.info("restored %s (tags %s; not restored: %s) by %s", result.reference, ",".join(result.restored_tags) or "-",
              "; ".join(f"{t} {why}" for t, why in result.skipped_tags.items()) or "-", actor or "-")
     return result
@@ -181,6 +185,7 @@ def _activate_tree(conn, reg, repo_id: int, manifest_id: int, digest: str, now: 
     refs = store.references(manifest_id)
     blobs = [d for k, d in refs if k == "blob"]
     if blobs:
+        quotas.charge(conn, reg, repo_id, blobs, now, enforce=False)  # restored content is not refused
         BlobStore(conn).link(repo_id, blobs, now)
     for kind, child in refs:
         if kind != "manifest":
@@ -224,6 +229,7 @@ def purge(reg, text: str, *, dry_run: bool = False, actor: str | None = None) ->
         if not dry_run:
             purge_manifests(conn, [PurgeTarget(row.id, repo.id, ref.digest)], now,
                             GcOptions.from_config(reg.config).purge, actor=actor)
+            EventStore(conn).record("purge", ref.repository, {"digest": ref.digest, "bytes": freed}, now, actor)
     if not dry_run:
         log.info("purged %s from the trash by %s (%d bytes to be freed)", text, actor or "-", freed)
     return PurgeResult(text, dry_run, freed, reg.config.gc_delay, reg.config.gc_interval)

@@ -316,3 +316,61 @@ repository_usage = Table(
     Index("ix_repository_usage_images", "images"),
     Index("ix_repository_usage_last_push", "last_push"),
 )
+
+# ---- events (the outbox) and notification endpoints ------------------------------------
+# Every change writes its event here in its own transaction. ``txid`` (PostgreSQL: the
+# writing transaction's id; SQLite: 0) orders delivery with ``id``: an endpoint's cursor
+# advances over (txid, id) and only past transactions older than every running one, so an
+# event committed late by a transaction that began early is never skipped.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("txid", BigInteger, nullable=False, default=0),
+    Column("at", Float, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("repository", String(255), nullable=True),
+    Column("actor", String(255), nullable=True),
+    Column("payload", Text, nullable=False),
+    Index("ix_event_outbox_order", "txid", "id"),
+)
+
+# One row per notification endpoint: how far it got (a cursor over the outbox), its retry
+# state, and which replica delivers to it now (a lease, claimed with SKIP LOCKED).
+event_endpoints = Table(
+    "event_endpoints",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("last_txid", BigInteger, nullable=False, default=0),
+    Column("last_id", BigInteger, nullable=False, default=0),
+    Column("delivered", BigInteger, nullable=False, default=0),
+    Column("dropped", BigInteger, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("last_delivered_at", Float, nullable=True),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Float, nullable=True),
+)
+
+# Storage quotas: those declared through the admin API (the configuration file declares
+# others), and the bytes each quota's namespace holds (a blob counted once per namespace).
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repositories", String(255), nullable=False),
+    Column("hard", BigInteger, nullable=False),
+    Column("soft", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(255), nullable=True),
+)
+
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("repositories", String(255), nullable=False),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
+)

@@ -6,6 +6,7 @@ import logging
 from typing import Iterator
 
 from dockyard.errors import RangeNotSatisfiable, blob_unknown
+from dockyard.lifecycle import quotas
 from dockyard.meta.blobs import Blob, BlobStore, get_linked_by_name
 from dockyard.meta.db import DatabaseConflict, DatabaseUnavailable
 from dockyard.meta.stores import Stores
@@ -80,6 +81,7 @@ def mount(reg: Registry, name: str, digest: str, from_name: str | None) -> Blob 
         if blob is None:
             return None
         repo = RepositoryStore(conn).ensure(name, reg.now())
+        quotas.charge(conn, reg, repo.id, {d: blob.size}, reg.now())
         store.link(repo.id, [d], reg.now())
         Stores(conn).reviews.add_links(repo.id, [d], reg.now() + reg.config.gc_delay, "mounted")
     return blob

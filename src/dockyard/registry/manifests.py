@@ -7,8 +7,10 @@ import logging
 from dataclasses import dataclass
 
 from dockyard.errors import RegistryError, digest_invalid, manifest_unknown
+from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deletes import check_mutable
 from dockyard.meta.blobs import BlobStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.stores import Stores
 from dockyard.meta.trash import TrashStore
 from dockyard.meta.manifests import Manifest, ManifestStore
@@ -91,6 +93,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
     now = reg.now()
     with reg.db.write() as conn:
         repo = RepositoryStore(conn).ensure(name, now)
+        quotas.check_room(conn, reg, name)
         have = BlobStore(conn).linked_among(repo.id, (d.digest for d in parsed.blobs))
         missing = [d.digest for d in parsed.blobs if d.digest not in have]
         if missing:
@@ -116,5 +119,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
                 queue.reviews.add_manifests([previous], now + reg.config.gc_delay, "untagged")
         elif reg.config.delete_untagged or parsed.subject is not None:
             queue.reviews.add_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
+        EventStore(conn).record("push", name, {"digest": digest, "tag": tag, "media_type": manifest.media_type,
+                                               "size": len(payload)}, now, actor)
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 
 from dockyard import faults
 from dockyard.errors import Conflict, RegistryError, Unavailable, UploadOutOfOrder, digest_invalid, upload_unknown
+from dockyard.lifecycle import quotas
 from dockyard.meta.blobs import Blob, BlobStore
 from dockyard.meta.db import retrying
 from dockyard.meta.stores import Stores
@@ -366,6 +367,7 @@ def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> t
             store.recommit(digest, upload.size)
         if not UploadStore(conn).delete_claimed(upload.id, claim.token):
             raise _lost(upload.id)
+        quotas.charge(conn, reg, upload.repository_id, {digest: upload.size}, now)
         store.link(upload.repository_id, [digest], now, locked=held)
         if ready:  # the registry already holds these bytes: the staged copy goes
             queue.tombstones.add([_upload_tombstone(upload, now)])

@@ -1,13 +1,13 @@
 """Storage usage over time (the dashboard): usage_samples, and repository_usage to sort by
 
-Revision ID: 0012
+Revision ID: 0008
 Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0012'
+revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None
