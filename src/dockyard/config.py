@@ -216,6 +216,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_cert", "", str, "PEM certificate (chain) to serve HTTPS with; needs tls_key"),
     Setting("tls_key", "", str, "PEM private key of tls_cert"),
     Setting("tls_client_ca", "", str, "PEM CA bundle: clients must present a certificate it signed (mutual TLS)"),
+    Setting("host_down_after", 60.0, parse_duration, "a host (dockyard agent) not heard from for this long shows as down"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -268,6 +269,7 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    host_down_after: float = 60.0
 
     # ---- derived values -------------------------------------------------
     @property

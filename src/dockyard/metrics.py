@@ -12,6 +12,8 @@ HELP = {
     "dockyard_gc_backlog": ("gauge", "review queue entries, by queue and whether they are due"),
     "dockyard_gc_run_seconds_sum": ("counter", "time spent in collector runs"),
     "dockyard_gc_runs_total": ("counter", "collector runs"),
+    "dockyard_host_images": ("gauge", "images a host holds, by host (its last inventory)"),
+    "dockyard_host_work_total": ("counter", "host work confirmed, by kind (pull, delete) and result"),
 }
 
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
+from dockyard.api import hosts
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
@@ -53,6 +54,7 @@ def routes() -> list[Route]:
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
+        *hosts.routes(),
     ]
 
 

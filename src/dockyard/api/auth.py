@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, Response
 
 from dockyard.config import Config, ConfigError
 from dockyard.errors import RegistryError
+from dockyard.hosts import service as hosts_service
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?
 class Identity:
     user: str | None
     role: str
+    host: str | None = None
+    """Set for a host credential (``dockyard host add``): it may pull, and call its own host's routes."""
 
     def allows(self, role: str) -> bool:
         return RANK[self.role] >= RANK[role]
@@ -336,11 +339,18 @@ class Authenticator:
     # ---- per request -----------------------------------------------------
     async def authenticate(self, request: Request) -> Identity:
         """Who sent the request, from its Authorization header (basic or bearer)."""
-        if not self.enabled:
-            return self.anonymous
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
+        if scheme == "bearer" and value.strip().startswith(hosts_service.TOKEN_PREFIX):
+            # a host credential is checked with or without auth_htpasswd: a revoked one is refused
+            name = await anyio.to_thread.run_sync(hosts_service.host_for_token, request.app.state.registry,
+                                                  value.strip())
+            if name is None:
+                raise self.challenge(request, "unknown or revoked host credential")
+            return Identity(f"host:{name}", "pull", name)
+        if not self.enabled:
+            return self.anonymous
         if scheme == "basic":
             creds = self._basic(value.strip())
             if creds and await self.verify(self.client_address(request), *creds):

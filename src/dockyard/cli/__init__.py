@@ -12,6 +12,8 @@ from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _o
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
 GROUPS: tuple = ()
+from dockyard.cli import agent as _agent, hosts as _hosts  # noqa: E402
+GROUPS += (_hosts, _agent)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

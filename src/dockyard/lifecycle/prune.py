@@ -22,6 +22,8 @@ from dockyard.lifecycle.inuse import InUse
 from dockyard.policies import ImmutableRules, Policy
 from dockyard.meta.db import retrying
 from dockyard.meta.gc import PurgeTarget
+from dockyard.meta.hosts import HostStore
+from dockyard.oci.references import ImageRef
 from dockyard.meta.retention import ManifestFacts, RetentionStore
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,9 @@ class Pruner:
         with reg.db.read() as conn:
             repos = RetentionStore(conn).repositories()
             immutable = immutable_rules(conn, reg.config)
+            host_refs = [ImageRef(None, repo, None, digest) for repo, digest, _, _ in HostStore(conn).in_use()]
+        # images a container on some host uses (dockyard agent inventories) are in use too
+        self.inuse = InUse(self.inuse.refs + host_refs, self.inuse.invalid)
         for repo_id, name in repos:
             if not self.policy.applies_to(name) or (self.repository and name != self.repository):
                 continue
