@@ -1,8 +1,9 @@
 """``dockyard agent``: keeps one compute host's images and reports them to the registry.
 
-One loop, one thread: every ``poll_interval`` it heartbeats, takes its pending work (pull or
-delete of one image) from the registry, does it and confirms it; it reports its inventory
-after any change and every ``inventory_interval``; it runs the cleanup every
+One loop, one thread: it heartbeats every ``poll_interval``, and long-polls the registry for
+its pending work (pull or delete of one image; the poll answers as soon as there is some, or
+after ``poll_interval``), does it and confirms it; it reports its inventory
+every ``inventory_interval`` and after a cleanup removed images; it runs the cleanup every
 ``cleanup_interval``. Work is confirmed only once done, so an agent killed in the middle, or
 a host down for a while, simply does it (again) when it is back: pulls and deletes are
 idempotent. Temporaries left by a crash are removed when it starts.
@@ -39,7 +40,7 @@ class Agent:
         self.unmanaged_min_age = unmanaged_min_age
         self.address = address
         self.clock = clock
-        self._next_inventory = 0.0
+        self._next_inventory = self._next_heartbeat = 0.0
         self._next_cleanup = clock() + cleanup_interval
         self.stopping = threading.Event()
 
@@ -52,19 +53,22 @@ class Agent:
         self.start()
         while not self.stopping.is_set():
             try:
-                self.step()
+                self.step(wait=self.poll_interval)
             except (httpx.HTTPError, RegistryRefused) as exc:  # registry away or refusing: try again later
                 log.warning("registry: %s", exc)
-                self._next_inventory = 0.0
-            self.stopping.wait(self.poll_interval)
+                self._next_inventory = self._next_heartbeat = 0.0
+                self.stopping.wait(self.poll_interval)
 
-    def step(self) -> None:
-        self.client.heartbeat(self.address, __version__)
+    def step(self, wait: float = 0.0) -> None:
+        """One round: heartbeat (when due), work (waiting up to ``wait`` for some), cleanup and
+        inventory when due."""
+        if self.clock() >= self._next_heartbeat:
+            self.client.heartbeat(self.address, __version__)
+            self._next_heartbeat = self.clock() + self.poll_interval
         changed = False
-        work = self.client.poll()
-        if work:
+        work = self.client.poll(wait)
+        if work:  # the confirmation updates the registry's rows: no inventory needed for it
             self.client.confirm([self.do(w) for w in work])
-            changed = True
         if self.clock() >= self._next_cleanup:
             self._next_cleanup = self.clock() + self.cleanup_interval
             report = self.cleanup(dry_run=False)

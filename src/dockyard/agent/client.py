@@ -55,8 +55,10 @@ class RegistryClient:
     def heartbeat(self, address: str | None, version: str) -> None:
         _check(self.http.post(f"{self.base}/heartbeat", json={"address": address, "version": version}))
 
-    def poll(self) -> list[dict]:
-        return _check(self.http.get(f"{self.base}/work")).json()["work"]
+    def poll(self, wait: float = 0.0) -> list[dict]:
+        """Pending work; with ``wait`` a long poll that answers as soon as there is some."""
+        return _check(self.http.get(f"{self.base}/work", params={"wait": f"{wait:g}"},
+                                    timeout=self.http.timeout.read + wait)).json()["work"]
 
     def confirm(self, results: list[dict]) -> dict:
         return _check(self.http.post(f"{self.base}/work/results", json={"results": results})).json()

@@ -11,6 +11,7 @@ import functools
 import json
 from typing import Awaitable, Callable
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -120,6 +121,9 @@ async def queue_work(request: Request) -> Response:
     report = await run(service.request, registry(request), request.path_params["host"],
                        request.query_params.get("kind", ""), request.query_params.get("reference", ""),
                        actor(request), dry_run=_flag(request, "dry_run"))
+    event = _signals(request).pop(request.path_params["host"], None)
+    if event is not None:
+        event.set()  # a long poll of that host waiting in this process answers now
     return JSONResponse(report, status_code=200 if report["dry_run"] else 202)
 
 
@@ -166,9 +170,35 @@ async def inventory(request: Request) -> Response:
     return JSONResponse(await run(service.inventory, registry(request), request.path_params["host"], items))
 
 
+MAX_WAIT = 30.0
+RECHECK = 0.5  # while a poll waits, the queue is read again this often (work queued by another process)
+
+
+def _signals(request: Request) -> dict:
+    if not hasattr(request.app.state, "host_signals"):
+        request.app.state.host_signals = {}
+    return request.app.state.host_signals
+
+
 @host_call
 async def poll_work(request: Request) -> Response:
-    return JSONResponse({"work": await run(service.poll, registry(request), request.path_params["host"])})
+    """``GET /admin/v1/hosts/HOST/work?wait=5``: the host's pending work; with ``wait`` (seconds, at
+    most 30) a long poll that answers as soon as there is some (work queued through this process
+    wakes it at once; otherwise the queue is read again every half second)."""
+    name = request.path_params["host"]
+    try:
+        wait = min(MAX_WAIT, max(0.0, float(request.query_params.get("wait", "0"))))
+    except ValueError as exc:
+        raise _bad("wait must be a number of seconds") from exc
+    deadline = anyio.current_time() + wait
+    while True:
+        work = await run(service.poll, registry(request), name)
+        left = deadline - anyio.current_time()
+        if work or left <= 0:
+            return JSONResponse({"work": work})
+        event = _signals(request).setdefault(name, anyio.Event())
+        with anyio.move_on_after(min(left, RECHECK)):
+            await event.wait()
 
 
 @host_call

@@ -136,8 +136,7 @@ def request(reg, name: str, kind: str, reference: str, actor: str | None, *, dry
                 raise RegistryError("MANIFEST_UNKNOWN", "manifest unknown", {"reference": reference})
             held = []
         else:
-            held = [i for i in store.images(name) if i.repository == ref.repository
-                    and (i.digest == ref.digest if ref.digest else i.tag == (ref.tag or "latest"))]
+            held = store.find(name, ref.repository, digest=ref.digest, tag=ref.tag or "latest")
             if not held:
                 raise RegistryError("MANIFEST_UNKNOWN", "the host holds no such image", {"host": name,
                                     "reference": reference})

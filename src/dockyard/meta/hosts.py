@@ -88,7 +88,9 @@ class HostStore:
         return row.name if row else None
 
     def get(self, name: str) -> Host | None:
-        return next(iter(self.list(name)), None)
+        """The host row alone (no image counts: this runs on every call a host makes)."""
+        r = self.conn.execute(select(hosts).where(hosts.c.name == name)).first()
+        return None if r is None else Host(r.name, r.state, r.address, r.version, r.created_at, r.last_seen)
 
     def list(self, name: str | None = None) -> list[Host]:
         counts = (select(host_images.c.host, func.count().label("n"), func.sum(host_images.c.bytes).label("b"))
@@ -150,6 +152,12 @@ class HostStore:
             self.conn.execute(delete(host_images).where(host_images.c.host == name,
                                                         host_images.c.digest.in_(gone[i:i + _IN_CHUNK])))
         return {"images": len(seen), "added": len(new), "updated": len(changed), "removed": len(gone)}
+
+    def find(self, name: str, repository: str, *, digest: str | None = None, tag: str | None = None) -> list[HostImage]:
+        """The host's images of ``repository`` with that digest (or tag)."""
+        stmt = select(host_images).where(host_images.c.host == name, host_images.c.repository == repository,
+                                         (host_images.c.digest == digest) if digest else (host_images.c.tag == tag))
+        return [_image(r) for r in self.conn.execute(stmt)]
 
     def put_image(self, name: str, item: dict, managed: bool) -> None:
         """One image a host confirmed it holds (a managed pull)."""
