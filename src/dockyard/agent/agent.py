@@ -12,6 +12,8 @@ idempotent. Temporaries left by a crash are removed when it starts.
 from __future__ import annotations
 
 import logging
+import subprocess
+import tarfile
 import threading
 import time
 from typing import Callable, Iterator
@@ -90,7 +92,7 @@ class Agent:
             image = self.pull(work["repository"], work["reference"], managed=True) if work["kind"] == "pull" \
                 else self.delete(work["reference"])
             return {"id": work["id"], "ok": True, "image": image}
-        except (RuntimeRefused, DigestMismatch, ValueError, OSError) as exc:
+        except (RuntimeRefused, DigestMismatch, ValueError, OSError, tarfile.TarError, subprocess.SubprocessError) as exc:
             log.warning("%s %s@%s failed: %s", work["kind"], work["repository"], work["reference"], exc)
             return {"id": work["id"], "ok": False, "error": str(exc)}
         except RegistryRefused as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from dockyard import faults
 from dockyard.agent.files import ImagesDir, remove, size
 from dockyard.agent.runtime import Runtime, RuntimeRefused
 
@@ -73,6 +74,7 @@ def cleanup(files: ImagesDir, runtime: Runtime, now: float, min_age: float, *, d
         report.images.append({"repository": img.repository, "tag": img.tag, "digest": img.digest,
                               "bytes": img.bytes + (size(tar) if tar.exists() else 0),
                               "reason": f"unmanaged, unused for {now - since:.0f}s (min age {min_age:.0f}s)"})
+    faults.point("agent.cleanup_planned")
     if not dry_run:
         for img, entry in zip(list(doomed), list(report.images)):
             try:

@@ -215,4 +215,6 @@ def delete_in_registry(reg, reference: str, actor: str | None, *, dry_run: bool 
     if not dry_run:
         deletes.delete_manifest(reg, ref.repository, ref.digest or ref.tag or "latest", actor)
     return {"reference": reference, "repository": ref.repository, "digest": digest, "deleted": not dry_run,
+            "what": "image (to the trash)" if ref.digest else "tag (the image stays while other tags or "
+                                                             "the collector's rules keep it)",
             "dry_run": dry_run, "hosts_holding": holders}
