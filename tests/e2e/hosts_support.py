@@ -32,7 +32,7 @@ def add_host(server: ServerProcess, name: str) -> str:
     return cli_json(server, "host", "add", name)["token"]
 
 
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()

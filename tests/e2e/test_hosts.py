@@ -129,7 +129,7 @@ def test_unmanaged_images_inventory_and_periodic_cleanup(fleet):
     assert report["bytes"] == report["images"][0]["bytes"] + 1010 and junk.exists() and stale.exists()
     h3.start()
     key = old_digest.replace(":", "-")
-    wait_for(lambda: image_row(server, "h3", old_digest) is None, timeout=15, what="cleanup of the old image")
+    wait_for(lambda: image_row(server, "h3", old_digest) is None, timeout=60, what="cleanup of the old image")
     assert not (h3.images_dir / "tars" / f"{key}.tar").exists() and not (h3.images_dir / "runtime" / key).exists()
     assert not junk.exists() and not stale.exists()
     kept = image_row(server, "h3", used_digest)
@@ -235,3 +235,22 @@ def test_agent_killed_mid_pull_and_mid_delete(fleet):
     wait_for(lambda: image_row(server, "h2", digest) is None, what="the delete to finish after restart")
     assert [f for f in files_under(agent.images_dir) if key in f] == []
     assert files_under(agent.images_dir / "tmp") == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000 + b"\n", b'{"repository": "team/a", "digest": "x"}\n',
+                                  b'{"repository": "team/a", "digest": "sha256:' + b"a" * 64 + b'", "bytes": -1}\n',
+                                  b'{"repository": "team/a", "digest": "sha256:' + b"a" * 64 + b'", "containers": 5}\n',
+                                  b"not json\n", b"[1]\n"])
+def test_bad_inventories_get_a_400(fleet, body):
+    server, agents = fleet
+    before = {i["digest"] for i in host_images(server, "h3")["images"]}
+    r = httpx.put(f"{server.url}/admin/v1/hosts/h3/inventory", content=body,
+                  headers={"Authorization": f"Bearer {agents['h3'].token}"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] in ("UNSUPPORTED", "DIGEST_INVALID"), r.text
+    assert {i["digest"] for i in host_images(server, "h3")["images"]} == before
+    for bad in ({"results": "x"}, {"results": [{"id": "1"}]}, [1]):
+        r = httpx.post(f"{server.url}/admin/v1/hosts/h3/work/results", json=bad,
+                       headers={"Authorization": f"Bearer {agents['h3'].token}"})
+        assert r.status_code == 400, r.text
+    r = httpx.get(f"{server.url}/admin/v1/hosts/h3/work", params={"wait": "soon"})
+    assert r.status_code == 400

@@ -8,7 +8,6 @@ that host's credential, never another host's.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Awaitable, Callable
 
 import anyio
@@ -20,6 +19,7 @@ from dockyard.api.common import actor, registry, run
 from dockyard.api.lifecycle import _flag
 from dockyard.errors import RegistryError
 from dockyard.hosts import service
+from dockyard.oci.manifest import loads_bounded
 from dockyard.oci.names import is_valid_name, is_valid_tag
 from dockyard.validate import check_digest
 
@@ -64,7 +64,7 @@ async def _json(request: Request, limit: int = 16 * 1024 * 1024):
     if len(body) > limit:
         raise _bad("too large")
     try:
-        return json.loads(body or b"{}")
+        return loads_bounded(body or b"{}")
     except ValueError as exc:
         raise _bad("not JSON") from exc
 
@@ -164,7 +164,7 @@ async def inventory(request: Request) -> Response:
     for line in bytes(body).splitlines():
         if line.strip():
             try:
-                items.append(check_image(json.loads(line)))
+                items.append(check_image(loads_bounded(line)))
             except ValueError as exc:
                 raise _bad("a line is not JSON") from exc
     return JSONResponse(await run(service.inventory, registry(request), request.path_params["host"], items))

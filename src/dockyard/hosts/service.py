@@ -144,7 +144,8 @@ def request(reg, name: str, kind: str, reference: str, actor: str | None, *, dry
         report = {"host": name, "kind": kind, "repository": ref.repository, "reference": target,
                   "dry_run": dry_run, "bytes": sum(i.bytes for i in held)}
         if not dry_run:
-            report["id"] = store.enqueue(name, kind, ref.repository, target, reg.now(), actor)
+            report["queued_at"] = reg.now()
+            report["id"] = store.enqueue(name, kind, ref.repository, target, report["queued_at"], actor)
             report["state"] = PENDING
     if not dry_run:
         log.info("host %s: %s %s@%s queued by %s", name, kind, ref.repository, target, actor or "-")
