@@ -71,8 +71,13 @@ def test_work_leaves_only_when_confirmed_and_failures_stay(reg):
     with pytest.raises(RegistryError) as e:
         service.request(reg, "h1", "delete", "team/app:v1", None)  # the host holds nothing yet
     assert e.value.code == "MANIFEST_UNKNOWN"
+    with pytest.raises(RegistryError) as e:
+        service.request(reg, "h1", "pull", "team/app@sha256:" + "9" * 64, None)
+    assert e.value.code == "MANIFEST_UNKNOWN"
+    assert service.request(reg, "h2", "pull", f"team/app@{digest}", None)["kind"] == "pull"
     pull = service.request(reg, "h1", "pull", "team/app:v1", "admin")
-    assert [w["id"] for w in service.poll(reg, "h1")] == [pull["id"]] and service.poll(reg, "h2") == []
+    assert [w["id"] for w in service.poll(reg, "h1")] == [pull["id"]]
+    assert [w["reference"] for w in service.poll(reg, "h2")] == [digest]  # each host its own work
     assert service.confirm(reg, "h2", [{"id": pull["id"], "ok": True, "image": _image(digest)}])["done"] == 0
     service.confirm(reg, "h1", [{"id": pull["id"], "ok": True, "image": _image(digest)}])
     assert service.poll(reg, "h1") == []

@@ -132,7 +132,8 @@ def request(reg, name: str, kind: str, reference: str, actor: str | None, *, dry
         store = HostStore(conn)
         if kind == "pull":
             target = ref.digest or ref.tag or "latest"
-            if not ref.digest and store.tagged_digest(ref.repository, target) is None:
+            if (store.tagged_digest(ref.repository, target) is None if not ref.digest
+                    else not store.has_manifest(ref.repository, ref.digest)):
                 raise RegistryError("MANIFEST_UNKNOWN", "manifest unknown", {"reference": reference})
             held = []
         else:

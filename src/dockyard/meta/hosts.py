@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from dockyard.meta.schema import host_images, host_work, hosts, manifests, repositories, tags
+from dockyard.meta.schema import ACTIVE as MANIFEST_ACTIVE, host_images, host_work, hosts, manifests, repositories, tags
 
 ACTIVE = "active"
 REVOKED = "revoked"
@@ -182,6 +182,13 @@ class HostStore:
             select(manifests.c.digest).select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)
                                                    .join(repositories, repositories.c.id == tags.c.repository_id))
             .where(repositories.c.name == repository, tags.c.name == tag)).scalar()
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        """Whether ``repository@digest`` is an active manifest in the registry."""
+        return self.conn.execute(
+            select(manifests.c.id).select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+            .where(repositories.c.name == repository, manifests.c.digest == digest, manifests.c.state == MANIFEST_ACTIVE)
+        ).first() is not None
 
     def in_use(self) -> Iterator[tuple[str, str, str | None, str]]:
         """(repository, digest, tag, host) of every image a container on some host uses."""
