@@ -118,6 +118,7 @@ def test_unmanaged_images_inventory_and_periodic_cleanup(fleet):
     (h3.images_dir / "containers" / "c-old.json").unlink()  # the container goes; its image is unused now
     junk = h3.images_dir / "tars" / "sha256-0000.tar"
     junk.write_bytes(b"x" * 1000)
+    os.utime(junk, (time.time() - 3600, time.time() - 3600))
     stale = h3.images_dir / "tmp" / "stale-from-a-crash"
     stale.write_bytes(b"y" * 10)
     os.utime(stale, (time.time() - 3600, time.time() - 3600))

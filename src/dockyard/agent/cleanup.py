@@ -4,8 +4,8 @@
   --host``) that no container has used for ``unmanaged_min_age``: the runtime image, its tar
   and its record. Never one a container uses (the runtime refuses, and it is checked first);
   never a managed image (only an explicit delete removes one).
-- Residual files no image owns: tars and records of images the runtime no longer holds, and
-  temporaries in ``tmp/`` older than :data:`TEMP_GRACE`.
+- Residual files no image owns, older than :data:`TEMP_GRACE`: tars and records of images the
+  runtime does not hold, and temporaries in ``tmp/``.
 
 A dry run lists the same and the bytes, and removes nothing. One log line per object removed.
 """
@@ -21,7 +21,9 @@ from dockyard.agent.runtime import Runtime, RuntimeRefused
 
 log = logging.getLogger(__name__)
 TEMP_GRACE = 600.0
-"""Temporaries younger than this are left alone (the agent removes all of them when it starts)."""
+"""Residual files younger than this are left alone: a pull beside the agent (``dockyard agent
+create-container``) installs its tar before the runtime loads it. The agent removes every
+temporary when it starts."""
 
 
 def _mtime(path) -> float:
@@ -88,15 +90,16 @@ def cleanup(files: ImagesDir, runtime: Runtime, now: float, min_age: float, *, d
             held.discard(img.digest)
             log.info("cleanup: removed unmanaged image %s@%s (%d bytes)", img.repository, img.digest, entry["bytes"])
     gone = {i["digest"] for i in report.images}
+    young = lambda path: now - _mtime(path) < TEMP_GRACE  # noqa: E731 (a pull or load may be under way)
     for digest, path in files.tar_files():
-        if digest is None or (digest not in held and digest not in gone):
+        if (digest is None or (digest not in held and digest not in gone)) and not young(path):
             report.files.append({"path": str(path), "bytes": size(path), "reason": "tar of no image"})
     for digest, path in files.records():
-        if digest not in held and digest not in gone:
+        if digest not in held and digest not in gone and not young(path):
             report.files.append({"path": str(path), "bytes": size(path), "reason": "record of no image"})
     for path, n in files.temporaries():
-        if now - _mtime(path) < TEMP_GRACE:
-            continue  # a pull or load in progress (e.g. dockyard agent create-container beside the agent)
+        if young(path):
+            continue
         report.files.append({"path": str(path), "bytes": n, "reason": "temporary"})
     if not dry_run:
         for f in report.files:
