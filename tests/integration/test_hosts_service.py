@@ -115,3 +115,4 @@ def test_registry_delete_lists_host_copies_and_prune_keeps_host_in_use(reg):
     report = service.delete_in_registry(reg, f"team/app@{used}", "admin")
     assert report["hosts_holding"] == ["h1", "h2"] and report["deleted"]
     assert len(service.host_images(reg, "h1")["images"]) == 1  # host copies are never touched
+    assert deletes.delete_repository(reg, "team/app").hosts_holding == ("h1", "h2")

@@ -17,6 +17,7 @@ from dockyard.errors import RegistryError, blob_unknown, manifest_unknown, name_
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
+from dockyard.meta.hosts import HostStore
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.gc import PurgeTarget, QueueStore
 from dockyard.meta.manifests import ManifestStore
@@ -98,6 +99,9 @@ class RepositoryDeleted:
     name: str
     manifests: int
     tags: int
+    hosts_holding: tuple[str, ...] = ()
+    """Hosts (dockyard agent) whose last inventory still holds an image of the repository: never
+    deleted by this, never left unaccounted for."""
 
 
 def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDeleted:
@@ -120,5 +124,7 @@ def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDel
         removed = trash_manifests(conn, cfg, repo.id, targets, now, actor)
         count = len(targets)
         RepositoryStore(conn).mark_deleted(repo.id, now)
-    log.info("repository %s deleted by %s: %d manifests, %d tags", name, actor or "-", count, len(removed))
-    return RepositoryDeleted(name, count, len(removed))
+        holders = tuple(HostStore(conn).holders_of_repository(name))
+    log.info("repository %s deleted by %s: %d manifests, %d tags%s", name, actor or "-", count, len(removed),
+             f"; hosts still holding images of it: {', '.join(holders)}" if holders else "")
+    return RepositoryDeleted(name, count, len(removed), holders)

@@ -176,6 +176,11 @@ class HostStore:
             select(host_images.c.host).where(host_images.c.repository == repository, host_images.c.digest == digest)
             .order_by(host_images.c.host))]
 
+    def holders_of_repository(self, repository: str) -> list[str]:
+        return [r.host for r in self.conn.execute(
+            select(host_images.c.host).where(host_images.c.repository == repository).distinct()
+            .order_by(host_images.c.host))]
+
     def tagged_digest(self, repository: str, tag: str) -> str | None:
         """The digest ``repository:tag`` names in the registry now (None: no such tag)."""
         return self.conn.execute(
