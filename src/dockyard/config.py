@@ -268,6 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notifications_backoff_max", 300.0, parse_duration, "longest pause between retries of a failing endpoint (exponential from 0.5s)"),
     Setting("events_max", 100000, int, "events kept in the outbox; undelivered ones beyond it are dropped, counted and logged"),
     Setting("quotas", {}, lambda v: parse_quotas(v), "storage quotas (TOML [quotas.NAME] tables: repositories, hard, soft; or JSON)"),
+    Setting("host_down_after", 60.0, parse_duration, "a host (dockyard agent) not heard from for this long shows as down"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -333,6 +334,7 @@ class Config:
     notifications_backoff_max: float = 300.0
     events_max: int = 100000
     quotas: dict = field(default_factory=dict)
+    host_down_after: float = 60.0
 
     # ---- derived values -------------------------------------------------
     @property

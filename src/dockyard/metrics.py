@@ -78,6 +78,8 @@ HELP: dict[str, tuple] = {
     "dockyard_events_delivery_failures_total": ("counter", "failed event deliveries (retried with backoff), by endpoint"),
     "dockyard_events_dropped_total": ("counter", "undelivered events dropped by the outbox bound (events_max), by endpoint"),
     "dockyard_quota_denied_total": ("counter", "pushes refused by a hard quota, by quota"),
+    "dockyard_host_images": ("gauge", "images a host holds, by host (its last inventory)"),
+    "dockyard_host_work_total": ("counter", "host work confirmed, by kind (pull, delete) and result"),
 }
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

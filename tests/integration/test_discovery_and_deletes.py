@@ -136,7 +136,7 @@ def test_delete_repository(client, repo):
     digest, _, blobs = push_image(client, repo, "v1", "repo-del")
     r = client.delete(f"/admin/v1/repositories/{repo}")
     assert r.status_code == 202
-    assert r.json() == {"name": repo, "manifests": 1, "tags": 1}
+    assert r.json() == {"name": repo, "manifests": 1, "tags": 1, "hosts_holding": []}
     assert repo not in client.get("/v2/_catalog").json()["repositories"]
     assert client.get(f"/v2/{repo}/tags/list").status_code == 404
     assert client.get(f"/v2/{repo}/manifests/{digest}").status_code == 404

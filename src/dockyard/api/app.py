@@ -11,7 +11,7 @@ from starlette.routing import Route
 from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, dashboard, discovery, health, lifecycle, manifests, openapi, uploads
-from dockyard.api import events, mirror, quotas, webhooks
+from dockyard.api import events, hosts, mirror, quotas, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
@@ -63,6 +63,7 @@ def routes() -> list[Route]:
         Route("/readyz", health.readyz, methods=["GET"]),
         *mirror.routes(),
         *dashboard.routes(),
+        *hosts.routes(),
     ]
 
 

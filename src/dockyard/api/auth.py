@@ -59,6 +59,7 @@ from starlette.responses import JSONResponse, Response
 from dockyard import access
 from dockyard.config import Config, ConfigError
 from dockyard.errors import RegistryError
+from dockyard.hosts import service as hosts_service
 from dockyard.oci.names import is_valid_name
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Identity:
     role: str
     policy: access.Access | None = None
     granted: Mapping[str, str] | None = None
+    host: str | None = None
+    """Set for a host credential (``dockyard host add``): it may pull, and call its own host's routes."""
 
     def role_on(self, repository: str | None) -> str:
         """The role held on ``repository`` (None: the global role, what /admin needs)."""
@@ -423,12 +426,19 @@ class Authenticator:
     # ---- per request -----------------------------------------------------
     async def authenticate(self, request: Request) -> Identity:
         """Who sent the request, from its Authorization header (basic or bearer)."""
-        if not self.enabled:
-            return self.anonymous
-        self.refresh()
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
+        if scheme == "bearer" and value.strip().startswith(hosts_service.TOKEN_PREFIX):
+            # a host credential is checked with or without auth_htpasswd: a revoked one is refused
+            name = await anyio.to_thread.run_sync(hosts_service.host_for_token, request.app.state.registry,
+                                                  value.strip())
+            if name is None:
+                raise self.challenge(request, "unknown or revoked host credential")
+            return Identity(f"host:{name}", "pull", host=name)
+        if not self.enabled:
+            return self.anonymous
+        self.refresh()
         if scheme == "basic":
             creds = self._basic(value.strip())
             if creds and await self.verify(self.client_address(request), *creds):

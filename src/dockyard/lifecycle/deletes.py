@@ -18,6 +18,7 @@ from dockyard.lifecycle import quotas
 from dockyard.lifecycle.collector import GcOptions
 from dockyard.lifecycle.rules import check_mutable
 from dockyard.lifecycle.purge import purge_manifests
+from dockyard.meta.hosts import HostStore
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget
@@ -106,6 +107,9 @@ class RepositoryDeleted:
     name: str
     manifests: int
     tags: int
+    hosts_holding: tuple[str, ...] = ()
+    """Hosts (dockyard agent) whose last inventory still holds an image of the repository: never
+    deleted by this, never left unaccounted for."""
 
 
 def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDeleted:
@@ -130,5 +134,7 @@ def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDel
         RepositoryStore(conn).mark_deleted(repo.id, now)
         EventStore(conn).record("delete", name, {"repository": True, "manifests": count, "tags": len(removed)},
                                 now, actor)
-    log.info("repository %s deleted by %s: %d manifests, %d tags", name, actor or "-", count, len(removed))
-    return RepositoryDeleted(name, count, len(removed))
+        holders = tuple(HostStore(conn).holders_of_repository(name))
+    log.info("repository %s deleted by %s: %d manifests, %d tags%s", name, actor or "-", count, len(removed),
+             f"; hosts still holding images of it: {', '.join(holders)}" if holders else "")
+    return RepositoryDeleted(name, count, len(removed), holders)

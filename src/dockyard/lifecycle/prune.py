@@ -23,8 +23,10 @@ from dockyard.lifecycle.keep import Context, RepoFacts, keep_reasons, why_delete
 from dockyard.lifecycle.rules import immutable_rules
 from dockyard.meta.db import retrying
 from dockyard.meta.events import EventStore
+from dockyard.meta.hosts import HostStore
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.retention import RetentionStore
+from dockyard.oci.references import ImageRef
 from dockyard.policies import ImmutableRules, Policy
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,9 @@ class Pruner:
         with reg.db.read() as conn:
             repos = RetentionStore(conn).repositories()
             immutable = immutable_rules(conn, reg.config)
+            host_refs = [ImageRef(None, repo, None, digest) for repo, digest, _, _ in HostStore(conn).in_use()]
+        # images a container on some host uses (dockyard agent inventories) are in use too
+        self.inuse = InUse(self.inuse.refs + host_refs, self.inuse.invalid)
         for repo_id, name in repos:
             if not self.policy.applies_to(name) or (self.repository and name != self.repository) or (
                     self.among is not None and name not in self.among):

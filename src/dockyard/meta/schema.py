@@ -374,3 +374,53 @@ quota_usage = Table(
     Column("bytes", BigInteger, nullable=False, default=0),
     Column("updated_at", Float, nullable=False),
 )
+
+# ---- hosts (issue 12) -----------------------------------------------------------
+# Compute hosts running ``dockyard agent``: their credential (a token, stored hashed),
+# heartbeat and the images they hold. ``state``: active or revoked.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("token_hash", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("address", String(255), nullable=True),
+    Column("version", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=True),
+)
+
+# What each host holds, as its last inventory said (one row per host and image digest).
+# ``managed``: pulled through ``dockyard image pull --host``; only an explicit delete removes it.
+host_images = Table(
+    "host_images",
+    metadata,
+    Column("host", String(255), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True),
+    Column("digest", String(150), primary_key=True),
+    Column("repository", String(255), nullable=False),
+    Column("tag", String(128), nullable=True),
+    Column("managed", Integer, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("pulled_at", Float, nullable=True),
+    Column("last_used", Float, nullable=True),
+    Column("containers", Text, nullable=False, default="[]"),
+    Index("ix_host_images_repo_digest", "repository", "digest"),
+)
+
+# Work for a host (pull or delete), taken by its agent when it polls; a row leaves only
+# when the host confirms success; a failure stays with its error.
+host_work = Table(
+    "host_work",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(255), ForeignKey("hosts.name", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("reference", String(150), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Index("ix_host_work_host_state", "host", "state", "id"),
+)
