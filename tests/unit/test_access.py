@@ -142,6 +142,8 @@ def test_every_route_checks_its_role_where_it_acts():
             assert where is None, route.path
         elif route.path.startswith("/v2/{name"):
             assert where == "repository" and role in ("pull", "push"), route.path
+        elif role == "host":  # api/hosts.host_call: an admin, or the host named in the path with its token
+            assert route.path.startswith("/admin/v1/hosts/{host}/"), route.path
         elif route.path in ADMIN_EXCEPTIONS:
             assert (where, role) == ADMIN_EXCEPTIONS[route.path], route.path
         elif route.path.startswith("/admin/"):
