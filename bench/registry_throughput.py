@@ -370,6 +370,9 @@ def run_hey(target: Target, case: "LoadCase", url_path: str, connections: int, s
     text = out.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     pct = {int(p): float(v) for p, v in _HEY_PCT.findall(text)}
+    slowest = re.search(r"Slowest:\s+([\d.]+)", text)
+    if 99 not in pct and slowest is not None:  # hey prints no 99% line under 100 responses
+        pct[99] = float(slowest.group(1))
     if out.returncode != 0 or rps is None or 50 not in pct or 99 not in pct:
         raise RuntimeError(f"hey failed ({out.returncode}):\n{text}\n{out.stderr}")
     statuses = {int(c): int(n) for c, n in _HEY_STATUS.findall(text)}
