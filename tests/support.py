@@ -89,7 +89,9 @@ def start_server(data_dir: Path, *, database_url: str = "", extra_env: dict | No
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
-    env.update({"DOCKYARD_DATABASE_URL": database_url, "DOCKYARD_LOG_LEVEL": "info"})
+    # one worker unless a test asks for more (the default follows the cores): a test that kills
+    # the server or reads its in-memory state (metrics, hashers) means this one process
+    env.update({"DOCKYARD_DATABASE_URL": database_url, "DOCKYARD_LOG_LEVEL": "info", "DOCKYARD_WORKERS": "1"})
     env.update(extra_env or {})
     log_path = (log_dir or data_dir) / f"server-{port}.log"
     log = open(log_path, "wb")

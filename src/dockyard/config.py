@@ -161,6 +161,21 @@ def parse_choice(value: Any, choices: tuple[str, ...]) -> str:
     return text
 
 
+def parse_workers(value: Any) -> int:
+    n = int(value)
+    if n < 0:
+        raise ConfigError(f"workers must be 0 (one per core) or more, got {value!r}")
+    return n
+
+
+def cpu_count() -> int:
+    """The cores this process may be scheduled on (its affinity mask, not the whole machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def parse_log_level(value: Any) -> str:
     text = str(value).strip().lower()
     text = "warning" if text == "warn" else text
@@ -220,7 +235,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_redirect_ttl", 600.0, parse_duration, "lifetime of presigned download URLs"),
     Setting("storage_root", "", str, "filesystem driver root; empty = data_dir/storage"),
     Setting("storage_latency", 0.0, parse_duration, "added to every storage call, to mimic an object store (benchmarks; e.g. 20ms)"),
-    Setting("workers", 1, int, "HTTP worker processes"),
+    Setting("workers", 0, lambda v: parse_workers(v), "HTTP worker processes; 0 = one per CPU core this process may use"),
     Setting("log_level", "info", parse_log_level, "debug, info, warning or error"),
     Setting("log_format", "text", lambda v: parse_choice(v, LOG_FORMATS), "text (key=value) or json (one object per line)"),
     Setting("delayed_delete", True, parse_bool, "deletes move images to the trash (restorable until scrub_time) instead of purging them"),
@@ -288,7 +303,7 @@ class Config:
     s3_redirect: bool = False
     s3_redirect_ttl: float = 600.0
     storage_latency: float = 0.0
-    workers: int = 1
+    workers: int = 0
     log_level: str = "info"
     log_format: str = "text"
     delayed_delete: bool = True
@@ -371,6 +386,11 @@ class Config:
         """Global roles and access rules together: who may do what on which repository."""
         return Access(self.auth_roles, self.effective_default_role, self.effective_anonymous_role,
                       self.groups, self.access)
+
+    @property
+    def effective_workers(self) -> int:
+        """``workers``, with 0 meaning one per CPU core this process may run on."""
+        return self.workers or cpu_count()
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -154,6 +154,22 @@ def start_metrics_listener(cfg: Config, metrics) -> None:
     log.info("metrics on http://%s:%d/metrics (no credentials)", f"[{host}]" if ":" in host else host, port)
 
 
+def _die_with_parent() -> None:
+    """A worker ends when the process that started it does (Linux: PR_SET_PDEATHSIG), so a
+    ``dockyard serve`` killed with SIGKILL leaves no worker behind serving on its port."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: uvicorn's supervisor still stops its workers
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def app_factory():
     """uvicorn factory used by worker processes: the parent's settings, every one of them,
     from one JSON environment variable (workers never re-read the file or the flags)."""
@@ -163,6 +179,7 @@ def app_factory():
 
     from dockyard.api.requestlog import RequestLog
 
+    _die_with_parent()
     cfg = config_mod.loads(os.environ[SETTINGS_ENV])
     setup(cfg.log_level, cfg.log_format)
     registry = build_registry(cfg, migrate=False)
@@ -177,7 +194,7 @@ def serve(cfg: Config, settings: str) -> None:
 
     preflight(cfg)
     multiproc = None
-    if cfg.workers > 1:  # one metrics registry for all workers: files they all write, any scrape reads
+    if cfg.effective_workers > 1:  # one metrics registry for all workers: files they all write, any scrape reads
         multiproc = prepare_multiprocess(metrics_directory(cfg))
     try:
         _serve(cfg, settings)
@@ -196,17 +213,18 @@ def _serve(cfg: Config, settings: str) -> None:
     start_metrics_listener(cfg, registry.metrics)
     host, port = cfg.host_port
     tls = tls_options(cfg)
-    log.info("dockyard listening on %s://%s:%d (database %s, storage %s%s)", "https" if tls else "http",
+    workers = cfg.effective_workers
+    log.info("dockyard listening on %s://%s:%d (database %s, storage %s, %d worker%s%s)", "https" if tls else "http",
              f"[{host}]" if ":" in host else host, port, safe_url(cfg.effective_database_url),
              cfg.effective_storage_root if cfg.storage == "filesystem" else cfg.storage,
-             ", client certificates required" if cfg.tls_client_ca else "")
+             workers, "s" if workers > 1 else "", ", client certificates required" if cfg.tls_client_ca else "")
     # log_config=None: uvicorn's own lines go through dockyard's handler (one format, json too);
     # its access log is replaced by the request log
     common = dict(host=host, port=port, log_level=cfg.log_level, log_config=None, access_log=False,
                   http="httptools", loop="uvloop", proxy_headers=False, **tls)
-    if cfg.workers > 1:
+    if workers > 1:
         os.environ[SETTINGS_ENV] = settings
-        uvicorn.run("dockyard.server:app_factory", factory=True, workers=cfg.workers, **common)
+        uvicorn.run("dockyard.server:app_factory", factory=True, workers=workers, **common)
     else:
         uvicorn.run(RequestLog(create_app(registry), registry.metrics), **common)
 

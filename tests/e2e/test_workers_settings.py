@@ -6,8 +6,14 @@ storage root outside data_dir. Each check is repeated over fresh connections so 
 both workers answer some of them; one worker with a wrong setting fails the test.
 """
 
+import time
+from pathlib import Path
+
 import bcrypt
 import httpx
+import pytest
+
+from dockyard.config import cpu_count
 
 from tests.support import image_manifest, make_config, make_layer, push_blob, push_image, sha256, start_server, \
     OCI_MANIFEST
@@ -89,5 +95,63 @@ schedule = "24h"
         assert not (data / "storage").exists() or not any(p.is_file() for p in (data / "storage").rglob("*"))
         log = server.log()
         assert "Traceback" not in log and "must be JSON" not in log
+    finally:
+        server.stop()
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    try:
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    for child in children:
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_default_serve_runs_one_worker_per_core_and_they_die_with_it(tmp_path):
+    """No ``workers`` setting: one HTTP worker per core; pushes and pulls through all of them;
+    a SIGKILLed ``dockyard serve`` leaves no worker behind (they would keep its port)."""
+    cores = cpu_count()
+    server = start_server(tmp_path / "data", extra_env={"DOCKYARD_WORKERS": "0", "DOCKYARD_GC_ENABLED": "false",
+                                                        "DOCKYARD_SCRUB_ENABLED": "false"})
+    try:
+        assert f"{cores} worker" in server.log()
+        deadline = time.monotonic() + 30
+        while cores > 1 and len(_workers(server.proc.pid)) < cores and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = _workers(server.proc.pid) if cores > 1 else []
+        assert len(workers) == (cores if cores > 1 else 0), (workers, server.log())
+        pushed = []
+        for i in range(ROUNDS):  # a fresh connection each time: every worker answers some
+            with server.client() as c:
+                pushed.append(push_image(c, f"cores/app{i % 3}", f"t{i}", f"cores-{i}"))
+        for i, (digest, _, blobs) in enumerate(pushed):
+            with server.client() as c:
+                assert c.get(f"/v2/cores/app{i % 3}/manifests/t{i}").headers["Docker-Content-Digest"] == digest
+                for b in blobs:
+                    assert c.get(f"/v2/cores/app{i % 3}/blobs/{sha256(b)}").content == b
+        server.proc.kill()
+        server.proc.wait(10)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "workers outlived their killed parent"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(server.url + "/v2/", timeout=2)
+        assert "Traceback" not in server.log()
     finally:
         server.stop()

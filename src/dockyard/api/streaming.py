@@ -19,6 +19,7 @@ from dockyard.errors import RegistryError
 
 T = TypeVar("T")
 BATCH = 1024 * 1024
+SMALL = 64 * 1024  # bodies up to this size are received before the consumer starts
 IN_FLIGHT = 4
 _END = object()
 
@@ -27,8 +28,23 @@ class _Aborted(Exception):
     pass
 
 
-async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T]) -> T:
-    """Run ``consumer(chunks)`` in a worker thread, feeding it the request body."""
+async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T], *,
+                       receive_small_first: bool = False) -> T:
+    """Run ``consumer(chunks)`` in a worker thread, feeding it the request body.
+
+    With ``receive_small_first``, a body that announces at most :data:`SMALL` bytes is
+    received before the consumer starts and handed over whole: one thread hop, no queue.
+    Only for a consumer that has nothing to hold while the body arrives (a whole blob in a
+    new session); a consumer on an existing session claims it first, so that a second
+    request on the session meanwhile is refused."""
+    length = request.headers.get("content-length")
+    if (receive_small_first and length is not None and length.isdigit() and len(length) < 10 and int(length) <= SMALL
+            and "transfer-encoding" not in request.headers):
+        try:
+            body = await request.body()  # never more than Content-Length: the server stops there
+        except ClientDisconnect as exc:
+            raise RegistryError("BLOB_UPLOAD_INVALID", "client disconnected during upload") from exc
+        return await run_in_threadpool(consumer, iter((body,) if body else ()))
     loop = asyncio.get_running_loop()
     q: queue.SimpleQueue = queue.SimpleQueue()
     slots = asyncio.Semaphore(IN_FLIGHT)

@@ -78,7 +78,8 @@ async def start_upload(request: Request) -> Response:
     digest = params.get("digest")
     if digest:  # the whole blob in this request: one session, claimed from its creation
         blob = await consume_body(request, partial(uploads.push_whole, reg, name, digest,
-                                                   expected_length=_content_length(request)))
+                                                   expected_length=_content_length(request)),
+                                  receive_small_first=True)
         return _blob_created(name, blob.digest)
     upload = await run(uploads.start, reg, name)
     return Response(status_code=202, headers=_upload_headers(name, upload))
@@ -116,13 +117,13 @@ async def patch_upload(request: Request) -> Response:
 async def put_upload(request: Request) -> Response:
     reg = registry(request)
     name = repo_name(request)
-    upload = await run(uploads.get, reg, name, request.path_params["upload_id"])
+    upload_id = request.path_params["upload_id"]
     digest = request.query_params.get("digest")
     if _has_body(request):  # the last chunk and the commit under one claim of the session
-        blob = await consume_body(request, partial(uploads.finish, reg, name, upload, digest,
+        blob = await consume_body(request, partial(uploads.finish_id, reg, name, upload_id, digest,
                                                    expected_length=_content_length(request)))
     else:
-        blob = await run(uploads.finish, reg, name, upload, digest)
+        blob = await run(uploads.finish_id, reg, name, upload_id, digest)
     return _blob_created(name, blob.digest)
 
 

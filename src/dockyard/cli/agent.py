@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from dockyard.cli.common import examples
 from dockyard.values import parse_duration
 
 
@@ -65,26 +66,39 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("agent", help="run the host agent (keeps this host's images, reports them, takes work)")
+    p = sub.add_parser("agent", help="run the host agent (keeps this host's images, reports them, takes work)",
+                       **examples("DOCKYARD_HOST_TOKEN=<token> dockyard agent --registry https://registry.example.com "
+                                  "--name compute-1 --images-dir /var/lib/dockyard-agent --runtime directory",
+                                  "dockyard agent cleanup --dry-run --registry https://registry.example.com "
+                                  "--name compute-1 --images-dir /var/lib/dockyard-agent "
+                                  "--token-file /etc/dockyard/host-token",
+                                  "dockyard agent create-container --container web --image team/app:v1 "
+                                  "--registry https://registry.example.com --name compute-1 "
+                                  "--images-dir /var/lib/dockyard-agent --token-file /etc/dockyard/host-token"))
     p.add_argument("action", nargs="?", default="run", choices=("run", "cleanup", "create-container"),
                    help="run (default): the agent loop; cleanup: one cleanup now (--dry-run: list only); "
                         "create-container: an implicit pull + a container, as a runtime does")
     p.add_argument("--registry", required=True, help="registry URL, e.g. http://registry:5000")
     p.add_argument("--name", required=True, help="this host's name (as given to dockyard host add)")
     p.add_argument("--images-dir", required=True, help="directory of the agent's files (tars, records, temporaries)")
-    p.add_argument("--runtime", choices=("directory", "podman"), default="directory")
+    p.add_argument("--runtime", choices=("directory", "podman"), default="directory",
+                   help="where images live: directory (default; image tars in --images-dir) or podman")
     p.add_argument("--podman-arg", action="append", default=[], help="extra podman global option (repeatable), "
                                                                       "e.g. --podman-arg=--root=/srv/podman")
     p.add_argument("--token-file", help="file holding the host token (else DOCKYARD_HOST_TOKEN)")
     p.add_argument("--address", help="address reported to the registry")
-    p.add_argument("--poll-interval", default="5s")
-    p.add_argument("--inventory-interval", default="60s")
-    p.add_argument("--cleanup-interval", default="1h")
+    p.add_argument("--poll-interval", default="5s",
+                   help="heartbeat and work long-poll interval, a duration such as 5s (default 5s)")
+    p.add_argument("--inventory-interval", default="60s",
+                   help="how often the image inventory is reported, a duration such as 60s (default 60s)")
+    p.add_argument("--cleanup-interval", default="1h",
+                   help="how often the cleanup runs, a duration such as 1h (default 1h)")
     p.add_argument("--unmanaged-min-age", default="24h",
                    help="unmanaged images no container used for this long are removed by the cleanup")
     p.add_argument("--dry-run", action="store_true", help="cleanup: list what would go and the bytes")
     p.add_argument("--container", help="create-container: the container's name")
     p.add_argument("--image", help="create-container: REPO:TAG or REPO@DIGEST")
-    p.add_argument("--output", choices=("table", "json"), default="table")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--output", choices=("table", "json"), default="table",
+                   help="cleanup report: table for people (default), json for scripts")
+    p.add_argument("--log-level", default="info", help="debug, info (default), warning or error")
     p.set_defaults(func=cmd_agent)

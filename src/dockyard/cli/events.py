@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from dockyard.cli.common import _admin_common, _emit, _registry
+from dockyard.cli.common import _admin_common, _emit, _registry, examples
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -35,9 +35,11 @@ def register(sub) -> None:
     from dockyard.events import KINDS
 
     p = sub.add_parser("events", help="list recent events (push, delete, restore, purge, prune, gc, quota) and "
-                                      "their delivery to the notification endpoints")
+                                      "their delivery to the notification endpoints",
+                       **examples("dockyard events", "dockyard events --kind push --repository team/app --limit 20",
+                                  "dockyard events --kind gc --output json"))
     _admin_common(p)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--kind", choices=KINDS)
-    p.add_argument("--repository")
+    p.add_argument("--limit", type=int, default=50, help="show at most this many events, newest first (default 50)")
+    p.add_argument("--kind", choices=KINDS, help="only events of this kind")
+    p.add_argument("--repository", metavar="REPO", help="only events of this repository, e.g. team/app")
     p.set_defaults(func=cmd_events)

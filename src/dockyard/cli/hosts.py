@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from dockyard.cli.common import _admin_common, _emit, _human, _registry
+from dockyard.cli.common import _admin_common, _emit, _human, _registry, examples
 
 
 def _fail(exc) -> int:
@@ -113,29 +113,45 @@ def cmd_image_delete(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    host = sub.add_parser("host", help="compute hosts running dockyard agent")
+    host = sub.add_parser("host", help="compute hosts running dockyard agent",
+                          **examples("dockyard host add compute-1", "dockyard host list",
+                                     "dockyard host images compute-1", "dockyard host remove compute-1"))
     hs = host.add_subparsers(dest="host_command", required=True)
-    for name, fn, text in (("add", cmd_host_add, "add a host and print its token (shown once)"),
-                           ("remove", cmd_host_remove, "revoke a host's credential"),
-                           ("images", cmd_host_images, "what a host holds, with pending and failed deletes")):
-        p = hs.add_parser(name, help=text)
+    for name, fn, text, lines in (
+            ("add", cmd_host_add, "add a host and print its token (shown once)",
+             ("dockyard host add compute-1", "dockyard host add compute-1 --output json")),
+            ("remove", cmd_host_remove, "revoke a host's credential",
+             ("dockyard host remove compute-1",)),
+            ("images", cmd_host_images, "what a host holds, with pending and failed deletes",
+             ("dockyard host images compute-1", "dockyard host images compute-1 --output json"))):
+        p = hs.add_parser(name, help=text, **examples(*lines))
         _admin_common(p)
-        p.add_argument("host")
+        p.add_argument("host", help="the host's name (as its agent's --name), e.g. compute-1")
         p.set_defaults(func=fn)
-    p = hs.add_parser("list", help="hosts, their state and last heartbeat")
+    p = hs.add_parser("list", help="hosts, their state and last heartbeat",
+                      **examples("dockyard host list", "dockyard host list --output json"))
     _admin_common(p)
     p.set_defaults(func=cmd_host_list)
 
-    image = sub.add_parser("image", help="images on hosts, and deletes that report host copies")
+    image = sub.add_parser("image", help="images on hosts, and deletes that report host copies",
+                           **examples("dockyard image pull --host compute-1 team/app:v1",
+                                      "dockyard image delete --host compute-1 team/app:v1 --dry-run",
+                                      "dockyard image delete team/app:v1"))
     im = image.add_subparsers(dest="image_command", required=True)
-    p = im.add_parser("pull", help="make a managed image on a host: --host HOST REPO:TAG")
+    p = im.add_parser("pull", help="make a managed image on a host: --host HOST REPO:TAG",
+                      **examples("dockyard image pull --host compute-1 team/app:v1",
+                                 "dockyard image pull --host compute-1 team/app@sha256:<digest>"))
     _admin_common(p)
-    p.add_argument("--host", required=True)
-    p.add_argument("reference")
+    p.add_argument("--host", required=True, help="the host that pulls the image (dockyard host list)")
+    p.add_argument("reference", help="an image in this registry: REPO:TAG or REPO@DIGEST")
     p.set_defaults(func=cmd_image_pull)
-    p = im.add_parser("delete", help="delete on one host (--host), or in the registry (lists hosts holding it)")
+    p = im.add_parser("delete", help="delete on one host (--host), or in the registry (lists hosts holding it)",
+                      **examples("dockyard image delete --host compute-1 team/app:v1 --dry-run",
+                                 "dockyard image delete --host compute-1 team/app:v1",
+                                 "# in the registry (into the trash); host copies stay and are listed",
+                                 "dockyard image delete team/app:v1"))
     _admin_common(p)
     p.add_argument("--host", help="delete the host's copy only (never the registry's)")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("reference")
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted (and the bytes), change nothing")
+    p.add_argument("reference", help="the image: REPO:TAG or REPO@DIGEST")
     p.set_defaults(func=cmd_image_delete)

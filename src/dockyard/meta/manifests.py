@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -83,6 +84,14 @@ def _group_by_value(mapping: dict) -> dict:
     return out
 
 
+@functools.cache
+def _get_statement(payload: bool, any_state: bool, lock: bool):
+    """:meth:`ManifestStore.get`'s statement for these options, built once."""
+    q = (select(*_COLUMNS, *((t.c.payload,) if payload else ()))
+         .where(t.c.repository_id == bindparam("repo_id"), t.c.digest == bindparam("digest")))
+    if not any_state:
+        q = q.where(t.c.state == ACTIVE)
+    return q.with_for_update() if lock else q
 
 
 class ManifestStore:
@@ -93,11 +102,7 @@ class ManifestStore:
             lock: bool = False) -> Manifest | None:
         """The manifest; with ``lock``, locked for update until the transaction ends (a push
         and a delete of the same manifest serialise on it)."""
-        cols = _COLUMNS + ((t.c.payload,) if payload else ())
-        q = select(*cols).where(t.c.repository_id == repo_id, t.c.digest == digest)
-        if not any_state:
-            q = q.where(t.c.state == ACTIVE)
-        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        row = self.conn.execute(_get_statement(payload, any_state, lock), {"repo_id": repo_id, "digest": digest}).first()
         return _row(row, payload) if row else None
 
     def digest_of(self, manifest_id: int) -> str:

@@ -27,6 +27,7 @@ class Repository:
 
 _BY_NAME_SHARED = (select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == bindparam("name"))
                    .with_for_update(read=True))  # built once: every push runs it
+_BY_NAME = select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == bindparam("name"))
 
 
 class RepositoryStore:
@@ -34,7 +35,7 @@ class RepositoryStore:
         self.conn = conn
 
     def get(self, name: str, *, include_deleted: bool = False) -> Repository | None:
-        row = self.conn.execute(select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == name)).first()
+        row = self.conn.execute(_BY_NAME, {"name": name}).first()
         if row is None or (row.deleted_at is not None and not include_deleted):
             return None
         return Repository(row.id, row.name, row.deleted_at)

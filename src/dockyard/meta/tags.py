@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from dockyard.meta.db import insert_ignore
 from dockyard.meta.schema import manifests, tag_history, tags as t
@@ -17,22 +17,29 @@ class Tag:
     digest: str
 
 
+# the manifest push's statements, built once
+_GET = (select(t.c.manifest_id, manifests.c.digest).join(manifests, manifests.c.id == t.c.manifest_id)
+        .where(t.c.repository_id == bindparam("repo_id"), t.c.name == bindparam("name")))
+_MOVE = (update(t).where(t.c.repository_id == bindparam("repo_id"), t.c.name == bindparam("tag_name"))
+         .values(manifest_id=bindparam("new_manifest_id"), updated_at=bindparam("now")))
+_HISTORY = tag_history.insert()
+_UNREAD = object()
+
+
 class TagStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
     def get(self, repo_id: int, name: str) -> Tag | None:
-        row = self.conn.execute(
-            select(t.c.manifest_id, manifests.c.digest)
-            .join(manifests, manifests.c.id == t.c.manifest_id)
-            .where(t.c.repository_id == repo_id, t.c.name == name)
-        ).first()
+        row = self.conn.execute(_GET, {"repo_id": repo_id, "name": name}).first()
         return Tag(name, row.manifest_id, row.digest) if row else None
 
-    def set(self, repo_id: int, name: str, manifest_id: int, digest: str, now: float, actor: str | None
-            ) -> int | None:
-        """Point the tag at the manifest; returns the id of the manifest it moved away from."""
-        current = self.get(repo_id, name)
+    def set(self, repo_id: int, name: str, manifest_id: int, digest: str, now: float, actor: str | None,
+            current: Tag | None = _UNREAD) -> int | None:  # type: ignore[assignment]
+        """Point the tag at the manifest; returns the id of the manifest it moved away from.
+        ``current``: what :meth:`get` just returned in this transaction, if the caller has it."""
+        if current is _UNREAD:
+            current = self.get(repo_id, name)
         if current is not None and current.manifest_id == manifest_id:
             return None
         if current is None:
@@ -42,10 +49,7 @@ class TagStore:
             if not inserted:  # created concurrently: move it
                 current = self.get(repo_id, name)
         if current is not None:
-            self.conn.execute(
-                update(t).where(t.c.repository_id == repo_id, t.c.name == name)
-                .values(manifest_id=manifest_id, updated_at=now)
-            )
+            self.conn.execute(_MOVE, {"repo_id": repo_id, "tag_name": name, "new_manifest_id": manifest_id, "now": now})
             action = "move"
         self._history(repo_id, name, digest, action, now, actor)
         return current.manifest_id if current is not None else None
@@ -88,5 +92,5 @@ class TagStore:
         return list(self.conn.execute(q).scalars())
 
     def _history(self, repo_id: int, tag: str, digest: str, action: str, now: float, actor: str | None) -> None:
-        self.conn.execute(tag_history.insert().values(
-            repository_id=repo_id, tag=tag, manifest_digest=digest, action=action, at=now, actor=actor))
+        self.conn.execute(_HISTORY, {"repository_id": repo_id, "tag": tag, "manifest_digest": digest,
+                                     "action": action, "at": now, "actor": actor})

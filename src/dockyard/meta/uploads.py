@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, null, or_, select, update
 
 from dockyard.meta.schema import uploads as t
 
@@ -31,6 +31,11 @@ _CLAIM = (update(t).where(t.c.id == bindparam("upload_id"),
                           or_(t.c.writer.is_(None), t.c.writer_until < bindparam("now")))
           .values(writer=bindparam("token"), writer_until=bindparam("until"), updated_at=bindparam("now"))
           .returning(t.c.repository_id, t.c.size, t.c.created_at))
+_RENEW = (update(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bindparam("token"))
+          .values(writer_until=bindparam("until"), updated_at=bindparam("now")))
+_RELEASE = (update(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bindparam("token"))
+            .values(writer=null(), writer_until=null(), updated_at=bindparam("now")))
+_RELEASE_SIZE = _RELEASE.values(size=bindparam("new_size"))
 _DELETE_CLAIMED = delete(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bindparam("token"))
 
 
@@ -59,16 +64,16 @@ class UploadStore:
 
     def renew(self, upload_id: str, token: str, now: float, until: float) -> bool:
         """Extend a claim; False if ``token`` no longer holds it."""
-        res = self.conn.execute(update(t).where(t.c.id == upload_id, t.c.writer == token)
-                                .values(writer_until=until, updated_at=now))
+        res = self.conn.execute(_RENEW, {"upload_id": upload_id, "token": token, "until": until, "now": now})
         return res.rowcount == 1
 
     def release(self, upload_id: str, token: str, now: float, size: int | None = None) -> bool:
         """End a claim, acknowledging ``size`` bytes if given; False if ``token`` no longer held it."""
-        values = {"writer": None, "writer_until": None, "updated_at": now}
-        if size is not None:
-            values["size"] = size
-        res = self.conn.execute(update(t).where(t.c.id == upload_id, t.c.writer == token).values(**values))
+        params = {"upload_id": upload_id, "token": token, "now": now}
+        if size is None:
+            res = self.conn.execute(_RELEASE, params)
+        else:
+            res = self.conn.execute(_RELEASE_SIZE, {**params, "new_size": size})
         return res.rowcount == 1
 
     def delete_claimed(self, upload_id: str, token: str) -> bool:

@@ -105,6 +105,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
         if absent:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", "index references a manifest unknown to the repository",
                                 {"digest": absent[0], "missing": len(absent)})
+        current = None
         if tag is not None:
             current = TagStore(conn).get(repo.id, tag)
             if current is not None and current.digest != digest:
@@ -114,7 +115,7 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             TrashStore(conn).drop_for_manifests([manifest.id])
         queue = Stores(conn)
         if tag is not None:
-            previous = TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor)
+            previous = TagStore(conn).set(repo.id, tag, manifest.id, digest, now, actor, current=current)
             if previous is not None and reg.config.delete_untagged:
                 queue.reviews.add_manifests([previous], now + reg.config.gc_delay, "untagged")
         elif reg.config.delete_untagged or parsed.subject is not None:

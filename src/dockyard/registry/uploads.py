@@ -94,10 +94,16 @@ class _Claim:
         self.renewed = time.monotonic()
         return upload
 
-    def take(self) -> Upload:
+    def take(self, name: str | None = None) -> Upload:
+        """Claim the session; with ``name``, only a session of that repository (checked in the
+        same transaction, which a mismatch rolls back: a request never claims another's)."""
         now = self.reg.now()
         with self.reg.db.write() as conn:
             upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
+            if upload is not None and name is not None:
+                repo = RepositoryStore(conn).get(name)
+                if repo is None or repo.id != upload.repository_id:
+                    raise upload_unknown(self.upload_id)
         if upload is None:
             raise upload_unknown(self.upload_id)
         if not claimed:
@@ -251,9 +257,20 @@ def finish(reg: Registry, name: str, upload: Upload, digest: str | None, chunks:
            expected_length: int | None = None) -> Blob:
     """Append the last ``chunks`` if any (PUT with a body), verify the staged bytes and commit
     them as a blob of the repository, all under one claim of the session."""
+    return finish_id(reg, name, upload.id, digest, chunks, expected_length)
+
+
+def finish_id(reg: Registry, name: str, upload_id: str, digest: str | None, chunks: Iterable[bytes] | None = None,
+              expected_length: int | None = None) -> Blob:
+    """:func:`finish` by session id (PUT): the check that the session belongs to ``name`` is
+    part of the claim's transaction, so a PUT needs no read before it."""
+    if not paths.is_upload_id(upload_id):
+        raise upload_unknown(upload_id)
+    if not digest:
+        get(reg, name, upload_id)  # an unknown session is the error to report first
     d = _required_digest(digest)
-    claim = _Claim(reg, upload.id)
-    return _commit(reg, name, claim, claim.take(), d, chunks, expected_length)
+    claim = _Claim(reg, upload_id)
+    return _commit(reg, name, claim, claim.take(name), d, chunks, expected_length)
 
 
 def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[bytes],
