@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dockyard gc --dry-run --data-dir /var/lib/dockyard     # what would go, nothing deleted",
         "dockyard gc --config /etc/dockyard/dockyard.toml --output json",
         "dockyard gc --delete-untagged --config /etc/dockyard/dockyard.toml"))
-    _admin_common(gc)
+    _admin_common(gc, remote=True)
     gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     gc.add_argument("--delete-untagged", action=argparse.BooleanOptionalAction, default=None,
                     help="override the delete_untagged setting for this run; --delete-untagged also "
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "dockyard fsck --verify --output json --data-dir /var/lib/dockyard",
                                      "dockyard fsck --delete --config /etc/dockyard/dockyard.toml   # leaks older "
                                      "than fsck_grace (default 1h) go"))
-    _admin_common(fsck)
+    _admin_common(fsck, remote=True)
     fsck.add_argument("--delete", action="store_true", help="remove leaked data (older than fsck_grace): hand it to the collector as tombstones, then run a collection")
     fsck.add_argument("--verify", action="store_true", help="re-hash every blob and report corrupt ones")
     fsck.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
@@ -401,14 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     tl = trash_sub.add_parser("list", help="list the trash", **examples(
         "dockyard trash list --config /etc/dockyard/dockyard.toml",
         "dockyard trash list --repository 'team/*' --output json --data-dir /var/lib/dockyard"))
-    _admin_common(tl)
+    _admin_common(tl, remote=True)
     tl.add_argument("--repository", help="repository name or glob (team/*)")
     tl.add_argument("--limit", type=int, default=1000, help="list at most this many images and tags (default 1000)")
     tl.set_defaults(func=cmd_trash_list)
     tp = trash_sub.add_parser("purge", help="purge one trashed image now: REPO@DIGEST", **examples(
         "dockyard trash purge team/app@sha256:4f1c... --dry-run --config /etc/dockyard/dockyard.toml",
         "dockyard trash purge team/app@sha256:4f1c... --config /etc/dockyard/dockyard.toml"))
-    _admin_common(tp)
+    _admin_common(tp, remote=True)
     tp.add_argument("reference", help="the trashed image, REPO@DIGEST (dockyard trash list shows them)")
     tp.add_argument("--dry-run", action="store_true", help="say what the purge would free, change nothing")
     tp.set_defaults(func=cmd_trash_purge)
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kubectl get pods,deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs -A -o json > inuse.json",
         "dockyard prune --keep-tag-revisions 3 --keep-younger-than 60m --in-use inuse.json   # preview",
         "dockyard prune --policy nightly --in-use inuse.json --confirm                       # delete (into the trash)"))
-    _admin_common(prune)
+    _admin_common(prune, remote=True)
     prune.add_argument("--policy", help="a policy declared in the configuration or through the admin API")
     prune.add_argument("--keep-tag-revisions", type=int, help="keep the N most recent images of each tag")
     prune.add_argument("--keep-younger-than", help="keep what was pushed within this duration, with its unit "
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="restore a deleted image (REPO@DIGEST) or tag (REPO:TAG)", **examples(
         "dockyard restore team/app@sha256:4f1c... --config /etc/dockyard/dockyard.toml",
         "dockyard restore team/app:v1.2 --data-dir /var/lib/dockyard"))
-    _admin_common(restore)
+    _admin_common(restore, remote=True)
     restore.add_argument("reference", help="REPO@DIGEST of a deleted image or REPO:TAG of a deleted tag")
     restore.set_defaults(func=cmd_restore)
     for group in GROUPS:

@@ -94,7 +94,8 @@ def register(sub) -> None:
     p.add_argument("--cleanup-interval", default="1h",
                    help="how often the cleanup runs, a duration such as 1h (default 1h)")
     p.add_argument("--unmanaged-min-age", default="24h",
-                   help="unmanaged images no container used for this long are removed by the cleanup")
+                   help="unmanaged images no container used for this long are removed by the cleanup "
+                        "(default 24h)")
     p.add_argument("--dry-run", action="store_true", help="cleanup: list what would go and the bytes")
     p.add_argument("--container", help="create-container: the container's name")
     p.add_argument("--image", help="create-container: REPO:TAG or REPO@DIGEST")

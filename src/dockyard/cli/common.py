@@ -61,7 +61,7 @@ def _human(seconds: float) -> str:
     return f"{s // 60}m" if s >= 60 else f"{s}s"
 
 
-def _admin_common(p: argparse.ArgumentParser, remote: bool = True) -> None:
+def _admin_common(p: argparse.ArgumentParser, remote: bool = False) -> None:
     _common(p)
     p.add_argument("--output", choices=("table", "json"), default="table",
                    help="table for people (default), json for scripts")

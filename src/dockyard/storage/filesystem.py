@@ -108,6 +108,12 @@ class FilesystemDriver:
                 finally:
                     os.close(fd)
             self._in_dir(d, lambda: os.replace(s, d), source=s)
+            if self.fsync:  # the rename itself survives a power loss only once its directory is synced
+                dfd = os.open(d.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except OSError as exc:
             raise self._error(exc, src) from exc
 
