@@ -154,3 +154,22 @@ def test_dashboard_pages_on_postgresql(tmp_path):
                 _wait(lambda: "<svg" in c.get("/dashboard/").text)
         finally:
             proc.stop()
+
+
+def test_history_shows_who_deleted_restored_and_purged_what(site, admin):
+    """The audit trail: a delete, a restore and a purge, each with its actor, from the events
+    each change wrote in its own transaction."""
+    with httpx.Client(base_url=site.url, auth=("root", "root-pw"), timeout=30) as api:
+        kept, _, _ = push_image(api, "audit/app", "v1", "audit-kept")
+        gone, _, _ = push_image(api, "audit/app", "v2", "audit-gone")
+        for digest in (kept, gone):
+            assert api.delete(f"/v2/audit/app/manifests/{digest}").status_code == 202
+        assert api.post("/admin/v1/trash/restore", params={"reference": f"audit/app@{kept}"}).status_code == 200
+        assert api.post("/admin/v1/trash/purge", params={"reference": f"audit/app@{gone}"}).status_code == 200
+    page = admin.get("/dashboard/history").text
+    audit = page.split('id="audit"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>[^<]*</td><td>(\w+)</td>.*?<td>([^<]*)</td><td>([^<]*)</td></tr>", audit, re.S)
+    kinds = [kind for kind, _, by in rows if by == "root"]
+    assert kinds[:4] == ["purge", "restore", "delete", "delete"], rows  # newest first
+    assert any(gone[:19] in what for kind, what, _ in rows if kind == "purge"), rows
+    assert any(kept[:19] in what for kind, what, _ in rows if kind == "restore"), rows

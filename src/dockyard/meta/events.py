@@ -83,9 +83,12 @@ class EventStore:
             payload=json.dumps(payload, sort_keys=True, separators=(",", ":"))))
 
     # ---- reading -------------------------------------------------------------------------
-    def recent(self, limit: int, kind: str | None = None, repository: str | None = None) -> list[Event]:
+    def recent(self, limit: int, kind: str | tuple[str, ...] | None = None,
+               repository: str | None = None) -> list[Event]:
         q = select(event_outbox).order_by(event_outbox.c.id.desc()).limit(limit)
-        if kind:
+        if isinstance(kind, tuple):
+            q = q.where(event_outbox.c.kind.in_(kind))
+        elif kind:
             q = q.where(event_outbox.c.kind == kind)
         if repository:
             q = q.where(event_outbox.c.repository == repository)

@@ -13,6 +13,7 @@ from dockyard.errors import RegistryError
 from dockyard.lifecycle import rules, scheduler, trash
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.browse import BrowseStore
+from dockyard.meta.events import EventStore
 from dockyard.meta.retention import RetentionStore
 from dockyard.meta.usage import SORTS, UsageStore
 
@@ -117,11 +118,34 @@ async def preview(request: Request) -> Response:
                   q=search, total=total, among=among, pageno=pageno, pages=max(1, -(-total // PREVIEW_PAGE)))
 
 
+AUDITED = ("delete", "restore", "purge")
+
+
+def change_of(event) -> str:
+    """What a delete, restore or purge event changed, in a few words (from its payload)."""
+    p = event.payload
+    if p.get("repository") is True:
+        return f"the repository ({p.get('manifests', 0)} images, {p.get('tags', 0)} tags)"
+    if "tag" in p and "digest" in p and event.kind == "delete":
+        return f"tag {p['tag']} ({p['digest'][:19]})"
+    if "blob" in p:
+        return f"layer link {p['blob'][:19]}"
+    if "digests" in p:
+        return f"{len(p['digests'])} images by policy {p.get('policy', '?')}"
+    if "images" in p:
+        return f"{len(p['images'])} images past their scrub time"
+    what = p.get("reference") or p.get("digest", "")
+    tags = p.get("tags") or p.get("restored_tags") or []
+    return f"{what[:90]}" + (f" (tags {', '.join(tags)})" if tags else "") + (
+        f", {p['bytes']} bytes" if p.get("bytes") else "")
+
+
 def _history(reg) -> dict:
     with reg.db.read() as conn:
         prunes, deletes = RetentionStore(conn).audit_log(20), BrowseStore(conn).deletes(50)
+        audit = EventStore(conn).recent(50, kind=AUDITED)
     return {"gc": scheduler.recent_runs(reg, "gc", 20), "scrub": scheduler.recent_runs(reg, "scrub", 20),
-            "prunes": prunes, "deletes": deletes}
+            "prunes": prunes, "deletes": deletes, "audit": [(e, change_of(e)) for e in audit]}
 
 
 @page
