@@ -173,3 +173,23 @@ def test_history_shows_who_deleted_restored_and_purged_what(site, admin):
     assert kinds[:4] == ["purge", "restore", "delete", "delete"], rows  # newest first
     assert any(gone[:19] in what for kind, what, _ in rows if kind == "purge"), rows
     assert any(kept[:19] in what for kind, what, _ in rows if kind == "restore"), rows
+
+
+def test_hosts_page_lists_hosts_and_their_images(site, admin):
+    assert "No hosts yet" in admin.get("/dashboard/hosts").text
+    with httpx.Client(base_url=site.url, timeout=30) as api:
+        r = api.post("/admin/v1/hosts/compute-1", auth=("root", "root-pw"))
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        line = ('{"repository": "team/app", "tag": "v1", "digest": "sha256:' + "a" * 64 + '", "managed": false, '
+                '"bytes": 4096, "containers": ["web-1"]}\n')
+        r = api.put("/admin/v1/hosts/compute-1/inventory", content=line,
+                    headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+    page = admin.get("/dashboard/hosts").text
+    assert 'id="hosts"' in page and "compute-1" in page
+    detail = admin.get("/dashboard/hosts", params={"host": "compute-1"})
+    assert detail.status_code == 200
+    images = detail.text.split('id="host-images"', 1)[1]
+    assert "team/app" in images and "unmanaged" in images and "web-1" in images
+    assert admin.get("/dashboard/hosts", params={"host": "no-such"}).status_code == 404

@@ -10,6 +10,7 @@ from dockyard.api.dashboard.plot import usage_svg
 from dockyard.api.dashboard.render import number, page, render
 from dockyard.api.openapi import document
 from dockyard.errors import RegistryError
+from dockyard.hosts import service as hosts_service
 from dockyard.lifecycle import rules, scheduler, trash
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.browse import BrowseStore
@@ -169,3 +170,14 @@ async def confirm(request: Request) -> Response:
 async def api_docs(request: Request) -> Response:
     doc = document()
     return render(request, "api.html", nav="api", doc=doc, schemas=doc["components"]["schemas"])
+
+
+@page
+async def hosts(request: Request) -> Response:
+    """Compute hosts running ``dockyard agent``: state, last seen, images held, and one host's
+    images (managed or not, containers using them, deletes pending or failed) when asked."""
+    reg = registry(request)
+    chosen = request.query_params.get("host")
+    listing = await run(hosts_service.list_hosts, reg)
+    detail = await run(hosts_service.host_images, reg, chosen) if chosen else None
+    return render(request, "hosts.html", nav="hosts", hosts=listing, detail=detail, now=reg.now())
