@@ -117,7 +117,12 @@ def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
     reserve = DiskReserve(cfg.data_path / "disk-reserve", cfg.disk_reserve)
     reserve.ensure()
     db.on_disk_full = reserve.release
-    return Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
+    registry = Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
+    if cfg.cache_enabled:
+        from dockyard.cache.setup import open_cache
+
+        registry.cache = open_cache(cfg, registry.storage, registry.metrics)
+    return registry
 
 
 def app_factory():

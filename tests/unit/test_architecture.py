@@ -29,6 +29,7 @@ RANK = {
     "config": 2, "validate": 2,
     "logsetup": 3, "progress": 3,
     "meta": 4, "storage": 4,
+    "cache": 4.5,
     "lifecycle": 5,
     "registry": 6,
     "api": 7,

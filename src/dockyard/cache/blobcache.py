@@ -1,0 +1,285 @@
+"""The per-replica read-through blob cache: a layer in front of the storage driver's read path.
+
+A read of a cached blob is served from its file (Range requests too), under a read lease so it
+is never evicted meanwhile. A miss of a whole blob streams it from the backend to the client
+and into the cache at the same time: bytes are reserved in the index first (evicting least
+recently used entries, through :func:`dockyard.lru.victims`, when they would not fit; serving
+without caching when even that cannot make room), written to an incomplete file under
+``tmp/``, and that file becomes visible only after its size and digest are verified::
+
+    write tmp/<hex>.<pid>.<n> -> fsync -> verify size + digest -> rename to blobs/<alg>/<hex>
+    -> fsync the directory -> mark the entry ready in the index
+
+A process killed anywhere in there leaves a ``filling`` entry (never served) that ``clean``
+removes with its files. A miss of a byte range is passed through to the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from dockyard import faults
+from dockyard.lru import Entry, victims, watermarks
+from dockyard.meta.cacheindex import READY, CacheIndex
+from dockyard.metrics import Metrics
+from dockyard.oci.digest import Digest
+
+log = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+Backend = Callable[[str, int, "int | None"], Iterator[bytes]]
+"""``backend(digest, offset, length)``: the blob's bytes from the storage driver."""
+_seq = itertools.count()
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+class _Stream:
+    """An iterator of chunks with ``close()``, which runs exactly once."""
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[bool], None]):
+        self._chunks = chunks
+        self._on_close = on_close
+        self._finished = False
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._finished = True
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+            self._on_close(self._finished)
+
+    def __del__(self):  # a response that never started still gives its lease back
+        self.close()
+
+
+class BlobCache:
+    def __init__(self, root: Path, backend: Backend, *, max_size: int, high: float = 0.9, low: float = 0.8,
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time):
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        for d in (self.blobs_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.index = CacheIndex(self.root / "index.db")
+        self.backend = backend
+        self.max_size = max_size
+        self.high, self.low = watermarks(max_size, high, low)
+        self.metrics = metrics or Metrics()
+        self.now = clock
+        self.on_range_miss: Callable[[str], None] | None = None
+        """Called with the digest when a byte range misses (the prefetch queue takes it)."""
+        self.update_gauges()
+
+    # ---- layout -------------------------------------------------------------------------
+    def path(self, digest: str) -> Path:
+        d = Digest.parse(digest)  # digests come from blob rows; checked again before any path
+        return self.blobs_dir / d.algorithm / d.hex
+
+    def tmp_path(self, digest: str, pid: int) -> Path:
+        return self.tmp_dir / f"{Digest.parse(digest).hex}.{pid}.{next(_seq)}"
+
+    # ---- the read path ------------------------------------------------------------------
+    def read(self, digest: str, size: int, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The bytes of blob ``digest`` (``size`` bytes per its row) from ``offset``."""
+        length = size - offset if length is None else min(length, size - offset)
+        hit = self._open_hit(digest, size)
+        if hit is not None:
+            fd, read_id = hit
+            self.metrics.inc("dockyard_cache_hits_total")
+            return _Stream(self._file_chunks(fd, offset, length),
+                           lambda _done: self._end_hit(fd, read_id))
+        self.metrics.inc("dockyard_cache_misses_total")
+        source = self.backend(digest, offset, length)  # a missing object raises here, before any byte
+        if offset != 0 or length != size:
+            if self.on_range_miss is not None:
+                self.on_range_miss(digest)
+            return self._passthrough(source)
+        fill = self._reserve(digest, size)
+        if fill is None:
+            return self._passthrough(source)
+        return self._fill_stream(digest, size, fill, source)
+
+    def fill(self, digest: str, size: int) -> bool:
+        """Bring ``digest`` into the cache without a client (prefetch). False if it is not
+        cached afterwards (no room, or a fill that failed verification)."""
+        if self.index.get(digest) is not None and self.index.get(digest).state == READY:
+            return True
+        fill = self._reserve(digest, size)
+        if fill is None:
+            entry = self.index.get(digest)
+            return entry is not None and entry.state == READY
+        try:
+            source = self.backend(digest, 0, size)
+        except BaseException:
+            self.index.abandon(digest, fill)
+            raise
+        stream = self._fill_stream(digest, size, fill, source, count=False)
+        for _ in stream:
+            pass
+        entry = self.index.get(digest)
+        return entry is not None and entry.state == READY
+
+    def _open_hit(self, digest: str, size: int) -> tuple[int, int] | None:
+        read_id = self.index.begin_read(digest, size, os.getpid(), self.now())
+        if read_id is None:
+            return None
+        try:
+            return os.open(self.path(digest), os.O_RDONLY), read_id
+        except FileNotFoundError:
+            self.index.end_read(read_id)
+            log.warning("cache: entry %s has no file; dropped (clean would have)", digest)
+            self.index.drop(digest, READY)
+            self.update_gauges()
+            return None
+
+    def _file_chunks(self, fd: int, offset: int, length: int) -> Iterator[bytes]:
+        pos, end = offset, offset + length
+        while pos < end:
+            chunk = os.pread(fd, min(CHUNK, end - pos), pos)
+            if not chunk:
+                raise OSError(f"cache file shorter than its entry at {pos}")
+            pos += len(chunk)
+            self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="cache")
+            yield chunk
+
+    def _end_hit(self, fd: int, read_id: int) -> None:
+        os.close(fd)
+        self.index.end_read(read_id)
+
+    def _passthrough(self, source: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in source:
+                self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="backend")
+                yield chunk
+        finally:
+            _close(source)
+
+    # ---- filling ------------------------------------------------------------------------
+    def _reserve(self, digest: str, size: int) -> int | None:
+        """Reserve room for a fill; the pid that owns it, or None (serve without caching)."""
+        pid = os.getpid()
+        if size > self.max_size:
+            self.metrics.inc("dockyard_cache_uncached_total", reason="too_large")
+            return None
+        for _ in range(8):
+            outcome, chosen = self.index.reserve(digest, size, pid, self.now(), self.max_size, self.low, victims)
+            if outcome == "reserved":
+                self.update_gauges()
+                return pid
+            if outcome != "evict":
+                self.metrics.inc("dockyard_cache_uncached_total", reason=outcome)
+                return None
+            self.remove_files(chosen, "fill")
+        self.metrics.inc("dockyard_cache_uncached_total", reason="contention")
+        return None
+
+    def remove_files(self, chosen: list[Entry], reason: str) -> None:
+        """Delete the files of entries marked evicting, then their rows (one log line each)."""
+        for e in chosen:
+            try:
+                self.path(e.key).unlink()
+            except FileNotFoundError:
+                pass
+            log.info("cache: evicted %s (%d bytes, last used %.0f s ago, %s)", e.key, e.size,
+                     self.now() - e.last_used, reason)
+            self.metrics.inc("dockyard_cache_evictions_total", reason=reason)
+            self.metrics.inc("dockyard_cache_evicted_bytes_total", e.size, reason=reason)
+        self.index.evicted([e.key for e in chosen])
+        self.update_gauges()
+
+    def _fill_stream(self, digest: str, size: int, pid: int, source: Iterator[bytes],
+                     count: bool = True) -> Iterator[bytes]:
+        tmp = self.tmp_path(digest, pid)
+        try:
+            fh = open(tmp, "xb")
+        except OSError:
+            self.index.abandon(digest, pid)
+            raise
+        hasher = hashlib.new(Digest.parse(digest).algorithm)
+        state = {"written": 0, "ok": True}
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for chunk in source:
+                    if state["written"] + len(chunk) > size:  # never past the reservation
+                        state["ok"] = False
+                        chunk = chunk[: size - state["written"]]
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    state["written"] += len(chunk)
+                    if count:
+                        self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="backend")
+                    yield chunk
+                    if not state["ok"]:
+                        return
+            finally:
+                _close(source)
+
+        def finish(done: bool) -> None:
+            try:
+                if state["written"] == size:  # all bytes are here, even if the client left early
+                    self._commit(digest, size, pid, tmp, fh, hasher, state["ok"])
+                    return
+            finally:
+                if not fh.closed:
+                    fh.close()
+            self._discard(digest, pid, tmp)
+
+        return _Stream(chunks(), finish)
+
+    def _commit(self, digest, size, pid, tmp: Path, fh, hasher, ok: bool) -> None:
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        got = f"{Digest.parse(digest).algorithm}:{hasher.hexdigest()}"
+        if not ok or got != digest or tmp.stat().st_size != size:
+            log.error("cache: fill of %s failed verification (got %s, %d bytes); not cached", digest, got,
+                      tmp.stat().st_size)
+            self.metrics.inc("dockyard_cache_verify_failures_total")
+            self._discard(digest, pid, tmp)
+            return
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        dirfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+        faults.point("cache.before_ready")
+        if not self.index.complete(digest, pid, self.now()):  # clean took the reservation meanwhile
+            final.unlink(missing_ok=True)
+        self.update_gauges()
+
+    def _discard(self, digest: str, pid: int, tmp: Path) -> None:
+        tmp.unlink(missing_ok=True)
+        self.index.abandon(digest, pid)
+        self.update_gauges()
+
+    def update_gauges(self) -> None:
+        n, total = self.index.totals()
+        self.metrics.set("dockyard_cache_size_bytes", total)
+        self.metrics.set("dockyard_cache_entries", n)
