@@ -12,6 +12,16 @@ HELP = {
     "dockyard_gc_backlog": ("gauge", "review queue entries, by queue and whether they are due"),
     "dockyard_gc_run_seconds_sum": ("counter", "time spent in collector runs"),
     "dockyard_gc_runs_total": ("counter", "collector runs"),
+    "dockyard_cache_hits_total": ("counter", "blob reads served from this replica's cache"),
+    "dockyard_cache_misses_total": ("counter", "blob reads the cache did not hold"),
+    "dockyard_cache_served_bytes_total": ("counter", "blob bytes served, by source (cache or backend)"),
+    "dockyard_cache_evictions_total": ("counter", "cache entries evicted, by reason (fill, prune, delete, clear, invalid)"),
+    "dockyard_cache_evicted_bytes_total": ("counter", "bytes evicted from the cache, by reason"),
+    "dockyard_cache_size_bytes": ("gauge", "bytes the cache holds or has reserved for fills"),
+    "dockyard_cache_entries": ("gauge", "cache entries (every state)"),
+    "dockyard_cache_prefetch_queue": ("gauge", "prefetch targets queued"),
+    "dockyard_cache_verify_failures_total": ("counter", "fills whose bytes failed digest or size verification"),
+    "dockyard_cache_uncached_total": ("counter", "misses served without caching, by reason (full, busy, too_large)"),
 }
 
 

@@ -12,6 +12,7 @@ from dockyard.lifecycle.scheduler import scheduled_jobs
 from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, discovery, health, lifecycle, manifests, uploads
 from dockyard.api.auth import Authenticator, token_endpoint
+from dockyard.api.cache import cache_routes
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
 from dockyard.errors import RegistryError
@@ -53,6 +54,7 @@ def routes() -> list[Route]:
         Route("/metrics", lifecycle.metrics, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),  # no credentials, even with auth
         Route("/readyz", health.readyz, methods=["GET"]),
+        *cache_routes(Route),
     ]
 
 

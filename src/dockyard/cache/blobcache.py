@@ -219,7 +219,7 @@ class BlobCache:
             self.index.abandon(digest, pid)
             raise
         hasher = hashlib.new(Digest.parse(digest).algorithm)
-        state = {"written": 0, "ok": True}
+        state = {"written": 0, "ok": True, "committed": False}
 
         def chunks() -> Iterator[bytes]:
             try:
@@ -230,6 +230,10 @@ class BlobCache:
                     fh.write(chunk)
                     hasher.update(chunk)
                     state["written"] += len(chunk)
+                    if state["written"] == size and not state["committed"]:
+                        # the entry is ready before the client has its last byte: a finished pull is cached
+                        state["committed"] = True
+                        self._commit(digest, size, pid, tmp, fh, hasher, state["ok"])
                     if count:
                         self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="backend")
                     yield chunk
@@ -240,7 +244,10 @@ class BlobCache:
 
         def finish(done: bool) -> None:
             try:
-                if state["written"] == size:  # all bytes are here, even if the client left early
+                if state["committed"]:
+                    return
+                if state["written"] == size:  # an empty blob
+                    state["committed"] = True
                     self._commit(digest, size, pid, tmp, fh, hasher, state["ok"])
                     return
             finally:
@@ -251,6 +258,16 @@ class BlobCache:
         return _Stream(chunks(), finish)
 
     def _commit(self, digest, size, pid, tmp: Path, fh, hasher, ok: bool) -> None:
+        """Verify and publish a complete fill; a disk that fails here costs the entry, not the pull."""
+        try:
+            self._publish(digest, size, pid, tmp, fh, hasher, ok)
+        except OSError as exc:
+            log.error("cache: could not store %s (%s); served without caching", digest, exc)
+            if not fh.closed:
+                fh.close()
+            self._discard(digest, pid, tmp)
+
+    def _publish(self, digest, size, pid, tmp: Path, fh, hasher, ok: bool) -> None:
         fh.flush()
         os.fsync(fh.fileno())
         fh.close()

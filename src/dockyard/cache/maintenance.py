@@ -128,6 +128,22 @@ def clean(cache: BlobCache, stall_time: float, *, dry_run: bool = False, verify:
     return report
 
 
+def recover(cache: BlobCache) -> None:
+    """At start: give back the reservations and read leases of processes that are gone (a
+    replica killed while it filled or served), without walking the directory (clean does)."""
+    dead = [p for p in cache.index.reader_pids() if not alive(p)]
+    if dead:
+        cache.index.drop_reads_of(dead)
+    for e in cache.index.filling():
+        if not alive(e.owner):
+            for tmp in cache.tmp_dir.glob(f"{Digest.parse(e.digest).hex}.{e.owner}.*"):
+                tmp.unlink(missing_ok=True)
+            cache.path(e.digest).unlink(missing_ok=True)
+            if cache.index.drop(e.digest, FILLING):
+                log.info("cache: removed the incomplete fill of %s left by process %s", e.digest, e.owner)
+    cache.update_gauges()
+
+
 def _unknown_files(cache: BlobCache, report: CleanReport, dry_run: bool) -> None:
     index = cache.index
     for alg_dir in (p for p in cache.blobs_dir.iterdir() if p.is_dir()):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dockyard.cache import maintenance
 from dockyard.cache.blobcache import BlobCache
+from dockyard.meta.prefetchqueue import PrefetchQueue
 from dockyard.config import Config
 from dockyard.metrics import Metrics
 from dockyard.storage import paths
@@ -13,5 +15,9 @@ def open_cache(cfg: Config, storage: StorageDriver, metrics: Metrics) -> BlobCac
     def backend(digest: str, offset: int, length: int | None):
         return storage.read(paths.blob_key(digest), offset, length)
 
-    return BlobCache(cfg.effective_cache_dir, backend, max_size=cfg.cache_max_size,
-                     high=cfg.cache_high_watermark, low=cfg.cache_low_watermark, metrics=metrics)
+    cache = BlobCache(cfg.effective_cache_dir, backend, max_size=cfg.cache_max_size,
+                      high=cfg.cache_high_watermark, low=cfg.cache_low_watermark, metrics=metrics)
+    maintenance.recover(cache)
+    queue = PrefetchQueue(cache.index)
+    cache.on_range_miss = lambda digest: queue.put(digest, False, cache.now())  # fill it in the background
+    return cache

@@ -11,7 +11,9 @@ from dockyard import config as config_mod
 from dockyard.cli.common import _admin_common, _common, _emit, _human, _load, _overrides, _registry  # noqa: F401
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
-GROUPS: tuple = ()
+from dockyard.cli import cache as _cache_cli  # noqa: E402
+
+GROUPS: tuple = (_cache_cli,)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

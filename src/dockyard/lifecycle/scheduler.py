@@ -8,6 +8,7 @@ the collector and the scrubber run in every replica and share their queues.
 
 from __future__ import annotations
 
+from dockyard.cache.jobs import cache_jobs
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
 from dockyard.lifecycle.runner import Runner, lease_gate
@@ -30,6 +31,7 @@ def scheduled_jobs(reg) -> list[Runner]:
                                   policy.schedule,
                                   gate=lease_gate(reg.db, f"prune:{policy.name}", policy.schedule * 1.5, reg.clock)))
     runners.append(Runner("pulls", lambda: _PullFlush(reg), cfg.pull_flush_interval, jitter=0.0))
+    runners += [Runner(name, make, interval) for name, make, interval in cache_jobs(reg)]
     return runners
 
 

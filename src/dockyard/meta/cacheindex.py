@@ -213,6 +213,10 @@ class CacheIndex:
                                    f"LIMIT ?", (after, limit)).fetchall()
         return [_entry(r) for r in rows]
 
+    def filling(self) -> list[CacheEntry]:
+        rows = self.read().execute(f"SELECT {_COLS} FROM entries e WHERE state = ?", (FILLING,)).fetchall()
+        return [_entry(r) for r in rows]
+
     # ---- read leases ------------------------------------------------------------------
     def reader_pids(self) -> list[int]:
         return [r[0] for r in self.read().execute("SELECT DISTINCT pid FROM reads")]

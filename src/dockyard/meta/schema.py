@@ -284,3 +284,13 @@ leases = Table(
     Column("holder", String(255), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+
+# Replicas whose blob cache an admin call fans out to (issue 11): each `dockyard serve` with a
+# cache registers the address the others can call it at and renews `seen_at`.
+cache_replicas = Table(
+    "cache_replicas",
+    metadata,
+    Column("address", String(500), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+)
