@@ -174,13 +174,14 @@ def test_pull_storm_larger_than_the_cache_stays_under_its_maximum(moto, tmp_path
                 first = files()
                 if files() == first:  # two walks that agree: a consistent view
                     samples.append(sum(s for _, s in first))
+                time.sleep(0.002)
 
         errors = []
 
         def pull(seed):
             rnd = random.Random(seed)
             with server.client() as c:
-                for _ in range(25):
+                for _ in range(20):
                     b = blobs[rnd.randrange(len(blobs))]
                     r = c.get(f"/v2/storm/app/blobs/{sha256(b)}")
                     if r.status_code != 200 or r.content != b:
@@ -188,7 +189,7 @@ def test_pull_storm_larger_than_the_cache_stays_under_its_maximum(moto, tmp_path
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        pullers = [threading.Thread(target=pull, args=(i,)) for i in range(6)]
+        pullers = [threading.Thread(target=pull, args=(i,)) for i in range(4)]
         [t.start() for t in pullers]
         [t.join() for t in pullers]
         stop.set()
@@ -202,24 +203,30 @@ def test_pull_storm_larger_than_the_cache_stays_under_its_maximum(moto, tmp_path
         server.stop()
 
 
+@pytest.mark.slow
 def test_replica_killed_while_filling_and_prefetching(moto, tmp_path):
     data, faults = tmp_path / "killed", tmp_path / "faults"
     faults.mkdir()
     env = _env(moto, DOCKYARD_CACHE_MAX_SIZE="64MiB", DOCKYARD_CACHE_PREFETCH_INTERVAL="1s",
-               DOCKYARD_CACHE_PREFETCH_WORKERS=1, DOCKYARD_STORAGE_LATENCY="100ms",
+               DOCKYARD_CACHE_PREFETCH_WORKERS=1, DOCKYARD_STORAGE_LATENCY="50ms",
                DOCKYARD_FAULTS_DIR=str(faults))
     server = start_server(data, extra_env=env)
     cache_dir = data / "cache"
     client = server.client()
     held = os.urandom(500_000)
     push_blob(client, "kill/app", held)
-    layers = [os.urandom(200_000) for _ in range(12)]
+    layers = [os.urandom(200_000) for _ in range(10)]
     _push_image(client, "kill/app", "big", layers)
 
     # 1. killed between the rename of a verified file and its entry turning ready (a fault point)
     (faults / "cache.before_ready.hold").touch()
-    threading.Thread(target=lambda: httpx.get(f"{server.url}/v2/kill/app/blobs/{sha256(held)}", timeout=30),
-                     daemon=True).start()
+    def pull_held():
+        try:
+            httpx.get(f"{server.url}/v2/kill/app/blobs/{sha256(held)}", timeout=30)
+        except httpx.HTTPError:
+            pass  # the server is killed under it
+
+    threading.Thread(target=pull_held, daemon=True).start()
     deadline = time.monotonic() + 20
     while not (faults / "cache.before_ready.reached").exists():
         assert time.monotonic() < deadline, "the fill never reached its fault point"
@@ -228,7 +235,7 @@ def test_replica_killed_while_filling_and_prefetching(moto, tmp_path):
     assert (cache_dir / "blobs" / "sha256" / sha256(held).split(":")[1]).exists()  # a file, not an entry
     assert _verify_cache(cache_dir) == 0
 
-    # 2. killed while it prefetches (12 layers, one at a time, 100 ms per storage call)
+    # 2. killed while it prefetches (10 layers, one at a time, 50 ms per storage call)
     (faults / "cache.before_ready.held").unlink(missing_ok=True)
     server = start_server(data, extra_env=env)
     assert client.put(f"{server.url}/admin/v1/cache/kill/app:big").status_code == 202
@@ -270,14 +277,14 @@ def test_replica_killed_while_filling_and_prefetching(moto, tmp_path):
         digests = {e["digest"] for e in c.get("/admin/v1/cache", params={"scope": "local"}).json()["entries"]}
         assert {sha256(layer) for layer in layers} <= digests
         assert c.post("/admin/v1/cache/clean").json()["total_files_cleaned"] >= 0
-        assert _verify_cache(cache_dir) >= 13
+        assert _verify_cache(cache_dir) >= 11
         assert c.get(f"/v2/kill/app/blobs/{sha256(held)}").content == held
     finally:
         server.stop()
 
 
 def test_one_call_reaches_every_replica(moto, tmp_path):
-    env = _env(moto, DOCKYARD_CACHE_MAX_SIZE="16MiB",
+    env = _env(moto, DOCKYARD_CACHE_MAX_SIZE="16MiB", DOCKYARD_CACHE_PREFETCH_INTERVAL="1s",
                DOCKYARD_DATABASE_URL=f"sqlite:///{tmp_path / 'shared.db'}")
     a = start_server(tmp_path / "a", database_url=env.pop("DOCKYARD_DATABASE_URL"), extra_env=env)
     b = start_server(tmp_path / "b", database_url=f"sqlite:///{tmp_path / 'shared.db'}", extra_env=env)

@@ -20,6 +20,8 @@ import hashlib
 import itertools
 import logging
 import os
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,6 +37,7 @@ CHUNK = 1024 * 1024
 Backend = Callable[[str, int, "int | None"], Iterator[bytes]]
 """``backend(digest, offset, length)``: the blob's bytes from the storage driver."""
 _seq = itertools.count()
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 
 
 def _close(it) -> None:
@@ -80,6 +83,7 @@ class BlobCache:
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time):
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs"
+        self._blobs = str(self.blobs_dir)
         self.tmp_dir = self.root / "tmp"
         for d in (self.blobs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -89,14 +93,24 @@ class BlobCache:
         self.high, self.low = watermarks(max_size, high, low)
         self.metrics = metrics or Metrics()
         self.now = clock
+        self.wakeup = threading.Event()
+        """Set when a prefetch is queued: the prefetch runner of this process starts at once."""
         self.on_range_miss: Callable[[str], None] | None = None
         """Called with the digest when a byte range misses (the prefetch queue takes it)."""
         self.update_gauges()
 
     # ---- layout -------------------------------------------------------------------------
     def path(self, digest: str) -> Path:
-        d = Digest.parse(digest)  # digests come from blob rows; checked again before any path
-        return self.blobs_dir / d.algorithm / d.hex
+        return Path(self.file(digest))
+
+    def file(self, digest: str) -> str:
+        """The path of ``digest``'s file; digests come from blob rows or the index and are
+        checked again here before they name a file."""
+        if not _DIGEST.fullmatch(digest):
+            Digest.parse(digest)  # the precise error
+            raise ValueError(f"not a digest the cache stores: {digest!r}")
+        alg, _, hex_ = digest.partition(":")
+        return f"{self._blobs}/{alg}/{hex_}"
 
     def tmp_path(self, digest: str, pid: int) -> Path:
         return self.tmp_dir / f"{Digest.parse(digest).hex}.{pid}.{next(_seq)}"
@@ -198,15 +212,18 @@ class BlobCache:
 
     def remove_files(self, chosen: list[Entry], reason: str) -> None:
         """Delete the files of entries marked evicting, then their rows (one log line each)."""
+        if not chosen:
+            return
+        now = self.now()
         for e in chosen:
             try:
-                self.path(e.key).unlink()
+                os.unlink(self.file(e.key))
             except FileNotFoundError:
                 pass
-            log.info("cache: evicted %s (%d bytes, last used %.0f s ago, %s)", e.key, e.size,
-                     self.now() - e.last_used, reason)
-            self.metrics.inc("dockyard_cache_evictions_total", reason=reason)
-            self.metrics.inc("dockyard_cache_evicted_bytes_total", e.size, reason=reason)
+            log.info("cache: evicted %s (%d bytes, last used %.0f s ago, %s)", e.key, e.size, now - e.last_used,
+                     reason)
+        self.metrics.inc("dockyard_cache_evictions_total", len(chosen), reason=reason)
+        self.metrics.inc("dockyard_cache_evicted_bytes_total", sum(e.size for e in chosen), reason=reason)
         self.index.evicted([e.key for e in chosen])
         self.update_gauges()
 

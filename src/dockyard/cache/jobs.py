@@ -5,6 +5,8 @@ lets an admin call fan out to every replica's cache."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 from dockyard.cache import maintenance
 from dockyard.cache.prefetch import PrefetchJob
@@ -64,15 +66,33 @@ def live_replicas(reg) -> list[str]:
         return ReplicaStore(conn).live(reg.now() - 4 * HEARTBEAT)
 
 
-def cache_jobs(reg) -> list[tuple[str, object, float]]:
-    """(name, make_job, interval) of every cache job this replica runs; none without a cache."""
+def _wake_or_wait(event: threading.Event):
+    """A Runner wait that also ends early when ``event`` is set (a prefetch was queued)."""
+
+    def wait(stop: threading.Event, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if event.wait(min(left, 0.5)):
+                event.clear()
+                return stop.is_set()
+        return True
+
+    return wait
+
+
+def cache_jobs(reg) -> list[dict]:
+    """Runner arguments of every cache job this replica runs; none without a cache."""
     if reg.cache is None:
         return []
     cfg = reg.config
     return [
-        ("cache-clean", lambda: CleanJob(reg), cfg.cache_clean_interval),
-        ("cache-prune", lambda: PruneJob(reg), cfg.cache_prune_interval),
-        ("cache-prefetch", lambda: PrefetchJob(reg.cache, reg.db, workers=cfg.cache_prefetch_workers,
-                                               platforms=cfg.cache_prefetch_platforms), cfg.cache_prefetch_interval),
-        ("cache-replicas", lambda: HeartbeatJob(reg), HEARTBEAT),
+        dict(name="cache-clean", make_job=lambda: CleanJob(reg), interval=cfg.cache_clean_interval),
+        dict(name="cache-prune", make_job=lambda: PruneJob(reg), interval=cfg.cache_prune_interval),
+        dict(name="cache-prefetch", interval=cfg.cache_prefetch_interval, wait=_wake_or_wait(reg.cache.wakeup),
+             make_job=lambda: PrefetchJob(reg.cache, reg.db, workers=cfg.cache_prefetch_workers,
+                                          platforms=cfg.cache_prefetch_platforms)),
+        dict(name="cache-replicas", make_job=lambda: HeartbeatJob(reg), interval=HEARTBEAT),
     ]

@@ -94,8 +94,8 @@ def clean(cache: BlobCache, stall_time: float, *, dry_run: bool = False, verify:
     while page := index.page(after, PAGE):
         after = page[-1].digest
         for e in page:
-            path = cache.path(e.digest)
             if e.state == FILLING:
+                path = cache.path(e.digest)
                 if alive(e.owner) and now - e.created <= stall_time:
                     continue
                 freed = max(0, _remove(path, dry_run))
@@ -105,18 +105,19 @@ def clean(cache: BlobCache, stall_time: float, *, dry_run: bool = False, verify:
                     continue
                 report.add("incomplete", e.digest, freed)
             elif e.state == EVICTING:  # an eviction that a killed process did not finish
-                freed = max(0, _remove(path, dry_run))
+                freed = max(0, _remove(cache.path(e.digest), dry_run))
                 if not dry_run:
                     index.evicted([e.digest])
                 report.add("invalid", e.digest, freed)
             elif e.state == READY:
+                path = cache.file(e.digest)
                 try:
-                    size = path.stat().st_size
+                    size = os.stat(path).st_size
                 except FileNotFoundError:
                     if dry_run or index.drop(e.digest, READY):
                         report.add("missing_files", e.digest, 0, files=0)
                     continue
-                bad = size != e.size or (verify and _sha(path, Digest.parse(e.digest).algorithm) != e.digest)
+                bad = size != e.size or (verify and _sha(Path(path), e.digest.partition(":")[0]) != e.digest)
                 if bad and (dry_run or index.mark_evicting([e.digest])):
                     if not dry_run:
                         cache.remove_files([_lru(e)], "invalid")
@@ -145,22 +146,31 @@ def recover(cache: BlobCache) -> None:
 
 
 def _unknown_files(cache: BlobCache, report: CleanReport, dry_run: bool) -> None:
+    """Files no entry knows: the directory is read in batches checked against the index with
+    one query each (memory flat in the cache size)."""
     index = cache.index
-    for alg_dir in (p for p in cache.blobs_dir.iterdir() if p.is_dir()):
-        with os.scandir(alg_dir) as it:
+
+    def batches(directory: Path):
+        batch = []
+        with os.scandir(directory) as it:
             for item in it:
-                digest = f"{alg_dir.name}:{item.name}"
-                try:
-                    Digest.parse(digest)
-                except InvalidDigest:
-                    digest = ""
-                if digest and index.get(digest) is not None:
-                    continue
-                size = _remove(Path(item.path), dry_run)
-                if size >= 0:
-                    report.add("unknown_files", item.path, size)
-    with os.scandir(cache.tmp_dir) as it:
-        for item in it:
+                batch.append(item)
+                if len(batch) == PAGE:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    for alg_dir in (p for p in cache.blobs_dir.iterdir() if p.is_dir()):
+        for batch in batches(alg_dir):
+            known = index.known([f"{alg_dir.name}:{item.name}" for item in batch])
+            for item in batch:
+                if f"{alg_dir.name}:{item.name}" not in known:
+                    size = _remove(Path(item.path), dry_run)
+                    if size >= 0:
+                        report.add("unknown_files", item.path, size)
+    for batch in batches(cache.tmp_dir):
+        for item in batch:
             hex_, _, rest = item.name.partition(".")
             pid = rest.partition(".")[0]
             owned = [e for alg in ("sha256", "sha512") for e in [index.get(f"{alg}:{hex_}")]

@@ -54,6 +54,7 @@ def canonical_target(text: str) -> str:
 
 def enqueue(cache: BlobCache, target: str, pin: bool, now: float) -> dict:
     item, new = PrefetchQueue(cache.index).put(canonical_target(target), pin, now)
+    cache.wakeup.set()
     return {"queued": asdict(item), "new": new}
 
 

@@ -19,5 +19,10 @@ def open_cache(cfg: Config, storage: StorageDriver, metrics: Metrics) -> BlobCac
                       high=cfg.cache_high_watermark, low=cfg.cache_low_watermark, metrics=metrics)
     maintenance.recover(cache)
     queue = PrefetchQueue(cache.index)
-    cache.on_range_miss = lambda digest: queue.put(digest, False, cache.now())  # fill it in the background
+
+    def range_miss(digest: str) -> None:  # fill it in the background
+        queue.put(digest, False, cache.now())
+        cache.wakeup.set()
+
+    cache.on_range_miss = range_miss
     return cache

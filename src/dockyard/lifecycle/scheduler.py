@@ -31,7 +31,7 @@ def scheduled_jobs(reg) -> list[Runner]:
                                   policy.schedule,
                                   gate=lease_gate(reg.db, f"prune:{policy.name}", policy.schedule * 1.5, reg.clock)))
     runners.append(Runner("pulls", lambda: _PullFlush(reg), cfg.pull_flush_interval, jitter=0.0))
-    runners += [Runner(name, make, interval) for name, make, interval in cache_jobs(reg)]
+    runners += [Runner(**spec) for spec in cache_jobs(reg)]
     return runners
 
 

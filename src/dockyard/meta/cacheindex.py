@@ -19,6 +19,7 @@ any number of threads or processes never take the directory past ``cache_max_siz
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -174,21 +175,27 @@ class CacheIndex:
                       [(d,) for d in digests])
 
     def mark_evicting(self, digests: Iterable[str], *, force_pinned: bool = True) -> list[CacheEntry]:
-        """Mark ready entries that nobody reads as evicting; returns those marked."""
-        out = []
+        """Mark ready entries that nobody reads (and, unless ``force_pinned``, not pinned) as
+        evicting, in one statement; returns those marked."""
+        keys = json.dumps(list(digests))
+        pinned = "" if force_pinned else "AND pinned = 0"
         with self.write() as c:
-            for d in digests:
-                row = c.execute(f"SELECT {_COLS}, {_IN_USE} FROM entries e WHERE digest = ? AND state = ?",
-                                (d, READY)).fetchone()
-                if row is None or row[8] or (row[6] and not force_pinned):
-                    continue
-                c.execute("UPDATE entries SET state = ? WHERE digest = ?", (EVICTING, d))
-                out.append(_entry(row))
-        return out
+            rows = c.execute(f"UPDATE entries SET state = '{EVICTING}' WHERE digest IN (SELECT value FROM "
+                             f"json_each(?)) AND state = '{READY}' {pinned} AND NOT EXISTS (SELECT 1 FROM reads r "
+                             f"WHERE r.digest = entries.digest) RETURNING {_COLS.replace('e.', '')}",
+                             (keys,)).fetchall()
+        return [_entry(r) for r in rows]
 
     def evicted(self, digests: Iterable[str]) -> None:
         with self.write() as c:
-            c.executemany("DELETE FROM entries WHERE digest = ? AND state = ?", [(d, EVICTING) for d in digests])
+            c.execute(f"DELETE FROM entries WHERE digest IN (SELECT value FROM json_each(?)) AND state = '{EVICTING}'",
+                      (json.dumps(list(digests)),))
+
+    def known(self, digests: list[str]) -> set[str]:
+        """Those of ``digests`` the index has an entry for (any state)."""
+        rows = self.read().execute("SELECT digest FROM entries WHERE digest IN (SELECT value FROM json_each(?))",
+                                   (json.dumps(digests),))
+        return {r[0] for r in rows}
 
     def complete(self, digest: str, pid: int, now: float) -> bool:
         with self.write() as c:
