@@ -247,3 +247,12 @@ def test_killed_fill_is_invisible(tmp_path, store):
     assert cache.index.get(d).state == FILLING
     maintenance.clean(cache, 3600)
     assert cache.index.get(d) is None and not cache.path(d).exists()
+
+
+def test_a_failing_cache_disk_costs_the_cache_not_the_pull(tmp_path, store):
+    cache = make(tmp_path, store)
+    d = store.add(os.urandom(2000))
+    cache.tmp_dir.rmdir()  # the cache's disk fails under it
+    assert read(cache, d, 2000) == store.blobs[d]
+    assert cache.index.get(d) is None  # the reservation was given back
+    assert cache.metrics.get("dockyard_cache_uncached_total", reason="error") == 1

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from dockyard import faults
 from dockyard.lru import Entry, victims, watermarks
-from dockyard.meta.cacheindex import READY, CacheIndex
+from dockyard.meta.cacheindex import READY, CacheIndex, CacheIndexError
 from dockyard.metrics import Metrics
 from dockyard.oci.digest import Digest
 
@@ -75,7 +75,10 @@ class _Stream:
             self._on_close(self._finished)
 
     def __del__(self):  # a response that never started still gives its lease back
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - a finalizer must not raise (e.g. at interpreter exit)
+            pass
 
 
 class BlobCache:
@@ -93,6 +96,7 @@ class BlobCache:
         self.high, self.low = watermarks(max_size, high, low)
         self.metrics = metrics or Metrics()
         self.now = clock
+        self._failures = 0
         self.wakeup = threading.Event()
         """Set when a prefetch is queued: the prefetch runner of this process starts at once."""
         self.on_range_miss: Callable[[str], None] | None = None
@@ -117,8 +121,19 @@ class BlobCache:
 
     # ---- the read path ------------------------------------------------------------------
     def read(self, digest: str, size: int, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """The bytes of blob ``digest`` (``size`` bytes per its row) from ``offset``."""
+        """The bytes of blob ``digest`` (``size`` bytes per its row) from ``offset``. A cache that
+        fails (its index or its disk) costs the cache, never the pull: served from the backend."""
         length = size - offset if length is None else min(length, size - offset)
+        try:
+            return self._read(digest, size, offset, length)
+        except (CacheIndexError, OSError) as exc:
+            self._failures += 1
+            if self._failures == 1 or self._failures % 1000 == 0:
+                log.error("cache: failing (%s, %d times); serving from storage", exc, self._failures)
+            self.metrics.inc("dockyard_cache_uncached_total", reason="error")
+            return self._passthrough(self.backend(digest, offset, length))
+
+    def _read(self, digest: str, size: int, offset: int, length: int) -> Iterator[bytes]:
         hit = self._open_hit(digest, size)
         if hit is not None:
             fd, read_id = hit

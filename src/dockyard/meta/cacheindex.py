@@ -29,6 +29,8 @@ from typing import Iterable, Iterator
 from dockyard.lru import Entry
 
 FILLING, READY, EVICTING = "filling", "ready", "evicting"
+CacheIndexError = sqlite3.Error
+"""What the index raises when its file fails (locked too long, disk full, corrupt)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
