@@ -36,11 +36,8 @@ class PrefetchFailed(Exception):
 def canonical_target(text: str) -> str:
     """A digest or an image reference (no host), as queued; a 400 for anything else."""
     text = text.strip()
-    if ":" in text and "/" not in text and "@" not in text:
-        try:
-            return str(Digest.parse(text))
-        except InvalidDigest:
-            pass
+    if _is_digest(text):
+        return str(Digest.parse(text))
     try:
         ref = parse_reference(text)
     except InvalidReference as exc:
@@ -50,6 +47,14 @@ def canonical_target(text: str) -> str:
         raise RegistryError("NAME_INVALID", "a prefetch target is a digest, REPO:TAG or REPO@DIGEST (no host)",
                             {"target": text[:200]})
     return str(ref)
+
+
+def _is_digest(target: str) -> bool:
+    try:
+        Digest.parse(target)
+    except InvalidDigest:
+        return False
+    return True
 
 
 def enqueue(cache: BlobCache, target: str, pin: bool, now: float) -> dict:
@@ -71,7 +76,7 @@ def _platform_matches(platform: dict | None, wanted: tuple[str, ...]) -> bool:
 
 def resolve(db: Database, target: str, platforms: tuple[str, ...]) -> list[tuple[str, int]]:
     """(digest, size) of every blob ``target`` brings."""
-    if "/" not in target and "@" not in target:
+    if _is_digest(target):
         with db.read() as conn:
             blob = BlobStore(conn).get_linked_anywhere(target)
         if blob is None:
