@@ -314,6 +314,9 @@ def test_one_call_reaches_every_replica(moto, tmp_path):
         assert ca.delete("/admin/v1/cache").json()["total_files_deleted"] == 3
         assert cb.get("/admin/v1/cache").json()["total_entries"] == 0
         assert cb.post("/admin/v1/cache/prune").json()["total_files_pruned"] == 0
+        b.stop()  # still registered (seen within the last minute), but it does not answer
+        r = ca.get("/admin/v1/cache").json()
+        assert r["failed_replicas"] == [b.url] and "error" in r["replicas"][b.url]
     finally:
         a.stop()
         b.stop()
