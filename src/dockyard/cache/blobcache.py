@@ -35,7 +35,7 @@ from dockyard.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-UNLINKERS = 8
+UNLINKERS = 16
 Backend = Callable[[str, int, "int | None"], Iterator[bytes]]
 """``backend(digest, offset, length)``: the blob's bytes from the storage driver."""
 _seq = itertools.count()
@@ -234,7 +234,7 @@ class BlobCache:
         self.metrics.inc("dockyard_cache_uncached_total", reason="contention")
         return None
 
-    def remove_files(self, chosen: list[Entry], reason: str) -> None:
+    def remove_files(self, chosen: list[Entry], reason: str, *, gauges: bool = True) -> None:
         """Delete the files of entries marked evicting, then their rows (one log line each)."""
         if not chosen:
             return
@@ -252,7 +252,8 @@ class BlobCache:
         self.metrics.inc("dockyard_cache_evictions_total", len(chosen), reason=reason)
         self.metrics.inc("dockyard_cache_evicted_bytes_total", sum(e.size for e in chosen), reason=reason)
         self.index.evicted([e.key for e in chosen])
-        self.update_gauges()
+        if gauges:
+            self.update_gauges()
 
     def _fill_stream(self, digest: str, size: int, pid: int, source: Iterator[bytes],
                      count: bool = True) -> Iterator[bytes]:

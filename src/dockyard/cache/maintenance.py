@@ -209,7 +209,7 @@ def prune(cache: BlobCache, *, dry_run: bool = False, only_above_high: bool = Fa
         if not dry_run:
             marked = cache.index.mark_evicting([v.key for v in chosen], force_pinned=False)
             chosen = [_lru(e) for e in marked]
-            cache.remove_files(chosen, "prune")
+            cache.remove_files(chosen, "prune", gauges=False)
         else:
             for v in chosen:
                 log.info("cache prune (dry run): would evict %s (%d bytes)", v.key, v.size)
@@ -217,6 +217,7 @@ def prune(cache: BlobCache, *, dry_run: bool = False, only_above_high: bool = Fa
         report.total_bytes_pruned += sum(v.size for v in chosen)
         total -= sum(v.size for v in chosen)
     report.size_after = total
+    cache.update_gauges()
     return report
 
 
