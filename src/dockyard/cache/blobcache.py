@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dockyard import faults
+from dockyard.cache.streams import Stream as _Stream, close as _close, unlink as _unlink
 from dockyard.lru import Entry, victims, watermarks
 from dockyard.meta.cacheindex import READY, CacheIndex, CacheIndexError
 from dockyard.metrics import Metrics
@@ -36,58 +37,9 @@ from dockyard.oci.digest import Digest
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 UNLINKERS = 16
-Backend = Callable[[str, int, "int | None"], Iterator[bytes]]
-"""``backend(digest, offset, length)``: the blob's bytes from the storage driver."""
+Backend = Callable[[str, int, "int | None"], Iterator[bytes]]  # (digest, offset, length) -> bytes from storage
 _seq = itertools.count()
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _close(it) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
-
-
-class _Stream:
-    """An iterator of chunks with ``close()``, which runs exactly once."""
-
-    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[bool], None]):
-        self._chunks = chunks
-        self._on_close = on_close
-        self._finished = False
-        self._closed = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            self._finished = True
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-            self._on_close(self._finished)
-
-    def __del__(self):  # a response that never started still gives its lease back
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - a finalizer must not raise (e.g. at interpreter exit)
-            pass
 
 
 class BlobCache:
@@ -163,7 +115,8 @@ class BlobCache:
     def fill(self, digest: str, size: int) -> bool:
         """Bring ``digest`` into the cache without a client (prefetch). False if it is not
         cached afterwards (no room, or a fill that failed verification)."""
-        if self.index.get(digest) is not None and self.index.get(digest).state == READY:
+        entry = self.index.get(digest)
+        if entry is not None and entry.state == READY:
             return True
         fill = self._reserve(digest, size)
         if fill is None:
