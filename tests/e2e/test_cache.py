@@ -296,7 +296,7 @@ def test_one_call_reaches_every_replica(moto, tmp_path):
         assert ca.get(f"/v2/fan/app/blobs/{sha256(one)}").content == one
         assert cb.get(f"/v2/fan/app/blobs/{sha256(two)}").content == two
         deadline = time.monotonic() + 30
-        while len(ca.get("/admin/v1/cache").json()["replicas"]) < 2:
+        while min(len(c.get("/admin/v1/cache").json()["replicas"]) for c in (ca, cb)) < 2:  # both registered
             assert time.monotonic() < deadline, "replicas did not register"
             time.sleep(0.2)
         listing = cb.get("/admin/v1/cache").json()
@@ -306,7 +306,8 @@ def test_one_call_reaches_every_replica(moto, tmp_path):
         r = ca.put(f"/admin/v1/cache/{sha256(one)}").json()  # queued on both; b fetches it
         assert set(r["replicas"]) == {a.url, b.url}
         deadline = time.monotonic() + 30
-        while cb.get("/admin/v1/cache", params={"scope": "local"}).json()["total_entries"] < 2:
+        while cb.get("/admin/v1/cache", params={"scope": "local"}).json()["total_entries"] < 2 \
+                or ca.get("/admin/v1/cache").json()["queue_length"]:  # both replicas worked their queue
             assert time.monotonic() < deadline
             time.sleep(0.2)
         cleared = ca.delete("/admin/v1/cache", params={"dry_run": "true"}).json()
