@@ -284,6 +284,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events_max", 100000, int, "events kept in the outbox; undelivered ones beyond it are dropped, counted and logged"),
     Setting("quotas", {}, lambda v: parse_quotas(v), "storage quotas (TOML [quotas.NAME] tables: repositories, hard, soft; or JSON)"),
     Setting("host_down_after", 60.0, parse_duration, "a host (dockyard agent) not heard from for this long shows as down"),
+    Setting("cache_dir", "", str, "per-replica blob cache (storage = s3); empty = data_dir/cache"),
+    Setting("cache_max_size", 10 * 1024 ** 3, parse_size, "most bytes the blob cache holds (0 = no cache)"),
+    Setting("cache_high_watermark", 0.9, float, "scheduled prune starts above this fraction of cache_max_size"),
+    Setting("cache_low_watermark", 0.8, float, "prune evicts least recently used entries down to this fraction"),
+    Setting("cache_stall_time", 3600.0, parse_duration, "clean removes incomplete cache entries older than this"),
+    Setting("cache_clean_interval", 600.0, parse_duration, "pause between background cache cleans (with jitter)"),
+    Setting("cache_prune_interval", 60.0, parse_duration, "pause between background cache prunes (with jitter)"),
+    Setting("cache_prefetch_interval", 10.0, parse_duration, "pause between runs of the prefetch queue when idle"),
+    Setting("cache_prefetch_workers", 4, int, "blobs prefetched at the same time"),
+    Setting("cache_prefetch_platforms", ("linux/amd64",), lambda v: _list(v), "platforms an index's prefetch brings (os/arch[/variant])"),
+    Setting("cache_advertise_url", "", str, "URL other replicas call this replica's cache admin API at; empty = http://listen"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -350,6 +361,17 @@ class Config:
     events_max: int = 100000
     quotas: dict = field(default_factory=dict)
     host_down_after: float = 60.0
+    cache_dir: str = ""
+    cache_max_size: int = 10 * 1024 ** 3
+    cache_high_watermark: float = 0.9
+    cache_low_watermark: float = 0.8
+    cache_stall_time: float = 3600.0
+    cache_clean_interval: float = 600.0
+    cache_prune_interval: float = 60.0
+    cache_prefetch_interval: float = 10.0
+    cache_prefetch_workers: int = 4
+    cache_prefetch_platforms: tuple = ("linux/amd64",)
+    cache_advertise_url: str = ""
 
     # ---- derived values -------------------------------------------------
     @property
@@ -368,6 +390,15 @@ class Config:
     @property
     def effective_storage_root(self) -> Path:
         return Path(self.storage_root).expanduser().resolve() if self.storage_root else self.data_path / "storage"
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else self.data_path / "cache"
+
+    @property
+    def cache_enabled(self) -> bool:
+        """The blob cache sits in front of an object store only (a filesystem needs none)."""
+        return self.storage == "s3" and self.cache_max_size > 0
 
     @property
     def effective_anonymous_role(self) -> str:
@@ -445,6 +476,8 @@ def from_values(values: Mapping[str, Any]) -> Config:
         raise ConfigError("tls_cert and tls_key go together: set both (HTTPS) or neither")
     if cfg.tls_client_ca and not cfg.tls_cert:
         raise ConfigError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
+    if not 0 < cfg.cache_low_watermark <= cfg.cache_high_watermark <= 1:
+        raise ConfigError("cache watermarks need 0 < cache_low_watermark <= cache_high_watermark <= 1")
     return cfg
 
 

@@ -80,6 +80,16 @@ HELP: dict[str, tuple] = {
     "dockyard_quota_denied_total": ("counter", "pushes refused by a hard quota, by quota"),
     "dockyard_host_images": ("gauge", "images a host holds, by host (its last inventory)"),
     "dockyard_host_work_total": ("counter", "host work confirmed, by kind (pull, delete) and result"),
+    "dockyard_cache_hits_total": ("counter", "blob reads served from this replica's cache"),
+    "dockyard_cache_misses_total": ("counter", "blob reads the cache did not hold"),
+    "dockyard_cache_served_bytes_total": ("counter", "blob bytes served, by source (cache or backend)"),
+    "dockyard_cache_evictions_total": ("counter", "cache entries evicted, by reason (fill, prune, delete, clear, invalid)"),
+    "dockyard_cache_evicted_bytes_total": ("counter", "bytes evicted from the cache, by reason"),
+    "dockyard_cache_size_bytes": ("gauge", "bytes the cache holds or has reserved for fills"),
+    "dockyard_cache_entries": ("gauge", "cache entries (every state)"),
+    "dockyard_cache_prefetch_queue": ("gauge", "prefetch targets queued"),
+    "dockyard_cache_verify_failures_total": ("counter", "fills whose bytes failed digest or size verification"),
+    "dockyard_cache_uncached_total": ("counter", "misses served without caching, by reason (full, busy, too_large)"),
 }
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

@@ -120,6 +120,10 @@ def build_registry(cfg: Config, *, migrate: bool = True) -> Registry:
     db.on_disk_full = reserve.release
     registry = Registry(config=cfg, db=db, storage=open_driver(cfg), reserve=reserve)
     registry.metrics.add_collector(UsageCollector(db))
+    if cfg.cache_enabled:
+        from dockyard.cache.setup import open_cache
+
+        registry.cache = open_cache(cfg, registry.storage, registry.metrics)
     return registry
 
 

@@ -2,16 +2,17 @@
 
 Dependencies run one way, top to bottom (README "Architecture")::
 
-    cli, server                  entry points: build the process, may use everything
-    api                          HTTP only: routes, auth, the one error table
-    registry                     reads and pushes (HTTP-free services)
+    cli, server, agent           entry points: build the process, may use everything (the agent: HTTP only)
+    api                          HTTP only: routes, auth, the one error table, the dashboard
     mirror                       pull-through mirrors (its upstream client is its only HTTP)
+    registry | hosts             reads and pushes (HTTP-free services) | the registry's side of host agents
     lifecycle                    every delete, trash, restore, purge, retention, gc, scrub, fsck, jobs
+    cache                        the per-replica blob cache in front of storage reads
     meta | storage               the only SQL | the storage drivers
     logsetup, progress           logging and progress output
     config, validate             the settings; client-input checks
-    policies, errors, access     retention policy documents; the domain error tree; access rules
-    oci, values, clock, faults, metrics    pure parsing and small leaf modules
+    policies, errors, access, events, quotas    documents, the domain error tree, pure definitions
+    oci, values, clock, faults, metrics, lru    pure parsing and small leaf modules
 
 Every import counts, function-local ones too (a local import is no way around a rule).
 """
@@ -30,6 +31,7 @@ RANK = {
     "config": 2, "validate": 2,
     "logsetup": 3, "progress": 3,
     "meta": 4, "storage": 4,
+    "cache": 4.5,
     "lifecycle": 5,
     "registry": 6, "hosts": 6,
     "mirror": 6.5,

@@ -13,6 +13,7 @@ from dockyard.storage.base import StorageError
 from dockyard.api import admin, base, blobs, dashboard, discovery, health, lifecycle, manifests, openapi, uploads
 from dockyard.api import events, hosts, mirror, quotas, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
+from dockyard.api.cache import cache_routes
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
 from dockyard.errors import RegistryError
@@ -64,6 +65,7 @@ def routes() -> list[Route]:
         *mirror.routes(),
         *dashboard.routes(),
         *hosts.routes(),
+        *cache_routes(Route),
     ]
 
 

@@ -16,10 +16,11 @@ from dockyard.cli.common import examples
 
 # Command groups in their own modules: each has register(sub) adding its subparsers.
 from dockyard.cli import agent as _agent  # noqa: E402
+from dockyard.cli import cache as _cache_cli  # noqa: E402
 from dockyard.cli import events as _events  # noqa: E402
 from dockyard.cli import hosts as _hosts  # noqa: E402
 
-GROUPS: tuple = (remote, _mirror_cli, _events, _hosts, _agent)
+GROUPS: tuple = (remote, _mirror_cli, _cache_cli, _events, _hosts, _agent)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from dockyard.cache.jobs import cache_jobs
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
 from dockyard.lifecycle.report import Report
@@ -37,6 +38,7 @@ def scheduled_jobs(reg) -> list[Runner]:
     if cfg.usage_sample_interval > 0:  # one sample per interval among replicas: a lease
         runners.append(Runner("usage", lambda: UsageSampler(reg), cfg.usage_sample_interval,
                               gate=lease_gate(reg.db, "usage", cfg.usage_sample_interval * 0.9, reg.clock)))
+    runners += [Runner(**spec) for spec in cache_jobs(reg)]
     return runners
 
 

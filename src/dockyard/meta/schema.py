@@ -424,3 +424,12 @@ host_work = Table(
     Column("actor", String(255), nullable=True),
     Index("ix_host_work_host_state", "host", "state", "id"),
 )
+
+# Replicas whose blob cache an admin call fans out to (issue 11): each `dockyard serve` with a
+# cache registers the address the others can call it at and renews `seen_at`.
+cache_replicas = Table(
+    "cache_replicas",
+    metadata,
+    Column("address", String(500), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+)

@@ -52,7 +52,11 @@ def stat(reg: Registry, name: str, digest: str) -> Blob:
 
 
 def read(reg: Registry, blob: Blob, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """The blob's bytes: through this replica's cache when it has one (a hit is served from
+    local disk; a miss streams from storage and fills the cache on the way)."""
     try:
+        if reg.cache is not None:
+            return reg.cache.read(blob.digest, blob.size, offset, length)
         return reg.storage.read(paths.blob_key(blob.digest), offset, length)
     except PathNotFound as exc:
         log.error("blob %s has a row but no data (%s); fsck will report it", blob.digest, exc)

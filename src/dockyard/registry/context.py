@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from dockyard.cache.blobcache import BlobCache
 from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
 from dockyard.lifecycle.reserve import DiskReserve
@@ -60,6 +61,8 @@ class Registry:
     pulls: "PullTracker" = field(default_factory=lambda: PullTracker())
     reserve: DiskReserve | None = None
     """The disk reserve of ``dockyard serve`` (None: none kept, e.g. in-process tests)."""
+    cache: BlobCache | None = None
+    """This replica's read-through blob cache (``storage = "s3"`` with ``cache_max_size`` > 0)."""
 
     def now(self) -> float:
         return self.clock.now()

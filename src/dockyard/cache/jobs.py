@@ -1,0 +1,98 @@
+"""The cache's background jobs in ``dockyard serve`` (each run by a lifecycle Runner with jitter):
+clean, prune (above the high watermark), the prefetch queue, and the replica heartbeat that
+lets an admin call fan out to every replica's cache."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from dockyard.cache import maintenance
+from dockyard.cache.prefetch import PrefetchJob
+from dockyard.config import Config
+from dockyard.meta.replicas import ReplicaStore
+
+HEARTBEAT = 15.0
+"""Seconds between registrations; a replica unseen for 4 of them is left out of fan-outs."""
+
+
+def advertise_address(cfg: Config) -> str:
+    if cfg.cache_advertise_url:
+        return cfg.cache_advertise_url.rstrip("/")
+    host, port = cfg.host_port
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    scheme = "https" if cfg.tls_cert else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class CleanJob:
+    job = "cache-clean"
+
+    def __init__(self, reg):
+        self.reg = reg
+
+    def run(self):
+        return maintenance.clean(self.reg.cache, self.reg.config.cache_stall_time)
+
+
+class PruneJob:
+    job = "cache-prune"
+
+    def __init__(self, reg):
+        self.reg = reg
+
+    def run(self):
+        return maintenance.prune(self.reg.cache, only_above_high=True)
+
+
+class HeartbeatJob:
+    job = "cache-replicas"
+
+    def __init__(self, reg):
+        self.reg = reg
+
+    def run(self):
+        now = self.reg.now()
+        with self.reg.db.write() as conn:
+            store = ReplicaStore(conn)
+            store.heartbeat(advertise_address(self.reg.config), now)
+            store.forget_older(now - 86400)
+
+
+def live_replicas(reg) -> list[str]:
+    with reg.db.read() as conn:
+        return ReplicaStore(conn).live(reg.now() - 4 * HEARTBEAT)
+
+
+def _wake_or_wait(event: threading.Event):
+    """A Runner wait that also ends early when ``event`` is set (a prefetch was queued)."""
+
+    def wait(stop: threading.Event, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if event.wait(min(left, 0.5)):
+                event.clear()
+                return stop.is_set()
+        return True
+
+    return wait
+
+
+def cache_jobs(reg) -> list[dict]:
+    """Runner arguments of every cache job this replica runs; none without a cache."""
+    if reg.cache is None:
+        return []
+    cfg = reg.config
+    return [
+        dict(name="cache-clean", make_job=lambda: CleanJob(reg), interval=cfg.cache_clean_interval),
+        dict(name="cache-prune", make_job=lambda: PruneJob(reg), interval=cfg.cache_prune_interval),
+        dict(name="cache-prefetch", interval=cfg.cache_prefetch_interval, wait=_wake_or_wait(reg.cache.wakeup),
+             make_job=lambda: PrefetchJob(reg.cache, reg.db, workers=cfg.cache_prefetch_workers,
+                                          platforms=cfg.cache_prefetch_platforms)),
+        dict(name="cache-replicas", make_job=lambda: HeartbeatJob(reg), interval=HEARTBEAT),
+    ]
