@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from dockyard.cli.common import _admin_common, _emit, _registry
+from dockyard.cli.common import examples, _admin_common, _emit, _registry
 from dockyard.config import ConfigError
 
 
@@ -115,32 +115,45 @@ def cmd_prune(args) -> int:
     return 0
 
 
+DRY_RUN = "report what would go (entries and bytes), change nothing"
+
+
 def register(sub) -> None:
-    cache = sub.add_parser("cache", help="this replica's blob cache (storage = s3)")
+    cache = sub.add_parser("cache", help="this replica's blob cache (storage = s3)", **examples(
+        "dockyard cache list --config /etc/dockyard/dockyard.toml",
+        "dockyard cache prefetch team/app:v1 --pin",
+        "dockyard cache prune --dry-run   # the API (POST /admin/v1/cache/prune) reaches every replica"))
     cs = cache.add_subparsers(dest="cache_command", required=True)
-    p = cs.add_parser("list", help="cached blobs (size, hits, last access, pinned) and queued prefetches")
+    p = cs.add_parser("list", help="cached blobs (size, hits, last access, pinned) and queued prefetches",
+                      **examples("dockyard cache list", "dockyard cache list --limit 50 --output json"))
     _admin_common(p)
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=int, default=1000, help="most entries listed (default 1000)")
     p.set_defaults(func=cmd_list)
-    p = cs.add_parser("prefetch", help="queue an image (REPO:TAG, REPO@DIGEST) or a blob (DIGEST) for the cache")
+    p = cs.add_parser("prefetch", help="queue an image (REPO:TAG, REPO@DIGEST) or a blob (DIGEST) for the cache",
+                      **examples("dockyard cache prefetch team/app:v1", "dockyard cache prefetch sha256:4bcff6... --now",
+                                 "dockyard cache prefetch team/base@sha256:9a0c... --pin"))
     _admin_common(p)
-    p.add_argument("target")
+    p.add_argument("target", help="REPO:TAG, REPO@DIGEST (an index brings its children for the configured "
+                                  "platforms) or a blob DIGEST")
     p.add_argument("--pin", action="store_true", help="pin what it brings: never evicted by prune or fills")
     p.add_argument("--now", action="store_true", help="work the queue in this process now, not only in the server")
     p.set_defaults(func=cmd_prefetch)
-    p = cs.add_parser("delete", help="evict one blob (DIGEST), pinned or not")
+    p = cs.add_parser("delete", help="evict one blob (DIGEST), pinned or not",
+                      **examples("dockyard cache delete sha256:4bcff6... --dry-run"))
     _admin_common(p)
-    p.add_argument("digest")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("digest", help="the blob's digest (sha256:...)")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN)
     p.set_defaults(func=cmd_delete)
     for name, func, text in (("clear", cmd_clear, "evict every entry nobody reads and empty the prefetch queue"),
                              ("prune", cmd_prune, "evict least recently used entries down to the low watermark")):
-        p = cs.add_parser(name, help=text)
+        p = cs.add_parser(name, help=text, **examples(f"dockyard cache {name} --dry-run",
+                                                      f"dockyard cache {name} --output json"))
         _admin_common(p)
-        p.add_argument("--dry-run", action="store_true")
+        p.add_argument("--dry-run", action="store_true", help=DRY_RUN)
         p.set_defaults(func=func)
-    p = cs.add_parser("clean", help="remove invalid and stalled entries, files no entry knows, entries without a file")
+    p = cs.add_parser("clean", help="remove invalid and stalled entries, files no entry knows, entries without a file",
+                      **examples("dockyard cache clean --dry-run", "dockyard cache clean --verify"))
     _admin_common(p)
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN)
     p.add_argument("--verify", action="store_true", help="also re-hash every entry")
     p.set_defaults(func=cmd_clean)
