@@ -283,6 +283,7 @@ def op(role: str, summary: str, responses: dict, params: list | None = None, bod
 
 HOST_PATH = path("host", "host name (letters, digits, . _ -; at most 63)", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 QUOTA_PATH = path("quota", "quota name (1 to 128 characters)", r"^[^/]{1,128}$")
+POLICY_PATH = path("policy", "policy name", "^[^/]+$")
 SCOPE = q("scope", {"enum": ["local"]}, "this replica only (what the fan-out sends each replica); "
                                          "default: every live replica")
 LIMIT = q("limit", {"type": "string", "pattern": "^[0-9]+$"}, "most entries (at most 10,000)")
@@ -332,10 +333,10 @@ PATHS = {
         **ok({"type": "object", "additionalProperties": ref("Policy")}), **errors()}, tag="retention")},
     "/admin/v1/policies/{policy}": {
         "put": op("admin", "Declare or replace a retention policy", {
-            **ok(ref("Policy"), "stored", "201"), **errors(400)}, [path("policy", "policy name")],
+            **ok(ref("Policy"), "stored", "201"), **errors(400)}, [POLICY_PATH],
             {"required": True, "content": {"application/json": {"schema": ref("Policy")}}}, tag="retention"),
         "delete": op("admin", "Delete a policy declared through this API", {
-            "204": {"description": "deleted"}, **errors(404)}, [path("policy", "policy name")], tag="retention")},
+            "204": {"description": "deleted"}, **errors(404)}, [POLICY_PATH], tag="retention")},
     "/admin/v1/prune": {"post": op("admin", "Preview (default) or run a retention policy", {
         **ok(ref("PrunePlan")), **errors(400, 404)}, [
         q("policy", STR, "policy name", True), q("confirm", BOOL, "delete (default: preview only)"),
