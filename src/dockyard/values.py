@@ -34,16 +34,23 @@ _SIZE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
 
+MAX_SIZE = 2 ** 62
+
+
 def parse_size(value: Any) -> int:
     """``1048576``, ``"512KiB"``, ``"64MiB"``, ``"2G"`` -> bytes (binary units)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"negative size {value}")
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ConfigError(f"invalid size {value!r} (use e.g. 512KiB, 64MiB, 2GiB)")
-    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
+        size = value
+    else:
+        m = _SIZE.match(str(value)[:64])
+        if not m:
+            raise ConfigError(f"invalid size {str(value)[:64]!r} (use e.g. 512KiB, 64MiB, 2GiB)")
+        size = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "")[:1].lower()]
+    if size < 0:
+        raise ConfigError(f"negative size {size}")
+    if size > MAX_SIZE:  # a database integer column holds it, with room to add
+        raise ConfigError(f"size {str(value)[:64]!r} is larger than 4 EiB")
+    return size
 
 
 def format_duration(seconds: float) -> str:

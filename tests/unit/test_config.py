@@ -48,3 +48,12 @@ def test_durations_and_help():
     assert parse_duration("250ms") == 0.25
     text = describe()
     assert "DOCKYARD_SCRUB_TIME" in text and "DOCKYARD_DATABASE_URL" in text
+
+
+def test_sizes_beyond_what_a_database_integer_holds_are_refused():
+    from dockyard.values import ConfigError, parse_size
+
+    assert parse_size("4194304TiB") == 2 ** 62
+    for too_big in ("999999999999999TiB", 2 ** 63, str(2 ** 70)):
+        with pytest.raises(ConfigError, match="larger than 4 EiB"):
+            parse_size(too_big)

@@ -85,6 +85,10 @@ async def cache_prefetch(request: Request) -> Response:
     """``PUT /admin/v1/cache/{reference-or-digest}?pin=true``: queue a prefetch on every replica."""
     target = prefetch.canonical_target(request.path_params["target"])  # a 400 before anything is queued
     pin = _flag(request, "pin")
+    reg = registry(request)
+    if reg.cache is None and not await run(live_replicas, reg):  # nothing could queue it: not a 202
+        raise RegistryError("UNSUPPORTED", "no replica has a blob cache (storage = s3 and cache_max_size > 0)",
+                            status=405)
     return await _everywhere(request, lambda reg: prefetch.enqueue(reg.cache, target, pin, reg.now()), (),
                              status=202)
 

@@ -8,6 +8,7 @@ that host's credential, never another host's.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Awaitable, Callable
 
 import anyio
@@ -72,7 +73,8 @@ async def _json(request: Request, limit: int = 16 * 1024 * 1024):
 def _number(value, name: str, *, optional: bool = True):
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value > 2**62:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < 0 or value > 2**62):
         raise _bad(f"{name} must be a non-negative number")
     return value
 
@@ -118,6 +120,8 @@ async def remove_host(request: Request) -> Response:
 @requires("admin")
 async def queue_work(request: Request) -> Response:
     """``POST /admin/v1/hosts/HOST/work?kind=pull|delete&reference=REPO:TAG&dry_run=true``."""
+    if request.query_params.get("kind", "") not in service.KINDS:
+        raise _bad("kind must be pull or delete", kind=request.query_params.get("kind", "")[:40])
     report = await run(service.request, registry(request), request.path_params["host"],
                        request.query_params.get("kind", ""), request.query_params.get("reference", ""),
                        actor(request), dry_run=_flag(request, "dry_run"))
@@ -210,7 +214,8 @@ async def confirm_work(request: Request) -> Response:
         raise _bad("results must be a list")
     checked = []
     for r in results:
-        if not isinstance(r, dict) or isinstance(r.get("id"), bool) or not isinstance(r.get("id"), int):
+        if (not isinstance(r, dict) or isinstance(r.get("id"), bool) or not isinstance(r.get("id"), int)
+                or not 0 < r["id"] <= 2**62):
             raise _bad("each result needs an integer id")
         image = check_image(r["image"]) if r.get("ok") and r.get("image") is not None else None
         checked.append({"id": r["id"], "ok": bool(r.get("ok")), "error": str(r.get("error") or "")[:2000],

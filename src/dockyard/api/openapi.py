@@ -109,9 +109,8 @@ ERROR = obj({"errors": {"type": "array", "minItems": 1, "items": obj({
 DELIVERY_STATE = {"enum": ["delivered", "pending", "not subscribed"]}
 EVENT = obj({
     "id": INT, "at": NUM, "kind": {"enum": list(EVENT_KINDS)},
-    "repository": {"type": ["string", "null", "boolean"],
-                   "description": "the repository (null: registry-wide, e.g. gc, prune). Known defect: a repository "
-                                  "delete event answers true here (its payload's repository flag overwrites the name)"},
+    "repository": {"type": ["string", "null"],
+                   "description": "the repository (null: registry-wide, e.g. gc, prune)"},
     "actor": NULLSTR,
     "deliveries": {"type": "object", "additionalProperties": DELIVERY_STATE,
                    "description": "per configured endpoint"}},
@@ -133,7 +132,8 @@ QUOTA = obj({"repositories": STR, "hard": {**INT, "description": "bytes"}, "soft
                        "description": "bytes, as recorded (null: not counted yet for this glob)"},
              "configured": {**BOOLEAN, "description": "declared in the configuration file (read-only here)"}})
 QUOTA_STORED = obj({"repositories": STR, "hard": INT, "soft": SOFT,
-                    "usage": {**INT, "description": "bytes, counted when stored"}})
+                    "usage": {**INT, "description": "bytes, counted when stored"},
+                    "configured": {"const": False, "description": "stored through this API, not the file"}})
 QUOTA_BODY = obj({
     "repositories": {"type": "string", "minLength": 1, "maxLength": 255,
                      "description": "repository glob (* any run of characters, / included; ? one; no [..])"},
@@ -385,22 +385,23 @@ PATHS = {
     "/admin/v1/hosts/{host}/work": {
         "get": op("admin", "The host's pending work; with wait, a long poll that answers as soon as there is some", {
             **ok(obj({"work": {"type": "array", "items": ref("Work")}}),
-                 "the pending work (an unknown host has none)"), **errors(400)},
+                 "the pending work"), **errors(400, 404, notes={404: "no such host (or it was removed)"})},
             [HOST_PATH, q("wait", {"type": "number", "minimum": 0, "maximum": 30},
                           "seconds to wait for work (default 0; more than 30 counts as 30)")],
             tag="hosts", host_credential=True),
         "post": op("admin", "Queue a pull or a delete of one image on the host", {
             **ok(ref("WorkQueued"), "dry run: what would be queued"),
             **ok(ref("WorkQueued"), "queued", "202"),
-            **errors(400, 404, 405, notes={405: "kind is not pull or delete",
-                                           404: "no such host, or no such image (in the registry for a pull, on "
-                                                "the host for a delete)"})},
+            **errors(400, 404, notes={400: "kind is not pull or delete, or the reference is invalid",
+                                      404: "no such host (or it was removed), or no such image (in the registry "
+                                           "for a pull, on the host for a delete)"})},
             [HOST_PATH, q("kind", {"enum": ["pull", "delete"]}, "what to do", True),
              q("reference", {"type": "string", "minLength": 1},
                "REPOSITORY:TAG or REPOSITORY@DIGEST (no registry host part)", True), DRY_RUN], tag="hosts")},
     "/admin/v1/hosts/{host}/work/results": {"post": op("admin", "Confirm work: a success removes it (a delete also "
                                                                 "the image's row), a failure keeps it with its error", {
-        **ok(ref("WorkConfirmed"), "counts (ids of other hosts or unknown ones are skipped)"), **errors(400)},
+        **ok(ref("WorkConfirmed"), "counts (ids of other hosts or unknown ones are skipped)"),
+        **errors(400, 404, notes={404: "no such host (or it was removed)"})},
         [HOST_PATH], json_body(ref("WorkResults")), tag="hosts", host_credential=True)},
     "/admin/v1/cache": {
         "get": op("admin", "Blob cache entries and queued prefetches, on every replica", {
@@ -420,7 +421,7 @@ PATHS = {
         [SCOPE, DRY_RUN], tag="cache")},
     "/admin/v1/cache/{target}": {
         "put": op("admin", "Queue a prefetch (a blob, or every blob of an image) on every replica", {
-            **ok(cache_answer("PrefetchQueued", ()), "queued", "202"), **errors(400)},
+            **ok(cache_answer("PrefetchQueued", ()), "queued", "202"), **errors(400, 405, notes={405: "no replica has a blob cache"})},
             [path("target", "a digest, REPOSITORY:TAG or REPOSITORY@DIGEST (no registry host part)"), SCOPE,
              q("pin", BOOL, "pin what it brings (never evicted by prune)")], tag="cache"),
         "delete": op("admin", "Evict one blob (pinned too) from every replica's cache", {

@@ -86,9 +86,10 @@ def list_hosts(reg) -> list[dict]:
     return [{**asdict(h), "state": _state(reg, h)} for h in found]
 
 
-def _require(conn, name: str):
+def _require(conn, name: str, *, active: bool = True):
+    """The host row; an unknown host (or, with ``active``, a removed one) is 404 HOST_UNKNOWN."""
     host = HostStore(conn).get(check_host(name))
-    if host is None:
+    if host is None or (active and host.state == REVOKED):
         raise unknown_host(name)
     return host
 
@@ -97,7 +98,7 @@ def host_images(reg, name: str) -> dict:
     """The host's images as its last inventory said, each with the delete asked for it (pending
     or failed with its error), and the host's queued work."""
     with reg.db.read() as conn:
-        host = _require(conn, name)
+        host = _require(conn, name, active=False)
         store = HostStore(conn)
         images, work = store.images(name), store.work(name)
     deletes_of = {w.reference: w for w in work if w.kind == "delete"}
@@ -125,7 +126,7 @@ def request(reg, name: str, kind: str, reference: str, actor: str | None, *, dry
     """Queue a managed pull or a delete of one image on one host (a delete names the digest the
     host holds; by tag it is the image the host holds under that tag)."""
     if kind not in KINDS:
-        raise RegistryError("UNSUPPORTED", "work is pull or delete", {"kind": kind})
+        raise RegistryError("UNSUPPORTED", "work is pull or delete", {"kind": kind[:40]})
     ref = _parse(reference)
     with (reg.db.read() if dry_run else reg.db.write()) as conn:
         _require(conn, name)
@@ -161,6 +162,7 @@ def heartbeat(reg, name: str, address: str | None, version: str | None) -> None:
 
 def poll(reg, name: str, limit: int = 1000) -> list[dict]:
     with reg.db.read() as conn:
+        _require(conn, name)
         return [asdict(w) for w in HostStore(conn).work(name, PENDING, limit)]
 
 
@@ -179,6 +181,7 @@ def confirm(reg, name: str, results: list[dict]) -> dict:
     done = failed = 0
     now = reg.now()
     with reg.db.write() as conn:
+        _require(conn, name)
         store = HostStore(conn)
         items = {w.id: w for w in store.work_by_ids(name, [int(r["id"]) for r in results])}
         for r in results:
@@ -211,6 +214,8 @@ def delete_in_registry(reg, reference: str, actor: str | None, *, dry_run: bool 
     with reg.db.read() as conn:
         store = HostStore(conn)
         digest = ref.digest or store.tagged_digest(ref.repository, ref.tag or "latest")
+        if digest is not None and ref.digest and not store.has_manifest(ref.repository, digest):
+            digest = None  # a dry run answers what the delete would: no such image
         holders = store.holders(ref.repository, digest) if digest else []
     if digest is None:
         raise RegistryError("MANIFEST_UNKNOWN", "manifest unknown", {"reference": reference})

@@ -132,7 +132,7 @@ def delete_repository(reg, name: str, actor: str | None = None) -> RepositoryDel
         removed = trash_manifests(conn, cfg, repo.id, targets, now, actor)
         count = len(targets)
         RepositoryStore(conn).mark_deleted(repo.id, now)
-        EventStore(conn).record("delete", name, {"repository": True, "manifests": count, "tags": len(removed)},
+        EventStore(conn).record("delete", name, {"scope": "repository", "manifests": count, "tags": len(removed)},
                                 now, actor)
         holders = tuple(HostStore(conn).holders_of_repository(name))
     log.info("repository %s deleted by %s: %d manifests, %d tags%s", name, actor or "-", count, len(removed),

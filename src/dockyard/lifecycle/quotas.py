@@ -143,7 +143,7 @@ def store_quota(reg, q: Quota, actor: str | None) -> dict:
     with reg.db.write() as conn:
         QuotaStore(conn).put(q, reg.now(), actor)
         usage = QuotaStore(conn).lock(q, reg.now())  # counted now, under the lock
-    return {**q.to_doc(), "usage": usage}
+    return {**q.to_doc(), "usage": usage, "configured": False}  # the same shape as listing's entries
 
 
 def delete_quota(reg, name: str) -> bool:

@@ -125,7 +125,7 @@ AUDITED = ("delete", "restore", "purge")
 def change_of(event) -> str:
     """What a delete, restore or purge event changed, in a few words (from its payload)."""
     p = event.payload
-    if p.get("repository") is True:
+    if p.get("scope") == "repository":
         return f"the repository ({p.get('manifests', 0)} images, {p.get('tags', 0)} tags)"
     if "tag" in p and "digest" in p and event.kind == "delete":
         return f"tag {p['tag']} ({p['digest'][:19]})"
