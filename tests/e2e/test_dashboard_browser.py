@@ -83,13 +83,21 @@ def _text(driver, css: str) -> str:
 def _click(driver, element) -> None:
     """Click something that loads a page, and wait until the new page has replaced the old one
     (a form posts and the server may take a moment: bcrypt, a restore)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(old))
+
+    def replaced(_driver) -> bool:
+        try:
+            old.is_enabled()  # any call on the old page's element
+            return False
+        except WebDriverException:  # stale: chromedriver says so either as StaleElementReference or
+            return True             # as "Node with given id does not belong to the document"
+
+    WebDriverWait(driver, 120).until(replaced)
 
 
 def _no_error(driver) -> None:

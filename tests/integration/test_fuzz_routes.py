@@ -247,11 +247,20 @@ def _bodies(target: Target):
     )
 
 
+def _flat(found, prefix: str = ""):
+    """(full path, route) of every route, those under a Mount (the dashboard) too."""
+    for route in found:
+        if hasattr(route, "routes") and not hasattr(route, "methods"):  # a Mount
+            yield from _flat(route.routes, prefix + route.path)
+        elif hasattr(route, "methods"):
+            yield prefix + route.path, route
+
+
 def _route_requests(target: Target):
     choices = []
-    for route in routes():
+    for path, route in _flat(routes()):
         for method in sorted(route.methods or []):
-            choices.append((route.path, method))
+            choices.append((path, method))
 
     # strategies built once: building them in every draw cost more than the requests
     route, params, suffix = st.sampled_from(choices), _path_values(target), st.sampled_from(["/", "//", "/..", "%2F"])

@@ -288,6 +288,9 @@ def requests_(draw):
         if param["in"] == "path":
             # dot segments are resolved by the client: /a/../b is /b (another route)
             value = "/".join("x" if part in (".", "..") else part for part in value.split("/")) or "x"
+            # a line break in a path never reaches a handler ({x:path} is '.*', which stops at one):
+            # the router answers 404 before the operation this document describes
+            value = value.replace("\n", "x").replace("\r", "x")
             url = url.replace("{%s}" % param["name"], quote(value, safe="/"))
         elif param["required"] or draw(st.booleans()):
             query[param["name"]] = value

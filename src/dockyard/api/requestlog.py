@@ -34,14 +34,19 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "(unmatched)"
 
 
-def route_templates(app) -> dict:
+def route_templates(app, prefix: str = "") -> dict:
     """endpoint -> its route's path template (``{name:path}`` shown as ``{name}``); the first
-    route of an endpoint names it (``/blobs/uploads/`` and ``/blobs/uploads`` are one)."""
+    route of an endpoint names it (``/blobs/uploads/`` and ``/blobs/uploads`` are one). Routes
+    under a Mount (the dashboard) count with the mount's prefix."""
     templates: dict = {}
     for route in getattr(app, "routes", ()):
         endpoint = getattr(route, "endpoint", None)
+        path = prefix + getattr(route, "path", "")
         if endpoint is not None:
-            templates.setdefault(endpoint, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path))
+            templates.setdefault(endpoint, re.sub(r"\{(\w+):\w+\}", r"{\1}", path))
+        elif getattr(route, "routes", None):  # a Mount
+            for inner, template in route_templates(route, path).items():
+                templates.setdefault(inner, template)
     return templates
 
 
@@ -107,7 +112,11 @@ class RequestLog:
 
     def _record(self, metrics, scope, status: int, seconds: float, received: int, sent: int) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
-        route = self.templates.get(scope.get("endpoint"), UNMATCHED)
+        endpoint = scope.get("endpoint")
+        try:
+            route = self.templates.get(endpoint, UNMATCHED)
+        except TypeError:  # an unhashable endpoint (a mounted app answered): not a route of ours
+            route = UNMATCHED
         metrics.inc("dockyard_http_requests_in_flight", -1)
         metrics.inc("dockyard_http_requests_total", method=method, route=route, status=str(status))
         metrics.observe("dockyard_http_request_duration_seconds", seconds, method=method, route=route,
