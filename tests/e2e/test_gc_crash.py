@@ -63,7 +63,7 @@ from tests.support import postgres_database, start_server
 
 pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
-KILLS = int(os.environ.get("DOCKYARD_CRASH_KILLS", "50"))
+KILLS = int(os.environ.get("DOCKYARD_CRASH_KILLS", "35"))
 KILL_PHASE_MAX = 110.0  # seconds: stop starting rounds after this even with fewer kills
 IMAGES = 300
 REPOS = [f"crash/r{i}" for i in range(10)]

@@ -39,7 +39,7 @@ restorable until ``scrub_time``, so the server runs with ``DOCKYARD_DELAYED_DELE
 (when that setting exists): untagged manifests are collected after gc_delay and a delete
 by digest purges the image at once (see ``gc_workload.delete_semantics``).
 
-``DOCKYARD_RACE_SECONDS`` (default 75) is the workload's duration per backend; the long
+``DOCKYARD_RACE_SECONDS`` (default 50) is the workload's duration per backend; the long
 version is ``bench/gc_soak.py``.
 """
 
@@ -55,7 +55,7 @@ from tests.support import postgres_database, start_server
 
 pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
-RACE_SECONDS = float(os.environ.get("DOCKYARD_RACE_SECONDS", "75"))
+RACE_SECONDS = float(os.environ.get("DOCKYARD_RACE_SECONDS", "50"))
 GC_DELAY = float(os.environ.get("DOCKYARD_RACE_GC_DELAY", "8"))
 
 

@@ -11,7 +11,7 @@ fails a digest-verified pull (during the run, before and after the final collect
 fsck finding. A push refused with a clean 4xx is allowed (counted and printed). And the
 workload really ran: pushes acknowledged, pulls, deletes and prunes that pruned images.
 
-``DOCKYARD_SOAK_SECONDS`` (default 50) sets the duration; ``python bench/integrity_soak.py``
+``DOCKYARD_SOAK_SECONDS`` (default 35) sets the duration; ``python bench/integrity_soak.py``
 is the 600 s version.
 """
 
@@ -26,7 +26,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
-SOAK_SECONDS = float(os.environ.get("DOCKYARD_SOAK_SECONDS", "50"))
+SOAK_SECONDS = float(os.environ.get("DOCKYARD_SOAK_SECONDS", "35"))
 
 def _bench():
     path = Path(__file__).resolve().parents[2] / "bench" / "integrity_soak.py"

@@ -25,7 +25,7 @@ percentiles against the budget, and each push failure says whether it was within
    continued on B (status GET + PATCH) and finished on C (PUT with the last chunk); every
    replica then serves the blob. An image pushed on each replica pulls (manifest by tag
    and by digest, every blob sha256-verified) from the other two at once.
-2. Workload (``DOCKYARD_REPLICAS_SECONDS``, default 30 s), through replicas chosen at
+2. Workload (``DOCKYARD_REPLICAS_SECONDS``, default 20 s), through replicas chosen at
    random per operation, while the background collectors and scrubbers of all three run:
    4 pushers (docker protocol: HEAD every blob, upload the missing ones with PATCH + PUT or
    a monolithic PUT, PUT the manifest; configs and one layer per image unique, two layers
@@ -118,7 +118,7 @@ from tests.support import CephGateway, OCI_MANIFEST, postgres_database, push_ima
 
 pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
-SECONDS = float(os.environ.get("DOCKYARD_REPLICAS_SECONDS", "30"))
+SECONDS = float(os.environ.get("DOCKYARD_REPLICAS_SECONDS", "20"))
 GC_DELAY = float(os.environ.get("DOCKYARD_REPLICAS_GC_DELAY", "10"))
 STORAGE_LATENCY = os.environ.get("DOCKYARD_REPLICAS_STORAGE_LATENCY", "10ms")
 WAIT_LEASE = os.environ.get("DOCKYARD_REPLICAS_WAIT_LEASE", "") not in ("", "0", "false", "no")

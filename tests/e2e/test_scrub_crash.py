@@ -17,7 +17,7 @@ from tests.support import sha256
 
 pytestmark = pytest.mark.slow  # a long race, kill or soak: the README's test command runs it too
 
-ROUNDS = int(os.environ.get("DOCKYARD_SCRUB_KILLS", "25"))
+ROUNDS = int(os.environ.get("DOCKYARD_SCRUB_KILLS", "18"))
 # a purged image's layer links keep gc_delay (of the real clock: the CLI runs on it) before
 # its blobs can go, so the final collection waits that long after the final scrub
 GC_DELAY = 1.0
