@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import random
 import signal
 import subprocess
@@ -105,6 +106,13 @@ def test_hits_ranges_admin_api_and_cli(cached):
     assert r.status_code == 206 and r.content == layers[0][1000:2000]
     assert _metric(admin, "dockyard_cache_misses_total") == 1 and _metric(admin, "dockyard_cache_hits_total") == 3
     assert _metric(admin, "dockyard_cache_served_bytes_total", source="cache") == 2 * 300_000 + 1000
+    # the dashboard's cache page: this replica's hits, misses and hit ratio (issue 14)
+    login = httpx.post(cached.url + "/dashboard/login", data={"user": ADMIN[0], "password": ADMIN[1],
+                                                              "next": "/dashboard/cache"})
+    page = httpx.get(cached.url + "/dashboard/cache", cookies={"dockyard_session": login.cookies["dockyard_session"]})
+    row = page.text.split('id="cache-replicas"', 1)[1].split("</tr>", 2)[1]
+    assert "(this replica)" in row and re.findall(r'class="num">(\d+)</td>', row)[:3] == ["1", "3", "1"], row
+    assert "75.0%" in row
 
     for method, path in (("GET", "/admin/v1/cache"), ("PUT", f"/admin/v1/cache/{name}:v1"),
                          ("DELETE", f"/admin/v1/cache/{digest}"), ("DELETE", "/admin/v1/cache"),

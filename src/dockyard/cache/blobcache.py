@@ -42,6 +42,9 @@ _seq = itertools.count()
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 
 
+COUNTS = ("hits", "misses", "cache_bytes", "backend_bytes")
+
+
 class BlobCache:
     def __init__(self, root: Path, backend: Backend, *, max_size: int, high: float = 0.9, low: float = 0.8,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time):
@@ -62,7 +65,28 @@ class BlobCache:
         """Set when a prefetch is queued: the prefetch runner of this process starts at once."""
         self.on_range_miss: Callable[[str], None] | None = None
         """Called with the digest when a byte range misses (the prefetch queue takes it)."""
+        self._counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
+        self._counts_lock = threading.Lock()
         self.update_gauges()
+
+    # ---- counts (hits, misses, bytes by source): flushed into the index, shown per replica ----
+    def _tally(self, name: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[name] += n
+
+    def take_counts(self) -> dict[str, int]:
+        """What this process counted since the last call (the heartbeat adds it to the index)."""
+        with self._counts_lock:
+            taken, self._counts = self._counts, dict.fromkeys(COUNTS, 0)
+        return taken
+
+    def counts(self) -> dict[str, int]:
+        """This replica's totals: the index's (every process's flushed counts) plus this
+        process's unflushed ones."""
+        with self._counts_lock:
+            mine = dict(self._counts)
+        stored = self.index.stats()
+        return {k: stored.get(k, 0) + mine[k] for k in COUNTS}
 
     # ---- layout -------------------------------------------------------------------------
     def path(self, digest: str) -> Path:
@@ -99,9 +123,11 @@ class BlobCache:
         if hit is not None:
             fd, read_id = hit
             self.metrics.inc("dockyard_cache_hits_total")
+            self._tally("hits")
             return _Stream(self._file_chunks(fd, offset, length),
                            lambda _done: self._end_hit(fd, read_id))
         self.metrics.inc("dockyard_cache_misses_total")
+        self._tally("misses")
         source = self.backend(digest, offset, length)  # a missing object raises here, before any byte
         if offset != 0 or length != size:
             if self.on_range_miss is not None:
@@ -154,6 +180,7 @@ class BlobCache:
                 raise OSError(f"cache file shorter than its entry at {pos}")
             pos += len(chunk)
             self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="cache")
+            self._tally("cache_bytes", len(chunk))
             yield chunk
 
     def _end_hit(self, fd: int, read_id: int) -> None:
@@ -164,6 +191,7 @@ class BlobCache:
         try:
             for chunk in source:
                 self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="backend")
+                self._tally("backend_bytes", len(chunk))
                 yield chunk
         finally:
             _close(source)
@@ -234,6 +262,7 @@ class BlobCache:
                         self._commit(digest, size, pid, tmp, fh, hasher, state["ok"])
                     if count:
                         self.metrics.inc("dockyard_cache_served_bytes_total", len(chunk), source="backend")
+                        self._tally("backend_bytes", len(chunk))
                     yield chunk
                     if not state["ok"]:
                         return

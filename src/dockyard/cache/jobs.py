@@ -55,10 +55,21 @@ class HeartbeatJob:
 
     def run(self):
         now = self.reg.now()
+        stats = replica_stats(self.reg, flush=True)
         with self.reg.db.write() as conn:
             store = ReplicaStore(conn)
-            store.heartbeat(advertise_address(self.reg.config), now)
+            store.heartbeat(advertise_address(self.reg.config), now, stats)
             store.forget_older(now - 86400)
+
+
+def replica_stats(reg, *, flush: bool = False) -> dict:
+    """This replica's cache figures: entries, bytes, its bound, hits, misses and bytes served
+    from the cache and from storage (every process's, through the index)."""
+    cache = reg.cache
+    if flush:
+        cache.index.add_stats(cache.take_counts())
+    entries, size = cache.index.totals()
+    return {"entries": entries, "bytes": size, "max_size": cache.max_size, **cache.counts()}
 
 
 def live_replicas(reg) -> list[str]:

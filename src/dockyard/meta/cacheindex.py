@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS reads_digest ON reads (digest);
 CREATE TABLE IF NOT EXISTS prefetch (id INTEGER PRIMARY KEY, target TEXT NOT NULL UNIQUE,
     pin INTEGER NOT NULL DEFAULT 0, queued REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0, owner INTEGER, last_error TEXT);
+CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _IN_USE = "EXISTS (SELECT 1 FROM reads r WHERE r.digest = e.digest)"
 
@@ -112,6 +113,17 @@ class CacheIndex:
 
     def read(self) -> sqlite3.Connection:
         return self._conn()  # autocommit: each SELECT sees a consistent snapshot
+
+    # ---- counts (hits, misses, bytes by source) of every process of this replica ----------
+    def add_stats(self, deltas: dict[str, int]) -> None:
+        with self.write() as c:
+            for name, n in deltas.items():
+                if n:
+                    c.execute("INSERT INTO stats (name, value) VALUES (?, ?) "
+                              "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, n))
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.read().execute("SELECT name, value FROM stats").fetchall())
 
     # ---- entries --------------------------------------------------------------------
     def get(self, digest: str) -> CacheEntry | None:

@@ -432,4 +432,5 @@ cache_replicas = Table(
     metadata,
     Column("address", String(500), primary_key=True),
     Column("seen_at", Float, nullable=False),
+    Column("stats", Text, nullable=True),  # JSON: the cache's entries, bytes, hits, misses (dashboard)
 )

@@ -25,6 +25,7 @@ def routes() -> list[BaseRoute]:
         Route("/policies/{policy}", views.preview, methods=["GET"]),
         Route("/history", views.history, methods=["GET"]),
         Route("/hosts", views.hosts, methods=["GET"]),
+        Route("/cache", views.cache, methods=["GET"]),
         Route("/api", views.api_docs, methods=["GET"]),
         Route("/trash/confirm", views.confirm, methods=["GET"]),
         Route("/trash/restore", actions.restore, methods=["POST"]),

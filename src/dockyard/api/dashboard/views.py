@@ -9,12 +9,14 @@ from dockyard.api.common import registry, run
 from dockyard.api.dashboard.plot import usage_svg
 from dockyard.api.dashboard.render import number, page, render
 from dockyard.api.openapi import document
+from dockyard.cache.jobs import HEARTBEAT, advertise_address, replica_stats
 from dockyard.errors import RegistryError
 from dockyard.hosts import service as hosts_service
 from dockyard.lifecycle import rules, scheduler, trash
 from dockyard.lifecycle.prune import Pruner
 from dockyard.meta.browse import BrowseStore
 from dockyard.meta.events import EventStore
+from dockyard.meta.replicas import ReplicaStore
 from dockyard.meta.retention import RetentionStore
 from dockyard.meta.usage import SORTS, UsageStore
 
@@ -181,3 +183,23 @@ async def hosts(request: Request) -> Response:
     listing = await run(hosts_service.list_hosts, reg)
     detail = await run(hosts_service.host_images, reg, chosen) if chosen else None
     return render(request, "hosts.html", nav="hosts", hosts=listing, detail=detail, now=reg.now())
+
+
+def _cache(reg) -> dict:
+    """Every replica with a blob cache: its figures as of its last heartbeat; this replica's
+    read now. Hit ratio = hits / (hits + misses)."""
+    with reg.db.read() as conn:
+        rows = {r.address: {"address": r.address, "seen_at": r.seen_at, **r.stats}
+                for r in ReplicaStore(conn).replicas(reg.now() - 4 * HEARTBEAT)}
+    if reg.cache is not None:
+        me = advertise_address(reg.config)
+        rows[me] = {"address": me, "seen_at": reg.now(), "this": True, **replica_stats(reg)}
+    for r in rows.values():
+        asked = r.get("hits", 0) + r.get("misses", 0)
+        r["hit_ratio"] = r.get("hits", 0) / asked if asked else None
+    return {"replicas": sorted(rows.values(), key=lambda r: r["address"])}
+
+
+@page
+async def cache(request: Request) -> Response:
+    return render(request, "cache.html", nav="cache", **await run(_cache, registry(request)))

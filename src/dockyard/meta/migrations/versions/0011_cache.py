@@ -17,6 +17,7 @@ def upgrade() -> None:
     op.create_table('cache_replicas',
                     sa.Column('address', sa.String(length=500), nullable=False),
                     sa.Column('seen_at', sa.Float(), nullable=False),
+                    sa.Column('stats', sa.Text(), nullable=True),
                     sa.PrimaryKeyConstraint('address'))
 
 
