@@ -276,7 +276,7 @@ def build_dockyard(plan: Plan, data_dir: Path, start: float, workers: int = 2) -
 def scrub_purge(reg) -> int:
     """What the scrubber does to pending_delete images past their scrub time (purge them
     and queue their references for review), without its collector pass."""
-    from dockyard.lifecycle.report import Report
+    from dockyard.report import Report
 
     try:
         from dockyard.lifecycle.scrubber import Scrubber

@@ -263,7 +263,7 @@ def test_replica_killed_while_filling_and_prefetching(moto, tmp_path):
 
     pullers = [threading.Thread(target=pull, daemon=True) for _ in range(3)]
     [t.start() for t in pullers]
-    time.sleep(random.uniform(0.2, 0.6))
+    time.sleep(random.uniform(0.05, 0.3))
     server.stop(signal.SIGKILL)
     stop.set()
     [t.join(10) for t in pullers]
@@ -271,8 +271,13 @@ def test_replica_killed_while_filling_and_prefetching(moto, tmp_path):
     from dockyard.meta.cacheindex import CacheIndex
     from dockyard.meta.prefetchqueue import PrefetchQueue
 
-    queued = [q.target for q in PrefetchQueue(CacheIndex(cache_dir / "index.db")).listing()]
-    assert queued == ["kill/app:big"]  # the queue survived the kill
+    index = CacheIndex(cache_dir / "index.db")
+    queued = [q.target for q in PrefetchQueue(index).listing()]
+    if queued:
+        assert queued == ["kill/app:big"]  # the queue survived the kill
+    else:  # on a slow machine the pullers cached the rest first and the prefetch finished before the kill
+        ready = {e.digest for e in index.page(limit=100) if e.state == "ready"}
+        assert {sha256(b) for b in layers} <= ready, "an empty queue means the prefetch had finished"
 
     # 3. restarted: the queue resumes and finishes; nothing visible fails verification
     server = start_server(data, extra_env=env)

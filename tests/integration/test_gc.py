@@ -192,7 +192,7 @@ def test_tombstones_left_by_a_crash_are_finished(reg):
 
 def _collect_rows_only(reg):
     """Run the review queues but not the storage deletes: rows gone, tombstones written."""
-    from dockyard.lifecycle.report import Report
+    from dockyard.report import Report
     c = Collector.for_registry(reg)
     r = Report("gc")
     c._queue("links", c._review_links, r, reg.now())

@@ -103,7 +103,7 @@ def test_failed_push_leaves_unreviewed_repository(reg):
 def test_rate_limited_delete_outlives_its_lease_and_deletes_a_fresh_push(reg):
     from dockyard.lifecycle.collector import Collector
     from dockyard.lifecycle.deletes import unlink_blob
-    from dockyard.lifecycle.report import Report
+    from dockyard.report import Report
     from dockyard.registry import blobs
     from tests.lifecycle_support import put_blob
     datas = [f"blob {i}".encode() for i in range(4)]

@@ -75,3 +75,19 @@ def test_rate_limit_holds_in_every_one_second_window():
     for i, start in enumerate(stamps):
         assert sum(1 for s in stamps[i:] if s < start + 1.0) <= 7
     assert stamps[-1] < 15  # and it does not starve either
+
+
+def test_every_scheduled_job_returns_one_shape(reg):
+    """One job shape (issue 15): whatever the scheduler runs returns a RunResult: a job name,
+    dry run or not, a duration, a JSON form and a table."""
+    import json
+
+    from dockyard.lifecycle.scheduler import scheduled_jobs
+
+    runners = scheduled_jobs(reg)
+    assert {r.name for r in runners} >= {"gc", "scrub", "pulls"}
+    for runner in runners:
+        result = runner.make_job().run()
+        assert isinstance(result.job, str) and isinstance(result.dry_run, bool), runner.name
+        assert result.duration >= 0 and isinstance(result.table(), str), runner.name
+        json.dumps(result.as_dict())

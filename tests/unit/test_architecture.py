@@ -26,7 +26,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "dockyard"
 
 RANK = {
-    "oci": 0, "values": 0, "clock": 0, "faults": 0, "metrics": 0, "lru": 0,
+    "oci": 0, "values": 0, "clock": 0, "faults": 0, "metrics": 0, "lru": 0, "report": 0,
     "policies": 1, "errors": 1, "access": 1,
     "config": 2, "validate": 2,
     "logsetup": 3, "progress": 3,

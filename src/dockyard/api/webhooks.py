@@ -24,6 +24,7 @@ from dockyard import events
 from dockyard.events import Endpoint
 from dockyard.lifecycle.runner import Runner
 from dockyard.meta.events import EventStore
+from dockyard.report import Report, timed
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -31,7 +32,8 @@ MAX_PER_RUN = 2000
 
 
 class Delivery:
-    """One endpoint's deliveries: ``run()`` sends what is due and returns how many it sent."""
+    """One endpoint's deliveries: ``deliver()`` sends what is due and returns how many it sent
+    (``run()``, the job, reports it)."""
 
     job = "events"
 
@@ -45,7 +47,13 @@ class Delivery:
     def backoff(self, attempts: int) -> float:
         return min(self.reg.config.notifications_backoff_max, 0.5 * 2 ** min(attempts, 20))
 
-    def run(self) -> int:
+    def run(self) -> Report:
+        with timed(Report(self.job, kinds={})) as report:
+            report.count(f"delivered to {self.endpoint.name}", self.deliver())
+        return report
+
+    def deliver(self) -> int:
+        """Send what is due to this endpoint, in order; how many events it sent."""
         reg, name = self.reg, self.endpoint.name
         with reg.db.write() as conn:
             store = EventStore(conn)
@@ -117,14 +125,15 @@ class Trim:
     def __init__(self, reg):
         self.reg = reg
 
-    def run(self) -> dict[str, int]:
-        with self.reg.db.write() as conn:
+    def run(self) -> Report:
+        with timed(Report(self.job, kinds={})) as report, self.reg.db.write() as conn:
             dropped = EventStore(conn).trim(self.reg.config.events_max)
         for name, n in dropped.items():
+            report.count(f"dropped for {name}", n)
             self.reg.metrics.inc("dockyard_events_dropped_total", n, endpoint=name)
             log.warning("notifications %s: %d undelivered events dropped (outbox bound events_max=%d)", name, n,
                         self.reg.config.events_max)
-        return dropped
+        return report
 
 
 def runners(reg) -> list[Runner]:

@@ -12,6 +12,7 @@ from dockyard.cache import maintenance
 from dockyard.cache.prefetch import PrefetchJob
 from dockyard.config import Config
 from dockyard.meta.replicas import ReplicaStore
+from dockyard.report import Report, timed
 
 HEARTBEAT = 15.0
 """Seconds between registrations; a replica unseen for 4 of them is left out of fan-outs."""
@@ -33,8 +34,11 @@ class CleanJob:
     def __init__(self, reg):
         self.reg = reg
 
-    def run(self):
-        return maintenance.clean(self.reg.cache, self.reg.config.cache_stall_time)
+    def run(self) -> Report:
+        with timed(Report(self.job, kinds={})) as report:
+            r = maintenance.clean(self.reg.cache, self.reg.config.cache_stall_time)
+            report.count("entries", r.total_files_cleaned, r.total_bytes_cleaned)
+        return report
 
 
 class PruneJob:
@@ -43,8 +47,11 @@ class PruneJob:
     def __init__(self, reg):
         self.reg = reg
 
-    def run(self):
-        return maintenance.prune(self.reg.cache, only_above_high=True)
+    def run(self) -> Report:
+        with timed(Report(self.job, kinds={})) as report:
+            r = maintenance.prune(self.reg.cache, only_above_high=True)
+            report.count("entries", r.total_files_pruned, r.total_bytes_pruned)
+        return report
 
 
 class HeartbeatJob:
@@ -53,7 +60,13 @@ class HeartbeatJob:
     def __init__(self, reg):
         self.reg = reg
 
-    def run(self):
+    def run(self) -> Report:
+        with timed(Report(self.job, kinds={})) as report:
+            self._beat()
+            report.count("replicas", 1)
+        return report
+
+    def _beat(self) -> None:
         now = self.reg.now()
         stats = replica_stats(self.reg, flush=True)
         with self.reg.db.write() as conn:

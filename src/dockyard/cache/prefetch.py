@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -108,13 +109,21 @@ def resolve(db: Database, target: str, platforms: tuple[str, ...]) -> list[tuple
 
 @dataclass
 class PrefetchReport:
+    """A prefetch run's result, of the one job shape (``dockyard.report.RunResult``)."""
     items_done: int = 0
     items_failed: int = 0
     blobs_cached: int = 0
     bytes_cached: int = 0
+    duration: float = 0.0
+    job = "cache-prefetch"
+    dry_run = False
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def table(self) -> str:
+        return (f"prefetched {self.items_done} targets ({self.items_failed} failed): {self.blobs_cached} blobs, "
+                f"{self.bytes_cached} bytes cached in {self.duration:.2f}s")
 
 
 class PrefetchJob:
@@ -133,6 +142,7 @@ class PrefetchJob:
 
     def run(self) -> PrefetchReport:
         report = PrefetchReport()
+        started = time.monotonic()
         pid = os.getpid()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="dockyard-prefetch") as pool:
             while report.items_done + report.items_failed < self.max_items:
@@ -151,6 +161,7 @@ class PrefetchJob:
                         self.queue.done(item.id)
                         log.info("cache prefetch: %s done (%d blobs, %d bytes cached)", item.target, *outcome)
         self.cache.metrics.set("dockyard_cache_prefetch_queue", self.queue.length())
+        report.duration = time.monotonic() - started
         return report
 
     def _work(self, item):

@@ -74,7 +74,7 @@ def parse_grace(text: str) -> float:
 
 def gc_text(data: dict) -> str:
     """What dockyard gc prints, from the run's summary (Collector.summary, local or remote)."""
-    from dockyard.lifecycle.report import render
+    from dockyard.report import render
 
     label = f"{data['grace']['from']} {_human(data['grace']['seconds'])}"
     lines = [f"{w['entries']} {queue} still in their grace period ({label}): the first is due "

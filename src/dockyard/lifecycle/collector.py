@@ -58,7 +58,7 @@ from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
-from dockyard.lifecycle.report import Report
+from dockyard.report import Report
 from dockyard.meta.db import Database, retrying
 from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget

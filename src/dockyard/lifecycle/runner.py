@@ -1,6 +1,6 @@
 """One runner owns looping, jitter, backoff and stopping for every background job.
 
-A job is anything with ``run() -> RunResult`` (lifecycle/report.py). ``dockyard serve`` starts runners in its
+A job is anything with ``run() -> RunResult`` (dockyard/report.py). ``dockyard serve`` starts runners in its
 lifespan; ``--daemon`` commands run one in the foreground.
 """
 
@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Callable, Protocol
 
-from dockyard.lifecycle.report import RunResult
+from dockyard.report import RunResult
 from dockyard.meta.db import DatabaseUnavailable
 from dockyard.meta.leases import LeaseStore
 

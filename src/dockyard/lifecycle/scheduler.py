@@ -13,7 +13,7 @@ import time
 from dockyard.cache.jobs import cache_jobs
 from dockyard.lifecycle.collector import Collector
 from dockyard.lifecycle.prune import Pruner
-from dockyard.lifecycle.report import Report
+from dockyard.report import Report
 from dockyard.lifecycle.runner import Runner, lease_gate
 from dockyard.lifecycle.scrubber import Scrubber
 from dockyard.lifecycle.usage import UsageSampler

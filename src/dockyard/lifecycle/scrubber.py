@@ -21,7 +21,7 @@ from dockyard.clock import Clock
 from dockyard.lifecycle.collector import Collector, GcOptions
 from dockyard.lifecycle.purge import purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
-from dockyard.lifecycle.report import Report
+from dockyard.report import Report
 from dockyard.meta.db import Database, retrying
 from dockyard.meta.events import EventStore
 from dockyard.meta.manifests import PurgeTarget

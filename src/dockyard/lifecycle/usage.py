@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from dockyard.lifecycle.report import Report
+from dockyard.report import Report
 from dockyard.meta.usage import RepoUsage, UsageStore
 
 log = logging.getLogger(__name__)

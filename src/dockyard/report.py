@@ -2,7 +2,7 @@
 
 :class:`RunResult` is what the runner, the CLI and the admin API rely on: a job name, whether
 it was a dry run, how long it took, a JSON form and a table. :class:`Report` is the shape of
-the reclaiming jobs (collector, scrubber, pull flush): per kind of object, counts, bytes and
+every other job (collector, scrubber, pull flush, usage, cache jobs, event delivery): per kind of object, counts, bytes and
 failures. Retention (``prune.Plan``) and ``fsck`` (``fsck.FsckReport``) return richer results
 of the same shape.
 """
@@ -102,3 +102,17 @@ def render(data: dict) -> str:
     for name, k in data["kinds"].items():
         lines.append(f"{name:<14}{k['objects']:>10}{k['bytes']:>16}{k['failures']:>10}")
     return "\n".join(lines)
+
+
+class timed:
+    """``with timed(Report(job, kinds={})) as report: ...``: the report's duration is the block's."""
+
+    def __init__(self, report: Report):
+        self.report = report
+
+    def __enter__(self) -> Report:
+        self._t0 = time.monotonic()
+        return self.report
+
+    def __exit__(self, *exc) -> None:
+        self.report.duration = time.monotonic() - self._t0
