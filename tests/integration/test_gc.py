@@ -319,3 +319,16 @@ def test_gc_cli_says_what_waits_for_its_grace_and_when_it_is_due(tmp_path, capsy
     assert main(["gc", "--data-dir", str(tmp_path), "--output", "json"]) == 0
     waiting = json.loads(capsys.readouterr().out)["waiting"]
     assert waiting["links"]["entries"] == 1 and 0 < waiting["links"]["first_due_in_seconds"] <= 60
+
+
+def test_run_history_lists_runs_in_the_order_they_finished(reg):
+    """A long run that started before a short one but finished after it is the newest entry:
+    a poller of the last N runs must not miss it behind runs that started later."""
+    from dockyard.lifecycle import scheduler
+    with reg.db.write() as conn:
+        runs = Stores(conn).runs
+        runs.record("gc", started=100.0, finished=101.0, dry_run=False, host="a", report={"n": "short"})
+        runs.record("gc", started=50.0, finished=102.0, dry_run=False, host="b", report={"n": "long"})
+    status = scheduler.gc_status(reg, 1)
+    assert [r["report"]["n"] for r in status["runs"]] == ["long"]
+    assert [r["report"]["n"] for r in scheduler.gc_status(reg, 500)["runs"]] == ["long", "short"]

@@ -59,8 +59,10 @@ async def fsck_report(request: Request) -> Response:
 
 @requires("admin")
 async def gc_status(request: Request) -> Response:
-    """``GET /admin/v1/gc``: the backlog of every queue and the last runs' reports."""
-    return JSONResponse(await run(scheduler.gc_status, registry(request)))
+    """``GET /admin/v1/gc?runs=10``: the backlog of every queue and the last runs' reports (at most
+    500, the history kept per job)."""
+    runs = min(500, page_size(request.query_params.get("runs", "10"), "runs"))
+    return JSONResponse(await run(scheduler.gc_status, registry(request), runs))
 
 
 @requires("admin")

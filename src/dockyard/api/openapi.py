@@ -304,7 +304,8 @@ PATHS = {
          **errors(400, 404)}, [path("name", "repository name (may contain /)", REPO_NAME)], tag="repositories")},
     "/admin/v1/gc": {
         "get": op("admin", "Backlog of every review queue and the last collections", {
-            **ok(ref("GcStatus")), **errors()}),
+            **ok(ref("GcStatus")), **errors(400)}, [
+            q("runs", {"type": "string", "pattern": "^[0-9]+$"}, "how many of the last runs (default 10, at most 500)")]),
         "post": op("admin", "Run a collection now", {**ok(ref("GcReport")), **errors(400)}, [
             DRY_RUN, q("grace", STR, "a shorter grace than gc_delay for this run (at least 5m, with a unit: 10m); "
                                      "for a full disk")])},

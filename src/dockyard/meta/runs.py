@@ -27,7 +27,9 @@ class RunStore:
             self.conn.execute(delete(gc_runs).where(gc_runs.c.job == job, gc_runs.c.id <= cutoff))
 
     def recent(self, job: str, limit: int = 10) -> list[dict]:
+        """The last ``limit`` runs in the order they were recorded (finished), newest first: a long
+        run that started early must not hide behind the short ones that started after it."""
         rows = self.conn.execute(select(gc_runs).where(gc_runs.c.job == job)
-                                 .order_by(gc_runs.c.started_at.desc()).limit(limit))
+                                 .order_by(gc_runs.c.id.desc()).limit(limit))
         return [{"id": r.id, "job": r.job, "started_at": r.started_at, "finished_at": r.finished_at,
                  "dry_run": bool(r.dry_run), "host": r.host, "report": json.loads(r.report)} for r in rows]
