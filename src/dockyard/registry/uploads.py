@@ -154,7 +154,9 @@ def _lost(upload_id: str) -> RegistryError:
 def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | None,
              claim: _Claim) -> Iterator[bytes]:
     """The body's chunks, hashed and counted, never more than ``limit`` bytes in all; a body
-    still streaming when the disk fills stops there (the room freed is for reclamation)."""
+    still streaming when the disk fills stops there (the room freed is for reclamation).
+    Each chunk is hashed here before the driver gets it, so when ``chunks`` is asked for the
+    next one, every chunk before it has been hashed (``push_whole``'s ``hasher`` relies on it)."""
     for chunk in chunks:
         if limit is not None and counter[0] + len(chunk) > limit:
             raise RegistryError("SIZE_INVALID", "body is longer than Content-Length or Content-Range",
@@ -168,16 +170,18 @@ def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | N
 
 
 def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes], expected_length: int | None,
-            start: int | None):
+            start: int | None, hasher=None):
     """Append ``chunks`` at the acknowledged end under a held claim; returns the session with
     its new size (not yet recorded) and the hasher that saw every byte (or None). On failure
-    the staged data is cut back to the acknowledged size; the claim stays with the caller."""
+    the staged data is cut back to the acknowledged size; the claim stays with the caller.
+    ``hasher``: a fresh one to use for a new (empty) session instead of the cached one."""
     key = paths.upload_key(upload.id)
     try:
         _room_for_uploads(reg)
         if start is not None and start != upload.size:
             raise UploadOutOfOrder(upload.id, upload.size, start)
-        hasher = reg.hashers.take(upload.id, upload.size)
+        if hasher is None or upload.size:
+            hasher = reg.hashers.take(upload.id, upload.size)
         counter = [0]
         new_size = reg.storage.write_at(key, upload.size, _bounded(chunks, hasher, counter, expected_length, claim))
         if expected_length is not None and counter[0] != expected_length:
@@ -274,14 +278,20 @@ def finish_id(reg: Registry, name: str, upload_id: str, digest: str | None, chun
 
 
 def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[bytes],
-               expected_length: int | None = None) -> Blob:
+               expected_length: int | None = None, *, hasher=None) -> Blob:
     """A whole blob in one request (``POST ?digest=``): a session claimed from its creation,
-    written, verified and committed, with no chance for another request to interleave."""
+    written, verified and committed, with no chance for another request to interleave.
+
+    ``hasher``: a fresh ``hashlib`` object (of the digest's algorithm) that this push updates
+    with every byte (each chunk before it is written, so before the next one is asked for)
+    and whose digest it verifies before the commit. Whoever produces ``chunks`` may read it
+    (``hexdigest()``) once its iterator has run out, to know the bytes verify without
+    hashing them a second time (the pull-through mirror's stream to its client)."""
     d = _required_digest(digest)
     claim = _Claim(reg, paths.new_upload_id())
     upload = claim.create(name)
     try:
-        return _commit(reg, name, claim, upload, d, chunks, expected_length)
+        return _commit(reg, name, claim, upload, d, chunks, expected_length, hasher)
     except BaseException:
         _discard(reg, upload)  # no client knows this session: nothing can resume it
         raise
@@ -305,7 +315,7 @@ def _required_digest(digest: str | None) -> Digest:
 
 
 def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, chunks: Iterable[bytes] | None,
-            expected_length: int | None) -> Blob:
+            expected_length: int | None, hasher=None) -> Blob:
     """Verify and commit a session this request holds.
 
     Serialised with the collector on the blob row: if the registry already holds the
@@ -316,14 +326,13 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
     collector), the staged data is moved into place, and the row turns ``ready``.
     """
     try:
-        hasher = None
         if chunks is not None:
-            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None)
-        staged = _staged_exactly(reg, upload)
-        if d.algorithm != "sha256":
-            hasher = None
-        elif hasher is None:
+            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None, hasher)
+        else:
             hasher = reg.hashers.take(upload.id, upload.size)
+        staged = _staged_exactly(reg, upload)
+        if hasher is not None and hasher.name != d.algorithm:
+            hasher = None
         actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
                                                                           claim)
         faults.point("uploads.verified")
