@@ -12,7 +12,8 @@ acknowledged bytes.
   that dies mid-write leaves bytes past that size, which the next writer or the commit
   cuts off (``write_at`` at the acknowledged offset discards everything after it).
 - Finishing truncates the staged data to the acknowledged size, checks its size, hashes
-  exactly those bytes (or takes the hash computed while they streamed), and only then
+  exactly those bytes (or takes the hash computed while they streamed, here or by the
+  producer of a whole blob, ``StreamHash``, if it counted exactly those bytes), and only then
   moves them to ``blobs/<alg>/<xx>/<hex>`` and writes the blob row and the link.
 - No request deletes storage: the staged data of a finished, failed or cancelled session
   gets a tombstone in the transaction that removes the session row, and the collector
@@ -154,9 +155,7 @@ def _lost(upload_id: str) -> RegistryError:
 def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | None,
              claim: _Claim) -> Iterator[bytes]:
     """The body's chunks, hashed and counted, never more than ``limit`` bytes in all; a body
-    still streaming when the disk fills stops there (the room freed is for reclamation).
-    Each chunk is hashed here before the driver gets it, so when ``chunks`` is asked for the
-    next one, every chunk before it has been hashed (``push_whole``'s ``hasher`` relies on it)."""
+    still streaming when the disk fills stops there (the room freed is for reclamation)."""
     for chunk in chunks:
         if limit is not None and counter[0] + len(chunk) > limit:
             raise RegistryError("SIZE_INVALID", "body is longer than Content-Length or Content-Range",
@@ -170,18 +169,17 @@ def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | N
 
 
 def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes], expected_length: int | None,
-            start: int | None, hasher=None):
+            start: int | None, hashed: StreamHash | None = None):
     """Append ``chunks`` at the acknowledged end under a held claim; returns the session with
     its new size (not yet recorded) and the hasher that saw every byte (or None). On failure
     the staged data is cut back to the acknowledged size; the claim stays with the caller.
-    ``hasher``: a fresh one to use for a new (empty) session instead of the cached one."""
+    With ``hashed`` the producer of ``chunks`` hashes them: no hasher here (None returned)."""
     key = paths.upload_key(upload.id)
     try:
         _room_for_uploads(reg)
         if start is not None and start != upload.size:
             raise UploadOutOfOrder(upload.id, upload.size, start)
-        if hasher is None or upload.size:
-            hasher = reg.hashers.take(upload.id, upload.size)
+        hasher = reg.hashers.take(upload.id, upload.size) if hashed is None else None
         counter = [0]
         new_size = reg.storage.write_at(key, upload.size, _bounded(chunks, hasher, counter, expected_length, claim))
         if expected_length is not None and counter[0] != expected_length:
@@ -277,21 +275,39 @@ def finish_id(reg: Registry, name: str, upload_id: str, digest: str | None, chun
     return _commit(reg, name, claim, claim.take(name), d, chunks, expected_length)
 
 
+class StreamHash:
+    """A blob's digest computed by whoever produces its chunks, as they stream: ``update``
+    each chunk before handing it on. Given to :func:`push_whole`, it is what the commit
+    verifies (with the byte count it saw, which must be the size written), so bytes that
+    were hashed on their way in are not hashed a second time."""
+
+    def __init__(self, algorithm: str):
+        self.algorithm = algorithm
+        self._h = hashlib.new(algorithm)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._h.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"
+
+
 def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[bytes],
-               expected_length: int | None = None, *, hasher=None) -> Blob:
+               expected_length: int | None = None, *, hashed: StreamHash | None = None) -> Blob:
     """A whole blob in one request (``POST ?digest=``): a session claimed from its creation,
     written, verified and committed, with no chance for another request to interleave.
 
-    ``hasher``: a fresh ``hashlib`` object (of the digest's algorithm) that this push updates
-    with every byte (each chunk before it is written, so before the next one is asked for)
-    and whose digest it verifies before the commit. Whoever produces ``chunks`` may read it
-    (``hexdigest()``) once its iterator has run out, to know the bytes verify without
-    hashing them a second time (the pull-through mirror's stream to its client)."""
+    ``hashed``: the producer of ``chunks`` hashes each chunk into it before yielding it (the
+    pull-through mirror, which must know the digest verifies before its client gets the last
+    byte); the commit then verifies that digest, and that it saw exactly the bytes written,
+    instead of hashing them again."""
     d = _required_digest(digest)
     claim = _Claim(reg, paths.new_upload_id())
     upload = claim.create(name)
     try:
-        return _commit(reg, name, claim, upload, d, chunks, expected_length, hasher)
+        return _commit(reg, name, claim, upload, d, chunks, expected_length, hashed)
     except BaseException:
         _discard(reg, upload)  # no client knows this session: nothing can resume it
         raise
@@ -315,7 +331,7 @@ def _required_digest(digest: str | None) -> Digest:
 
 
 def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, chunks: Iterable[bytes] | None,
-            expected_length: int | None, hasher=None) -> Blob:
+            expected_length: int | None, hashed: StreamHash | None = None) -> Blob:
     """Verify and commit a session this request holds.
 
     Serialised with the collector on the blob row: if the registry already holds the
@@ -326,15 +342,20 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
     collector), the staged data is moved into place, and the row turns ``ready``.
     """
     try:
+        hasher = None
         if chunks is not None:
-            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None, hasher)
-        else:
-            hasher = reg.hashers.take(upload.id, upload.size)
+            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None, hashed)
         staged = _staged_exactly(reg, upload)
-        if hasher is not None and hasher.name != d.algorithm:
-            hasher = None
-        actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
-                                                                          claim)
+        if hashed is not None:  # hashed as it streamed in: its digest, if it saw exactly these bytes
+            actual = hashed.digest().split(":", 1)[1] if (hashed.size == upload.size
+                                                          and hashed.algorithm == d.algorithm) else ""
+        else:
+            if d.algorithm != "sha256":
+                hasher = None
+            elif hasher is None:
+                hasher = reg.hashers.take(upload.id, upload.size)
+            actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
+                                                                              claim)
         faults.point("uploads.verified")
     except BaseException:
         claim.release_quietly()
