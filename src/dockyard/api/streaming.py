@@ -125,9 +125,10 @@ class ThreadFeed:
     """Chunks a worker thread produces, for a response the event loop sends.
 
     The thread calls ``put`` (waits while ``depth`` chunks are in flight, so memory stays
-    bounded; False once the response has gone), then ``end`` or ``fail(exc)`` (the first of
-    the two counts). The loop iterates :meth:`items`; ``fail``'s error is raised there, and
-    nothing for ``stall`` seconds is an error too."""
+    bounded; False once the response has gone, or has taken nothing for ``stall`` seconds),
+    then ``end`` or ``fail(exc)`` (the first of the two counts). The loop iterates
+    :meth:`items`; ``fail``'s error is raised there, and nothing for ``stall`` seconds is an
+    error too."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 16, stall: float = 300.0):
         self._loop = loop
@@ -138,8 +139,12 @@ class ThreadFeed:
         self.stall = stall
 
     def _send(self, item) -> bool:
+        waited = 0.0
         while not self._gone.is_set():
             if not self._slots.acquire(timeout=0.5):
+                waited += 0.5
+                if waited >= self.stall:  # a response that takes nothing any more has gone
+                    self._gone.set()
                 continue
             if self._gone.is_set():
                 return False
