@@ -10,13 +10,15 @@ every byte but the last chunk at once; the last one once the digest and size ver
 waiting for the store. A blob that does not match its digest, is too long or breaks off
 ends the client's stream with an error (the client never holds a complete wrong blob) and
 the store commits nothing. A client that goes away does not stop the store (the next pull
-finds the blob here); a store that fails does not stop the client's stream. While the
+finds the blob here); a store that fails does not stop the client's stream. The store
+thread runs at a lower CPU priority than the reader (``STORE_NICE``). While the
 registry refuses uploads (its disk is full) the blob is relayed without storing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,16 @@ from dockyard.registry import uploads
 log = logging.getLogger(__name__)
 _END = object()
 STALL = 300.0  # a reader or store that gives the other nothing for this long is taken as stuck
+STORE_NICE = 10  # the store thread's niceness: the reader and the client's stream come first
+
+
+def _background() -> None:
+    """Lower this thread's CPU priority (Linux: niceness is per thread). The store is not on
+    the client's path; on a busy machine it measurably slowed the client's stream."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STORE_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
 
 
 class Client(Protocol):
@@ -159,6 +171,7 @@ def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
     storage = _Pipe(16) if storing else None
 
     def run() -> None:
+        _background()
         try:
             store(mirror, route, name, digest, size, storage.items(), hashed)
         except BaseException as exc:  # recorded by store(); the client learns it from the reader
