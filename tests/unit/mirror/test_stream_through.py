@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -107,3 +108,33 @@ def test_relayed_not_stored_while_uploads_are_refused(mirror, upstream, tmp_path
     upstream.blob("app", sha256(bad), bad[:-1] + b"!")
     client = _through(mirror, sha256(bad))
     assert client.error is not None and len(b"".join(client.chunks)) < len(bad)
+
+
+def test_a_cold_pull_asks_the_upstream_once_per_manifest_and_blob(mirror, upstream):
+    """No HEAD before a GET, no second fetch of the manifest or of a blob the client pulled
+    (the background completion finds everything stored)."""
+    from tests.support import OCI_MANIFEST, image_manifest, make_config
+
+    config, layers = make_config("once"), [random.Random(f"once-{i}").randbytes(200_000) for i in range(2)]
+    manifest = image_manifest(config, layers)
+    upstream.image("app", "v1", manifest, [config, *layers], OCI_MANIFEST)
+    got, stale = mirror.manifest("hub/app", "v1", [OCI_MANIFEST])
+    assert got.payload == manifest and not stale
+    for b in (config, *layers):
+        assert b"".join(_through(mirror, sha256(b)).chunks) == b
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "hub/app" not in _stored_images(mirror):
+        time.sleep(0.05)
+    assert "hub/app" in _stored_images(mirror)  # the completion stored the manifest
+    assert sorted(upstream.hits) == sorted(["GET /v2/app/manifests/v1"]
+                                           + [f"GET /v2/app/blobs/{sha256(b)}" for b in (config, *layers)])
+
+
+def _stored_images(mirror: Mirror) -> set[str]:
+    from dockyard.registry import manifests
+
+    try:
+        manifests.get(mirror.reg, "hub/app", "v1", None)
+        return {"hub/app"}
+    except RegistryError:
+        return set()
