@@ -9,6 +9,8 @@ repositories are refused with ``403 DENIED``.
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -16,7 +18,7 @@ from starlette.routing import Route
 from dockyard.api.auth import requires
 from dockyard.api.common import registry, run
 from dockyard.api.lifecycle import _flag, _reference
-from dockyard.api.streaming import iterate_in_thread
+from dockyard.api.streaming import ThreadFeed
 from dockyard.errors import RegistryError
 from dockyard.meta.manifests import Manifest
 from dockyard.mirror import bound
@@ -61,15 +63,15 @@ async def blob_miss(request: Request, name: str, digest: str, exc: RegistryError
     if request.method == "HEAD" or request.headers.get("range"):
         await run(mirror.fetch_blob, name, digest)
         return None
-    opened = await run(mirror.open_blob, name, digest)
+    feed = ThreadFeed(asyncio.get_running_loop())
+    opened = await run(mirror.open_blob, name, digest, feed)
     if opened is None:
         return None
-    size, chunks = opened
     headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                "ETag": f'"{digest}"', "Dockyard-Mirror": "fetched"}
-    if size is not None:
-        headers["Content-Length"] = str(size)
-    return StreamingResponse(iterate_in_thread(chunks), status_code=200, headers=headers)
+    if opened.size is not None:
+        headers["Content-Length"] = str(opened.size)
+    return StreamingResponse(feed.items(), status_code=200, headers=headers)
 
 
 # ---- admin -------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 Uploads: one worker thread consumes the body while the event loop keeps receiving
 it; chunks are batched to ~1 MiB and at most a few batches are in flight, so memory
 stays flat whatever the blob size. Downloads: the driver's iterator is advanced in
-a worker thread, one ~1 MiB chunk at a time.
+a worker thread, one ~1 MiB chunk at a time. A body a thread produces by itself (the
+mirror's relay) is pushed to the loop instead (:class:`ThreadFeed`): no thread hop per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -117,3 +119,71 @@ async def iterate_in_thread(it: Iterator[bytes]) -> AsyncIterator[bytes]:
         close = getattr(it, "close", None)
         if close is not None:
             await run_in_threadpool(close)
+
+
+class ThreadFeed:
+    """Chunks a worker thread produces, for a response the event loop sends.
+
+    The thread calls ``put`` (waits while ``depth`` chunks are in flight, so memory stays
+    bounded; False once the response has gone, or has taken nothing for ``stall`` seconds),
+    then ``end`` or ``fail(exc)`` (the first of the two counts). The loop iterates
+    :meth:`items`; ``fail``'s error is raised there, and nothing for ``stall`` seconds is an
+    error too."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 16, stall: float = 300.0):
+        self._loop = loop
+        self._q: asyncio.Queue = asyncio.Queue()
+        self._slots = threading.Semaphore(depth)
+        self._gone = threading.Event()
+        self._closed = False
+        self.stall = stall
+
+    def _send(self, item) -> bool:
+        waited = 0.0
+        while not self._gone.is_set():
+            if not self._slots.acquire(timeout=0.5):
+                waited += 0.5
+                if waited >= self.stall:  # a response that takes nothing any more has gone
+                    self._gone.set()
+                continue
+            if self._gone.is_set():
+                return False
+            try:
+                self._loop.call_soon_threadsafe(self._q.put_nowait, item)
+            except RuntimeError:  # the loop has closed
+                self._gone.set()
+                return False
+            return True
+        return False
+
+    def put(self, chunk: bytes) -> bool:
+        return not self._closed and self._send(chunk)
+
+    def end(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._send(_END)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._closed:
+            self._closed = True
+            self._send(exc)
+
+    async def items(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                if self._q.empty():
+                    try:
+                        item = await asyncio.wait_for(self._q.get(), self.stall)
+                    except TimeoutError:
+                        raise RegistryError("UNKNOWN", "the body's producer stalled") from None
+                else:
+                    item = self._q.get_nowait()
+                self._slots.release()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._gone.set()

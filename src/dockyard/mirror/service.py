@@ -3,8 +3,8 @@
 - A manifest not here (or a tag past ``mirror_manifest_ttl``) is fetched, verified and parsed;
   the client gets it at once. A background completion fetches what it references (after the
   client went idle), then stores it by the push path (``registry.manifests.put``).
-- A blob not here streams to the client while the push path stores it (``stream.py``). One
-  fetch per digest at a time per process.
+- A blob not here streams to the client while the push path stores it (``stream.py``): one
+  pass, each byte hashed once and written once. One fetch per digest at a time per process.
 - A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream
   cannot answer well, what is here is served and marked stale.
 """
@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 _stale = Throttled(log, 60.0)
 CLIENT_IDLE = 1.0  # s without a client blob fetch of the repository before a completion fetches itself
 CLIENT_PATIENCE = 600.0  # the most a completion defers to clients per blob
+
+
+@dataclass
+class Opened:
+    size: int | None   # the Content-Length the upstream announced (None: not announced)
 
 
 @dataclass
@@ -270,13 +275,14 @@ class Mirror:
                                     {"digest": digest}) from exc
             raise
 
-    def open_blob(self, name: str, digest: str) -> tuple[int | None, Iterator[bytes]] | None:
-        """The blob streamed from the upstream while it is stored; None if it is here now
-        (another request fetched it meanwhile)."""
+    def open_blob(self, name: str, digest: str, client: stream.Client) -> Opened | None:
+        """Start streaming the blob from the upstream to ``client`` while it is stored
+        (``stream.through``); None if it is here now (another request fetched it meanwhile).
+        The caller found it missing just now, so the claim comes first, then one check."""
         route = self.route(name)
         d = str(check_digest(digest))
         self.client_fetching(name)
-        if self._here(name, d) or self._begin(d) is None:
+        if self._begin(d) is None:
             return None
         try:
             if self._here(name, d):
@@ -287,7 +293,8 @@ class Mirror:
             self._end(d)
             raise
         self.client_fetching(name, +1)  # until the store ends (stream.through)
-        return size, stream.through(self, route, name, d, size, chunks)
+        stream.through(self, route, name, d, size, chunks, client)
+        return Opened(size)
 
 
 def _local(reg: Registry, name: str, ref: str, accept: list[str] | None) -> Manifest | None:

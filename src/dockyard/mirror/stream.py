@@ -1,22 +1,28 @@
 """A blob from the upstream, stored through the registry's push path (verified), optionally
 handed to a client while it streams.
 
-``through`` reads the upstream in one thread, handing each chunk to the store (another
-thread, the push path, which verifies again before the blob becomes visible) and to the
-client, the last one only once the reader has checked the digest (so the client need not
-wait for the store's commit): a blob that
-turns out not to match its digest (or breaks off) ends the client's iterator with an error,
-so the response is aborted and the client never holds a complete wrong blob. A client that
-goes away does not stop the store (the next pull finds the blob here).
+``through`` reads the upstream once, in one thread that hashes each byte once, handing
+each chunk to the client and to the store (another thread: the push path,
+``uploads.push_whole``, which writes each byte once, into the session's staging file, and
+commits with the reader's hash, ``StreamHash``: nothing is hashed or read twice, and the
+commit still makes visible only bytes whose digest and size verified). The client gets
+every byte but the last chunk at once; the last one once the digest and size verify, without
+waiting for the store. A blob that does not match its digest, is too long or breaks off
+ends the client's stream with an error (the client never holds a complete wrong blob) and
+the store commits nothing. A client that goes away does not stop the store (the next pull
+finds the blob here); a store that fails does not stop the client's stream. The store
+thread runs at a lower CPU priority than the reader (``STORE_NICE``). While the
+registry refuses uploads (its disk is full) the blob is relayed without storing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from dockyard.errors import RegistryError
 from dockyard.mirror.upstream import UpstreamError
@@ -24,13 +30,34 @@ from dockyard.registry import uploads
 
 log = logging.getLogger(__name__)
 _END = object()
-CLIENT_WAIT = 300.0  # a store that gives the client nothing for this long is taken as stuck
+STALL = 300.0  # a reader or store that gives the other nothing for this long is taken as stuck
+STORE_NICE = 10  # the store thread's niceness: the reader and the client's stream come first
+
+
+def _background() -> None:
+    """Lower this thread's CPU priority (Linux: niceness is per thread). The store is not on
+    the client's path; on a busy machine it measurably slowed the client's stream."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STORE_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the usual priority
+        pass
+
+
+class Client(Protocol):
+    """Where ``through`` hands the client's bytes (``api.streaming.ThreadFeed``)."""
+
+    def put(self, chunk: bytes) -> bool: ...  # False: the client has gone
+
+    def end(self) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
 
 
 def store(mirror: Any, route: Any, name: str, digest: str, size: int | None,
-          chunks: Iterator[bytes], counter: list[int] | None = None) -> None:
-    """Store ``chunks`` as blob ``digest`` of ``name`` by the push path (which verifies it)."""
-    counter = counter if counter is not None else [0]
+          chunks: Iterable[bytes], hashed: uploads.StreamHash | None = None) -> None:
+    """Store ``chunks`` as blob ``digest`` of ``name`` by the push path (which verifies it);
+    ``hashed``: see ``uploads.push_whole``."""
+    counter = [0]
 
     def counted() -> Iterator[bytes]:
         for chunk in chunks:
@@ -38,7 +65,7 @@ def store(mirror: Any, route: Any, name: str, digest: str, size: int | None,
             yield chunk
 
     try:
-        uploads.push_whole(mirror.reg, name, digest, counted(), size)
+        uploads.push_whole(mirror.reg, name, digest, counted(), size, hashed=hashed)
     except UpstreamError as exc:
         mirror.failed(route, "blob", exc)
         raise
@@ -73,13 +100,13 @@ class _Pipe:
                 continue
         return False
 
-    def items(self, stalled: str) -> Iterator[bytes]:
+    def items(self) -> Iterator[bytes]:
         try:
             while True:
                 try:
-                    item = self.q.get(timeout=CLIENT_WAIT)
+                    item = self.q.get(timeout=STALL)
                 except queue.Empty:
-                    raise RegistryError("UNKNOWN", stalled) from None
+                    raise RegistryError("UNKNOWN", "mirror fetch stalled") from None
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -89,55 +116,86 @@ class _Pipe:
             self.gone.set()
 
 
-def _read(route: Any, digest: str, size: int | None, chunks: Iterator[bytes], client: _Pipe,
-          storage: _Pipe) -> None:
-    """Read the upstream once: every chunk to the store, and to the client one chunk behind;
-    the last one (or an error) goes to the client once the digest is checked."""
-    hasher = hashlib.new(digest.split(":", 1)[0])
-    held, count = None, 0
+def _read(route: Any, digest: str, size: int | None, chunks: Iterator[bytes], client: Client,
+          storage: _Pipe | None, hashed: uploads.StreamHash) -> BaseException | None:
+    """Read the upstream once, hashing each chunk into ``hashed`` before handing it to the
+    store and to the client: at once while more must follow (``size`` known), else one
+    chunk behind; the last one (or an error, also returned) once the digest and size are
+    checked."""
+    held = None
     try:
         for chunk in chunks:
-            count += len(chunk)
-            hasher.update(chunk)
-            storage.put(chunk)  # a store that failed has gone: the client is still served
+            if not chunk:
+                continue
+            hashed.update(chunk)
+            if size is not None and hashed.size > size:
+                raise UpstreamError(route.name, f"blob {digest} is longer than the {size} bytes announced; "
+                                                "nothing cached")
+            if storage is not None:
+                storage.put(chunk)  # a store that failed has gone: the client is still served
             if held is not None:
                 client.put(held)
-            held = chunk
-        storage.put(_END)
-        actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
-        if actual != digest or size not in (None, count):
-            raise UpstreamError(route.name, f"blob {digest} does not match its digest ({count} bytes); "
+                held = None
+            if size is not None and hashed.size < size:
+                client.put(chunk)
+            else:
+                held = chunk
+        if hashed.digest() != digest or size not in (None, hashed.size):
+            raise UpstreamError(route.name, f"blob {digest} does not match its digest ({hashed.size} bytes); "
                                             "nothing cached")
-        if held is not None:
-            client.put(held)
-        client.put(_END)
+        if storage is not None:
+            storage.put(_END)
     except BaseException as exc:
-        storage.put(exc)  # the store aborts: nothing is committed
-        client.put(exc)
+        if storage is not None:
+            storage.put(exc)  # the store aborts: nothing is committed
+        client.fail(exc)
+        return exc
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+    if held is not None:
+        client.put(held)
+    client.end()
+    return None
 
 
 def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
-            chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Start reading ``chunks`` (one thread) and storing them (another); return the client's
-    view (see the module doc). The caller holds the fetch claim of ``digest``; it is released
-    when the store ends."""
-    client, storage = _Pipe(8), _Pipe(16)
+            chunks: Iterator[bytes], client: Client) -> None:
+    """Start reading ``chunks`` (one thread) and storing them (another) while ``client``
+    gets them (see the module doc). The caller holds the fetch claim of ``digest``; it is
+    released when the store ends."""
+    hashed = uploads.StreamHash(digest.split(":", 1)[0])
+    reserve = mirror.reg.reserve
+    storing = reserve is None or not reserve.refuses_uploads()
+    storage = _Pipe(16) if storing else None
 
     def run() -> None:
+        _background()
         try:
-            store(mirror, route, name, digest, size, storage.items("mirror store stalled"))
+            store(mirror, route, name, digest, size, storage.items(), hashed)
         except BaseException as exc:  # recorded by store(); the client learns it from the reader
             log.debug("mirror store of %s ended: %s", digest, exc)
         finally:
             storage.gone.set()
-            mirror.client_fetching(name, -1)
-            mirror._end(digest)
+            done()
 
-    threading.Thread(target=_read, args=(route, digest, size, chunks, client, storage),
+    def done() -> None:
+        mirror.client_fetching(name, -1)
+        mirror._end(digest)
+
+    def relay() -> None:  # nothing to store: the reader alone, then the claim is released
+        try:
+            failed = _read(route, digest, size, chunks, client, None, hashed)
+            if isinstance(failed, UpstreamError):
+                mirror.failed(route, "blob", failed)
+            log.info("mirror %s: blob %s relayed, not stored (uploads are refused)", route.name, digest)
+        finally:
+            done()
+
+    if storage is None:
+        threading.Thread(target=relay, name=f"mirror-relay-{digest[7:19]}", daemon=True).start()
+        return
+    threading.Thread(target=_read, args=(route, digest, size, chunks, client, storage, hashed),
                      name=f"mirror-read-{digest[7:19]}", daemon=True).start()
     threading.Thread(target=run, name=f"mirror-store-{digest[7:19]}", daemon=True).start()
-    return client.items("mirror fetch stalled")

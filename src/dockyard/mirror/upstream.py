@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+import httpcore
 import httpx
 
 from dockyard.errors import Unavailable
@@ -26,7 +27,7 @@ from dockyard.oci.digest import compute
 from dockyard.oci.manifest import ManifestInvalid, ParsedManifest, parse
 
 ACCEPT = ", ".join(sorted(mt.MANIFESTS))
-CHUNK = 1024 * 1024
+READ = 1024 * 1024  # bytes asked of the socket per read (httpcore asks 64 KiB)
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -67,7 +68,8 @@ class Upstream:
     def __init__(self, name: str, url: str, username: str = "", password: str = "", timeout: float = 30.0):
         self.name, self.url = name, url.rstrip("/")
         self._basic = (username, password) if username else None
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=True)
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=True,
+                                    transport=_transport())
         self._tokens: dict[str, tuple[str, float]] = {}
         self._basic_header: str | None = None  # sent up front once the upstream asked for basic
         self._lock = threading.Lock()
@@ -108,7 +110,7 @@ class Upstream:
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from r.iter_bytes(CHUNK)
+                yield from r.iter_bytes()  # as read: no copy into chunks of a fixed size
             except httpx.HTTPError as exc:
                 raise UpstreamError(self.name, f"blob {digest} broke off ({exc})") from exc
             finally:
@@ -186,6 +188,46 @@ class Upstream:
         with self._lock:
             self._tokens[scope] = (header, time.monotonic() + max(ttl - 10, ttl / 2))
         return header
+
+
+class _BigReads(httpcore.NetworkStream):
+    """A connection read :data:`READ` bytes at a time: a blob arrives in a few large chunks
+    (as much as the socket holds) instead of many of 64 KiB, each of which costs the
+    parser, the reader, the hasher and the client's stream a round of Python."""
+
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max(max_bytes, READ), timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _BigReads(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):
+        return self._inner.get_extra_info(info)
+
+
+class _BigReadsBackend(httpcore.SyncBackend):
+    def connect_tcp(self, *args, **kwargs) -> httpcore.NetworkStream:
+        return _BigReads(super().connect_tcp(*args, **kwargs))
+
+
+def _transport() -> httpx.HTTPTransport:
+    """httpx's transport (keep-alive pool), its connections reading large. httpx takes no
+    network backend, so it is set on its pool; where that is not there, reads stay 64 KiB."""
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and isinstance(getattr(pool, "_network_backend", None), httpcore.SyncBackend):
+        pool._network_backend = _BigReadsBackend()
+    return transport
 
 
 def verified(upstream: str, remote: str, ref: str, fetched: Fetched) -> tuple[str, ParsedManifest]:

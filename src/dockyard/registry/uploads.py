@@ -12,7 +12,8 @@ acknowledged bytes.
   that dies mid-write leaves bytes past that size, which the next writer or the commit
   cuts off (``write_at`` at the acknowledged offset discards everything after it).
 - Finishing truncates the staged data to the acknowledged size, checks its size, hashes
-  exactly those bytes (or takes the hash computed while they streamed), and only then
+  exactly those bytes (or takes the hash computed while they streamed, here or by the
+  producer of a whole blob, ``StreamHash``, if it counted exactly those bytes), and only then
   moves them to ``blobs/<alg>/<xx>/<hex>`` and writes the blob row and the link.
 - No request deletes storage: the staged data of a finished, failed or cancelled session
   gets a tombstone in the transaction that removes the session row, and the collector
@@ -168,16 +169,17 @@ def _bounded(chunks: Iterable[bytes], hasher, counter: list[int], limit: int | N
 
 
 def _append(reg: Registry, claim: _Claim, upload: Upload, chunks: Iterable[bytes], expected_length: int | None,
-            start: int | None):
+            start: int | None, hashed: StreamHash | None = None):
     """Append ``chunks`` at the acknowledged end under a held claim; returns the session with
     its new size (not yet recorded) and the hasher that saw every byte (or None). On failure
-    the staged data is cut back to the acknowledged size; the claim stays with the caller."""
+    the staged data is cut back to the acknowledged size; the claim stays with the caller.
+    With ``hashed`` the producer of ``chunks`` hashes them: no hasher here (None returned)."""
     key = paths.upload_key(upload.id)
     try:
         _room_for_uploads(reg)
         if start is not None and start != upload.size:
             raise UploadOutOfOrder(upload.id, upload.size, start)
-        hasher = reg.hashers.take(upload.id, upload.size)
+        hasher = reg.hashers.take(upload.id, upload.size) if hashed is None else None
         counter = [0]
         new_size = reg.storage.write_at(key, upload.size, _bounded(chunks, hasher, counter, expected_length, claim))
         if expected_length is not None and counter[0] != expected_length:
@@ -273,15 +275,39 @@ def finish_id(reg: Registry, name: str, upload_id: str, digest: str | None, chun
     return _commit(reg, name, claim, claim.take(name), d, chunks, expected_length)
 
 
+class StreamHash:
+    """A blob's digest computed by whoever produces its chunks, as they stream: ``update``
+    each chunk before handing it on. Given to :func:`push_whole`, it is what the commit
+    verifies (with the byte count it saw, which must be the size written), so bytes that
+    were hashed on their way in are not hashed a second time."""
+
+    def __init__(self, algorithm: str):
+        self.algorithm = algorithm
+        self._h = hashlib.new(algorithm)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._h.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"
+
+
 def push_whole(reg: Registry, name: str, digest: str | None, chunks: Iterable[bytes],
-               expected_length: int | None = None) -> Blob:
+               expected_length: int | None = None, *, hashed: StreamHash | None = None) -> Blob:
     """A whole blob in one request (``POST ?digest=``): a session claimed from its creation,
-    written, verified and committed, with no chance for another request to interleave."""
+    written, verified and committed, with no chance for another request to interleave.
+
+    ``hashed``: the producer of ``chunks`` hashes each chunk into it before yielding it (the
+    pull-through mirror, which must know the digest verifies before its client gets the last
+    byte); the commit then verifies that digest, and that it saw exactly the bytes written,
+    instead of hashing them again."""
     d = _required_digest(digest)
     claim = _Claim(reg, paths.new_upload_id())
     upload = claim.create(name)
     try:
-        return _commit(reg, name, claim, upload, d, chunks, expected_length)
+        return _commit(reg, name, claim, upload, d, chunks, expected_length, hashed)
     except BaseException:
         _discard(reg, upload)  # no client knows this session: nothing can resume it
         raise
@@ -305,7 +331,7 @@ def _required_digest(digest: str | None) -> Digest:
 
 
 def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, chunks: Iterable[bytes] | None,
-            expected_length: int | None) -> Blob:
+            expected_length: int | None, hashed: StreamHash | None = None) -> Blob:
     """Verify and commit a session this request holds.
 
     Serialised with the collector on the blob row: if the registry already holds the
@@ -318,14 +344,18 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
     try:
         hasher = None
         if chunks is not None:
-            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None)
+            upload, hasher = _append(reg, claim, upload, chunks, expected_length, None, hashed)
         staged = _staged_exactly(reg, upload)
-        if d.algorithm != "sha256":
-            hasher = None
-        elif hasher is None:
-            hasher = reg.hashers.take(upload.id, upload.size)
-        actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
-                                                                          claim)
+        if hashed is not None:  # hashed as it streamed in: its digest, if it saw exactly these bytes
+            actual = hashed.digest().split(":", 1)[1] if (hashed.size == upload.size
+                                                          and hashed.algorithm == d.algorithm) else ""
+        else:
+            if d.algorithm != "sha256":
+                hasher = None
+            elif hasher is None:
+                hasher = reg.hashers.take(upload.id, upload.size)
+            actual = hasher.hexdigest() if hasher is not None else _rehash(reg, staged, upload.size, d.algorithm,
+                                                                              claim)
         faults.point("uploads.verified")
     except BaseException:
         claim.release_quietly()
