@@ -161,6 +161,23 @@ class CacheIndex:
         for d, size, used, pinned, in_use in cur:
             yield Entry(d, size, used, bool(pinned), bool(in_use))
 
+    def lru_page(self, after: tuple[float, str] | None, limit: int) -> list[Entry]:
+        """One page of :meth:`lru` read in one step of SQLite, as one JSON document (a step per
+        row gives the GIL back and waits for it again each time: slow while threads unlink).
+        Times travel as 17-digit text, so the page's last (last_used, digest) is exact."""
+        where, args = "state = ?", [READY]
+        if after is not None:
+            where += " AND (last_used, digest) > (?, ?)"
+            args += list(after)
+        (doc,) = self.read().execute(
+            f"SELECT json_group_array(json_array(digest, size, printf('%!.17g', last_used), pinned, in_use)) FROM "
+            f"(SELECT e.digest, e.size, e.last_used, e.pinned, {_IN_USE} AS in_use FROM entries e WHERE {where} "
+            f"ORDER BY last_used, digest LIMIT ?)", (*args, limit)).fetchone()
+        page = [Entry(d, size, float(used), bool(pinned), bool(in_use)) for d, size, used, pinned, in_use
+                in json.loads(doc)]
+        page.sort(key=lambda e: (e.last_used, e.key))  # an aggregate's order is not promised
+        return page
+
     def reserve(self, digest: str, size: int, pid: int, now: float, max_size: int, target: int,
                 victims_fn) -> tuple[str, list[Entry]]:
         """Reserve ``size`` bytes for a fill of ``digest``.
