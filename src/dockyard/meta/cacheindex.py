@@ -145,9 +145,14 @@ class CacheIndex:
             return c.execute("INSERT INTO reads (digest, pid, started) VALUES (?, ?, ?)",
                              (digest, pid, now)).lastrowid
 
-    def end_read(self, read_id: int) -> None:
+    def end_read(self, read_id: int, digest: str | None = None, hits: int = 0, last_used: float = 0.0) -> None:
+        """Give a read lease back; with ``digest``, also count ``hits`` more reads of it that
+        shared the lease, the last at ``last_used`` (one transaction)."""
         with self.write() as c:
             c.execute("DELETE FROM reads WHERE id = ?", (read_id,))
+            if digest is not None and hits:
+                c.execute("UPDATE entries SET hits = hits + ?, last_used = max(last_used, ?) WHERE digest = ?",
+                          (hits, last_used, digest))
 
     def lru(self, c: sqlite3.Connection, after: tuple[float, str] | None = None,
             limit: int = -1) -> Iterator[Entry]:

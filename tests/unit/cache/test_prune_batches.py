@@ -56,7 +56,7 @@ def test_prune_in_pages_keeps_pinned_and_read_entries(tmp_path, small_pages):
 
 
 def test_a_prune_that_dies_midway_leaves_nothing_served_that_is_gone(tmp_path, small_pages, monkeypatch):
-    cache, digests = filled(tmp_path)
+    cache, _ = filled(tmp_path)
     calls = []
 
     def dying_forget(chosen, reason, *, gauges=True):
