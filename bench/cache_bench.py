@@ -165,16 +165,18 @@ def prune_rows(args, work: Path) -> list[tuple]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 s per side, 20,000 entries")
+    ap.add_argument("--quick", action="store_true", help="3 s per side, 20,000 entries (unless --entries)")
     ap.add_argument("--latency", default="20ms")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--blobs", type=int, default=4)
     ap.add_argument("--blob-kib", type=int, default=1024)
-    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--entries", type=int, default=None, help="default 100,000")
     args = ap.parse_args()
     if args.quick:
-        args.seconds, args.entries = 3.0, 20_000
+        args.seconds = 3.0
+    if args.entries is None:
+        args.entries = 20_000 if args.quick else 100_000
     work = Path(tempfile.mkdtemp(prefix="cache-bench-"))
     load0 = os.getloadavg()[0]
     try:

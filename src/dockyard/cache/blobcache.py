@@ -23,12 +23,12 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
 from dockyard import faults
-from dockyard.cache.streams import Stream as _Stream, close as _close, unlink as _unlink
+from dockyard.cache.evict import Unlinker
+from dockyard.cache.streams import Stream as _Stream, close as _close
 from dockyard.lru import Entry, victims, watermarks
 from dockyard.meta.cacheindex import READY, CacheIndex, CacheIndexError
 from dockyard.metrics import Metrics
@@ -36,7 +36,6 @@ from dockyard.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-UNLINKERS = 16
 Backend = Callable[[str, int, "int | None"], Iterator[bytes]]  # (digest, offset, length) -> bytes from storage
 _seq = itertools.count()
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
@@ -67,6 +66,9 @@ class BlobCache:
         """Called with the digest when a byte range misses (the prefetch queue takes it)."""
         self._counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
         self._counts_lock = threading.Lock()
+        self._leases: dict[str, list] = {}
+        """digest -> [read id, readers, size, reads not yet counted in the index, last of them]"""
+        self._leases_lock = threading.Lock()
         self.update_gauges()
 
     # ---- counts (hits, misses, bytes by source): flushed into the index, shown per replica ----
@@ -121,11 +123,11 @@ class BlobCache:
     def _read(self, digest: str, size: int, offset: int, length: int) -> Iterator[bytes]:
         hit = self._open_hit(digest, size)
         if hit is not None:
-            fd, read_id = hit
+            fd, _ = hit
             self.metrics.inc("dockyard_cache_hits_total")
             self._tally("hits")
             return _Stream(self._file_chunks(fd, offset, length),
-                           lambda _done: self._end_hit(fd, read_id))
+                           lambda _done: self._end_hit(fd, digest))
         self.metrics.inc("dockyard_cache_misses_total")
         self._tally("misses")
         source = self.backend(digest, offset, length)  # a missing object raises here, before any byte
@@ -159,18 +161,42 @@ class BlobCache:
         entry = self.index.get(digest)
         return entry is not None and entry.state == READY
 
-    def _open_hit(self, digest: str, size: int) -> tuple[int, int] | None:
-        read_id = self.index.begin_read(digest, size, os.getpid(), self.now())
-        if read_id is None:
-            return None
+    def _open_hit(self, digest: str, size: int) -> tuple[int, str] | None:
+        """An open file of a ready entry under a read lease, or None. The readers of one digest
+        in this process share one lease row (taken by the first, given back by the last, with
+        the hits and last use of the others): a hot blob costs the index no write per pull."""
+        now = self.now()
+        with self._leases_lock:
+            lease = self._leases.get(digest)
+            if lease is not None:
+                if lease[2] != size:
+                    return None
+                lease[1] += 1
+                lease[3] += 1
+                lease[4] = max(lease[4], now)
+            else:
+                read_id = self.index.begin_read(digest, size, os.getpid(), now)
+                if read_id is None:
+                    return None
+                self._leases[digest] = [read_id, 1, size, 0, now]
         try:
-            return os.open(self.path(digest), os.O_RDONLY), read_id
-        except FileNotFoundError:
-            self.index.end_read(read_id)
+            return os.open(self.file(digest), os.O_RDONLY), digest
+        except BaseException as exc:
+            self._release(digest)
+            if not isinstance(exc, FileNotFoundError):
+                raise
             log.warning("cache: entry %s has no file; dropped (clean would have)", digest)
             self.index.drop(digest, READY)
             self.update_gauges()
             return None
+
+    def _release(self, digest: str) -> None:
+        with self._leases_lock:
+            lease = self._leases[digest]
+            lease[1] -= 1
+            if lease[1] == 0:
+                del self._leases[digest]
+                self.index.end_read(lease[0], digest, lease[3], lease[4])
 
     def _file_chunks(self, fd: int, offset: int, length: int) -> Iterator[bytes]:
         pos, end = offset, offset + length
@@ -183,9 +209,11 @@ class BlobCache:
             self._tally("cache_bytes", len(chunk))
             yield chunk
 
-    def _end_hit(self, fd: int, read_id: int) -> None:
-        os.close(fd)
-        self.index.end_read(read_id)
+    def _end_hit(self, fd: int, digest: str) -> None:
+        try:
+            os.close(fd)
+        finally:
+            self._release(digest)
 
     def _passthrough(self, source: Iterator[bytes]) -> Iterator[bytes]:
         try:
@@ -219,14 +247,16 @@ class BlobCache:
         """Delete the files of entries marked evicting, then their rows (one log line each)."""
         if not chosen:
             return
+        with Unlinker() as unlinker:
+            unlinker.unlink([self.file(e.key) for e in chosen])
+        self.forget(chosen, reason, gauges=gauges)
+
+    def forget(self, chosen: list[Entry], reason: str, *, gauges: bool = True) -> None:
+        """The rows of evicted entries whose files are gone: deleted in one statement, with a
+        log line per entry and the eviction metrics."""
+        if not chosen:
+            return
         now = self.now()
-        files = [self.file(e.key) for e in chosen]
-        if len(files) > 16:  # unlinks wait on the disk, not the CPU: a few at a time (~8x faster)
-            with ThreadPoolExecutor(UNLINKERS, thread_name_prefix="dockyard-cache-evict") as pool:
-                list(pool.map(_unlink, files))
-        else:
-            for f in files:
-                _unlink(f)
         for e in chosen:
             log.info("cache: evicted %s (%d bytes, last used %.0f s ago, %s)", e.key, e.size, now - e.last_used,
                      reason)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dockyard.cache.blobcache import BlobCache
+from dockyard.cache.evict import Pending, Unlinker
 from dockyard.errors import Conflict, RegistryError
 from dockyard.lru import Entry, victims
 from dockyard.meta.cacheindex import EVICTING, FILLING, READY, CacheEntry
@@ -22,6 +23,8 @@ from dockyard.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 PAGE = 1000
+FORGET = 4000
+"""Rows of pruned entries deleted in one statement (their files are gone)."""
 
 
 def alive(pid: int | None) -> bool:
@@ -194,31 +197,56 @@ class PruneReport:
 
 def prune(cache: BlobCache, *, dry_run: bool = False, only_above_high: bool = False) -> PruneReport:
     """Evict least recently used entries down to the low watermark (scheduled runs: only once the
-    cache is above the high watermark). Pages of the index keep memory flat in the cache size."""
+    cache is above the high watermark). Pages of the index keep memory flat in the cache size.
+
+    Per page of victims: one transaction marks them evicting (they stop being served and still
+    count), then a few threads delete their files while the next page is chosen and marked; the
+    rows of entries whose files are gone are deleted a few pages at a time (each such commit
+    rewrites much of the index: fewer of them, fewer checkpoints). A prune killed anywhere leaves
+    ``evicting`` entries, never served, that ``clean`` finishes."""
     _, total = cache.index.totals()
     report = PruneReport(size_before=total, size_after=total, low_watermark=cache.low, dry_run=dry_run)
     if total <= (cache.high if only_above_high else cache.low):
         return report
     after = None
-    while total > cache.low:
-        page = list(cache.index.lru(cache.index.read(), after, PAGE))
-        if not page:
-            break
-        after = (page[-1].last_used, page[-1].key)
-        chosen = list(victims(page, total, cache.low))
-        if not dry_run:
-            marked = cache.index.mark_evicting([v.key for v in chosen], force_pinned=False)
-            chosen = [_lru(e) for e in marked]
-            cache.remove_files(chosen, "prune", gauges=False)
-        else:
-            for v in chosen:
-                log.info("cache prune (dry run): would evict %s (%d bytes)", v.key, v.size)
-        report.total_files_pruned += len(chosen)
-        report.total_bytes_pruned += sum(v.size for v in chosen)
-        total -= sum(v.size for v in chosen)
+    pending: list[tuple[list[Entry], Pending]] = []
+    gone: list[Entry] = []
+    with Unlinker() as unlinker:
+        try:
+            while total > cache.low:
+                page = cache.index.lru_page(after, PAGE)
+                if not page:
+                    break
+                after = (page[-1].last_used, page[-1].key)
+                chosen = list(victims(page, total, cache.low))
+                if dry_run:
+                    for v in chosen:
+                        log.info("cache prune (dry run): would evict %s (%d bytes)", v.key, v.size)
+                elif chosen:
+                    marked = cache.index.mark_evicting([v.key for v in chosen], force_pinned=False)
+                    chosen = [_lru(e) for e in marked]
+                    pending.append((chosen, unlinker.start([cache.file(v.key) for v in chosen])))
+                    if len(pending) > 1:  # the previous page's files: gone by now, mostly
+                        gone += _wait(pending.pop(0))
+                    if len(gone) >= FORGET:
+                        cache.forget(gone, "prune", gauges=False)
+                        gone = []
+                report.total_files_pruned += len(chosen)
+                report.total_bytes_pruned += sum(v.size for v in chosen)
+                total -= sum(v.size for v in chosen)
+        finally:
+            for p in pending:
+                gone += _wait(p)
+            cache.forget(gone, "prune", gauges=False)
     report.size_after = total
     cache.update_gauges()
     return report
+
+
+def _wait(pending: tuple[list[Entry], Pending]) -> list[Entry]:
+    chosen, unlinked = pending
+    unlinked.wait()
+    return chosen
 
 
 def delete(cache: BlobCache, digest: str, *, dry_run: bool = False) -> dict:

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterator
-
-
-def unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def close(it) -> None:

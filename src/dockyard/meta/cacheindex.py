@@ -145,9 +145,14 @@ class CacheIndex:
             return c.execute("INSERT INTO reads (digest, pid, started) VALUES (?, ?, ?)",
                              (digest, pid, now)).lastrowid
 
-    def end_read(self, read_id: int) -> None:
+    def end_read(self, read_id: int, digest: str | None = None, hits: int = 0, last_used: float = 0.0) -> None:
+        """Give a read lease back; with ``digest``, also count ``hits`` more reads of it that
+        shared the lease, the last at ``last_used`` (one transaction)."""
         with self.write() as c:
             c.execute("DELETE FROM reads WHERE id = ?", (read_id,))
+            if digest is not None and hits:
+                c.execute("UPDATE entries SET hits = hits + ?, last_used = max(last_used, ?) WHERE digest = ?",
+                          (hits, last_used, digest))
 
     def lru(self, c: sqlite3.Connection, after: tuple[float, str] | None = None,
             limit: int = -1) -> Iterator[Entry]:
@@ -160,6 +165,23 @@ class CacheIndex:
                         f"WHERE {where} ORDER BY last_used, digest LIMIT ?", (*args, limit))
         for d, size, used, pinned, in_use in cur:
             yield Entry(d, size, used, bool(pinned), bool(in_use))
+
+    def lru_page(self, after: tuple[float, str] | None, limit: int) -> list[Entry]:
+        """One page of :meth:`lru` read in one step of SQLite, as one JSON document (a step per
+        row gives the GIL back and waits for it again each time: slow while threads unlink).
+        Times travel as 17-digit text, so the page's last (last_used, digest) is exact."""
+        where, args = "state = ?", [READY]
+        if after is not None:
+            where += " AND (last_used, digest) > (?, ?)"
+            args += list(after)
+        (doc,) = self.read().execute(
+            f"SELECT json_group_array(json_array(digest, size, printf('%!.17g', last_used), pinned, in_use)) FROM "
+            f"(SELECT e.digest, e.size, e.last_used, e.pinned, {_IN_USE} AS in_use FROM entries e WHERE {where} "
+            f"ORDER BY last_used, digest LIMIT ?)", (*args, limit)).fetchone()
+        page = [Entry(d, size, float(used), bool(pinned), bool(in_use)) for d, size, used, pinned, in_use
+                in json.loads(doc)]
+        page.sort(key=lambda e: (e.last_used, e.key))  # an aggregate's order is not promised
+        return page
 
     def reserve(self, digest: str, size: int, pid: int, now: float, max_size: int, target: int,
                 victims_fn) -> tuple[str, list[Entry]]:

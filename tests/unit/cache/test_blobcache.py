@@ -256,3 +256,23 @@ def test_a_failing_cache_disk_costs_the_cache_not_the_pull(tmp_path, store):
     assert read(cache, d, 2000) == store.blobs[d]
     assert cache.index.get(d) is None  # the reservation was given back
     assert cache.metrics.get("dockyard_cache_uncached_total", reason="error") == 1
+
+
+def test_readers_of_one_blob_share_a_lease_and_every_read_counts(tmp_path, store):
+    cache = make(tmp_path, store)
+    a = store.add(os.urandom(1000))
+    read(cache, a, 1000)  # the fill
+    first, second = cache.read(a, 1000), cache.read(a, 1000)
+    leases = cache.index.read().execute("SELECT COUNT(*) FROM reads").fetchone()[0]
+    assert leases == 1 and cache.index.get(a).in_use
+    assert cache.index.mark_evicting([a]) == []  # never evicted while read
+    first.close()
+    assert cache.index.get(a).in_use  # the second reader still holds it
+    with pytest.raises(Conflict):
+        maintenance.delete(cache, a)
+    assert b"".join(second) == store.blobs[a]  # a stream read to its end gives the lease back
+    entry = cache.index.get(a)
+    assert not entry.in_use and entry.hits == 2 and entry.last_used >= 1003
+    assert read(cache, a, 1000, 10, 5) == store.blobs[a][10:15]
+    assert cache.index.get(a).hits == 3
+    assert maintenance.delete(cache, a)["total_bytes_deleted"] == 1000
