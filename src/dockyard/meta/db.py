@@ -227,10 +227,15 @@ class Database:
     its disk reserve, so reclamation can proceed)."""
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction (on SQLite, after this process's turn: :class:`_SqliteWriterLock`)."""
+    def write(self, *, sync: bool = True) -> Iterator[Connection]:
+        """One write transaction (on SQLite, after this process's turn: :class:`_SqliteWriterLock`;
+        the connection is taken from the pool before the turn, so the turn is only the
+        transaction). On exit the commit is on disk. ``sync=False`` (SQLite) skips waiting
+        for that, for a transaction nobody is told about: the log is synced in commit order,
+        so the synced commit that precedes the next acknowledgement makes it durable too
+        (an upload's claim, renewed while bytes stream, is such a step)."""
         try:
-            with self._writer, _database_faults(), self.engine.connect() as conn:
+            with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
                 with conn.begin():
                     yield conn
@@ -239,7 +244,7 @@ class Database:
                 self.on_disk_full(exc.reason)
             raise
         _mark_committed()
-        if self.wal_sync is not None:
+        if sync and self.wal_sync is not None:
             self._synced()
 
     def _synced(self) -> None:

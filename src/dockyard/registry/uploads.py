@@ -76,7 +76,10 @@ def get(reg: Registry, name: str, upload_id: str) -> Upload:
 
 class _Claim:
     """This request's claim on a session: taken on entry, renewed while bytes stream,
-    released (with the new acknowledged size, or none) on the way out."""
+    released (with the new acknowledged size, or none) on the way out. Taking and renewing
+    it do not wait for the disk (``write(sync=False)``): nothing is acknowledged on the
+    strength of a claim, and the release or commit that ends the request is synced, which
+    syncs them too; a claim lost to a power cut is simply no claim."""
 
     def __init__(self, reg: Registry, upload_id: str):
         self.reg = reg
@@ -87,7 +90,7 @@ class _Claim:
     def create(self, name: str) -> Upload:
         """A new session, claimed by this request from the start (a whole blob in one request)."""
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             repo = RepositoryStore(conn).ensure(name, now)
             upload = UploadStore(conn).create(self.upload_id, repo.id, now, writer=self.token,
                                               writer_until=now + CLAIM_LEASE)
@@ -98,7 +101,7 @@ class _Claim:
         """Claim the session; with ``name``, only a session of that repository (checked in the
         same transaction, which a mismatch rolls back: a request never claims another's)."""
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
             if upload is not None and name is not None:
                 repo = RepositoryStore(conn).get(name)
@@ -117,7 +120,7 @@ class _Claim:
         if time.monotonic() - self.renewed < RENEW_EVERY:
             return
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             held = UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
         if not held:
             raise _lost(self.upload_id)
@@ -132,7 +135,7 @@ class _Claim:
         when the database cannot say. A request that lost it must not touch the staged data."""
         try:
             now = self.reg.now()
-            with self.reg.db.write() as conn:
+            with self.reg.db.write(sync=False) as conn:
                 return UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
         except Exception as exc:  # on a failure path already: its own error is the one to report
             log.warning("upload %s: could not check its claim: %s", self.upload_id, exc)
