@@ -247,6 +247,13 @@ class Database:
         if sync and self.wal_sync is not None:
             self._synced()
 
+    def sync(self) -> None:
+        """Make every commit of this process so far durable: for a unit of work whose
+        transactions ran with ``write(sync=False)`` and whose outcome is about to be
+        acknowledged (a no-op where commits are durable by themselves: PostgreSQL)."""
+        if self.wal_sync is not None:
+            self._synced()
+
     def _synced(self) -> None:
         """Wait until the commit that just returned is on disk (group commit, walsync.py)."""
         try:

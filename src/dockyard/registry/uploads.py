@@ -353,7 +353,9 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
     except BaseException:
         claim.release_quietly()
         raise
-    if not ready:
+    if ready:  # the 201 rests on that transaction alone
+        reg.db.sync()
+    else:
         try:
             reg.storage.move(staged, paths.blob_key(d))
         except BaseException:  # the session row is gone: its staged data goes to the collector
@@ -369,8 +371,13 @@ def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> t
     """The commit's one transaction: (waiting for a collector's delete, blob already held).
 
     Lock order as the collector's link review: the link's review row first (upserted), then
-    the blob row; taken the other way round the two deadlocked on PostgreSQL."""
-    with reg.db.write() as conn:
+    the blob row; taken the other way round the two deadlocked on PostgreSQL.
+
+    Not waited on to reach the disk (the caller syncs when the blob was already held; else
+    the synced ``mark_ready`` after the move covers it). A power cut between the move and
+    that sync leaves data with no row, which ``fsck`` reclaims, and a session whose staged
+    data is gone, which answers a resume with a clean 4xx; nothing was acknowledged."""
+    with reg.db.write(sync=False) as conn:
         now = reg.now()
         store = BlobStore(conn)
         queue = Stores(conn)
