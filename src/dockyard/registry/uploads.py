@@ -26,6 +26,7 @@ import hashlib
 import logging
 import secrets
 import time
+from functools import partial
 from typing import Iterable, Iterator
 
 from dockyard import faults
@@ -361,10 +362,16 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
         except BaseException:  # the session row is gone: its staged data goes to the collector
             _bury_staging(reg, upload)
             raise
-        with reg.db.write() as conn:
-            BlobStore(conn).mark_ready(digest)
+        reg.ready_marks.submit(digest, partial(_mark_ready, reg))
     log.info("blob %s committed (%d bytes) to %s", digest, upload.size, name)
     return Blob(digest, upload.size)
+
+
+def _mark_ready(reg: Registry, digests: list[str]) -> None:
+    """The data of ``digests`` is in place: their rows turn ready, in one synced transaction
+    for the pushes that got there together (``Registry.ready_marks``)."""
+    with reg.db.write() as conn:
+        BlobStore(conn).mark_ready_many(digests)
 
 
 def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> tuple[bool, bool]:
