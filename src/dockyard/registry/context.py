@@ -66,6 +66,8 @@ class Registry:
     """This replica's read-through blob cache (``storage = "s3"`` with ``cache_max_size`` > 0)."""
     ready_marks: Batcher = field(default_factory=Batcher)
     """Blobs of concurrent pushes turning ready, one write transaction per batch (meta/batch.py)."""
+    session_starts: Batcher = field(default_factory=Batcher)
+    """Upload sessions that concurrent requests start, one write transaction per batch."""
 
     def now(self) -> float:
         return self.clock.now()

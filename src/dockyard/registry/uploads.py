@@ -58,10 +58,18 @@ def start(reg: Registry, name: str) -> Upload:
     """A new session: a row only (the staged object appears with the first write, so a
     failure here leaves nothing in storage)."""
     _room_for_uploads(reg)
-    upload_id = paths.new_upload_id()
+    return reg.session_starts.submit((name, paths.new_upload_id()), partial(_start_sessions, reg))
+
+
+def _start_sessions(reg: Registry, items: list[tuple[str, str]]) -> list[Upload]:
+    """The rows of the sessions that concurrent requests start, in one synced transaction
+    (``Registry.session_starts``); repositories are taken in name order."""
+    now = reg.now()
     with reg.db.write() as conn:
-        repo = RepositoryStore(conn).ensure(name, reg.now())
-        return UploadStore(conn).create(upload_id, repo.id, reg.now())
+        repos = RepositoryStore(conn)
+        repo_ids = {name: repos.ensure(name, now).id for name in sorted({name for name, _ in items})}
+        store = UploadStore(conn)
+        return [store.create(upload_id, repo_ids[name], now) for name, upload_id in items]
 
 
 def get(reg: Registry, name: str, upload_id: str) -> Upload:

@@ -73,3 +73,25 @@ def test_batches_are_bounded():
     for t in [first, *others]:
         t.join()
     assert sum(sizes) == 8 and max(sizes) <= 3
+
+
+def test_each_submitter_gets_its_own_result():
+    batcher: Batcher[int] = Batcher()
+    got: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def run(items):
+        time.sleep(0.005)
+        return [n * 10 for n in items]
+
+    def submit(n):
+        result = batcher.submit(n, run)
+        with lock:
+            got[n] = result
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {n: n * 10 for n in range(30)}
