@@ -129,6 +129,12 @@ class BlobStore:
     def mark_ready(self, digest: str) -> None:
         self.conn.execute(_MARK_READY, {"d": digest})
 
+    def mark_ready_many(self, digests: Iterable[str]) -> None:
+        """:meth:`mark_ready` for several blobs (in digest order: the order rows are locked in)."""
+        wanted = sorted(set(digests))
+        if wanted:
+            self.conn.execute(_MARK_READY, [{"d": d} for d in wanted])
+
     def link(self, repo_id: int, digests: Iterable[str], now: float, *, locked: bool = False) -> None:
         """Link ``digests`` to the repository. ``locked``: this transaction already holds the
         blob rows (locked for update, or inserted by it), so the key-share lock is not taken again."""

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from dockyard.errors import Unavailable
+from dockyard.meta.walsync import WalSync
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,9 +53,10 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit reaches the disk before COMMIT returns, so a 2xx survives a power loss
-        # too (NORMAL in WAL mode survives a process crash but may lose the last commits)
-        cur.execute("PRAGMA synchronous=FULL")
+        # NORMAL: COMMIT writes the log without syncing it; Database.write() syncs it after
+        # the write lock is released and before it returns, one sync for every commit that
+        # finished meanwhile (walsync.py), so a 2xx survives a power loss as with FULL
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -206,11 +208,14 @@ class Database:
             # as many connections as request threads: opening one costs four PRAGMAs
             self.engine = create_engine(url, pool_size=40, max_overflow=40)
             _sqlite_setup(self.engine)
-            self._writer = _SqliteWriterLock(path if path and path != ":memory:" else None)
+            on_disk = bool(path) and path != ":memory:"
+            self._writer = _SqliteWriterLock(path if on_disk else None)
+            self.wal_sync: WalSync | None = WalSync(path) if on_disk else None
         else:
             # a server shared by replicas: keep each process's share of max_connections modest
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self._writer = contextlib.nullcontext()
+            self.wal_sync = None  # the server syncs its own commits
         self.dialect = self.engine.dialect.name
 
     @property
@@ -222,10 +227,15 @@ class Database:
     its disk reserve, so reclamation can proceed)."""
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction (on SQLite, after this process's turn: :class:`_SqliteWriterLock`)."""
+    def write(self, *, sync: bool = True) -> Iterator[Connection]:
+        """One write transaction (on SQLite, after this process's turn: :class:`_SqliteWriterLock`;
+        the connection is taken from the pool before the turn, so the turn is only the
+        transaction). On exit the commit is on disk. ``sync=False`` (SQLite) skips waiting
+        for that, for a transaction nobody is told about: the log is synced in commit order,
+        so the synced commit that precedes the next acknowledgement makes it durable too
+        (an upload's claim, renewed while bytes stream, is such a step)."""
         try:
-            with self._writer, _database_faults(), self.engine.connect() as conn:
+            with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
                 with conn.begin():
                     yield conn
@@ -234,12 +244,38 @@ class Database:
                 self.on_disk_full(exc.reason)
             raise
         _mark_committed()
+        if sync and self.wal_sync is not None:
+            self._synced()
+
+    def sync(self) -> None:
+        """Make every commit of this process so far durable: for a unit of work whose
+        transactions ran with ``write(sync=False)`` and whose outcome is about to be
+        acknowledged (a no-op where commits are durable by themselves: PostgreSQL)."""
+        if self.wal_sync is not None:
+            self._synced()
+
+    def _synced(self) -> None:
+        """Wait until the commit that just returned is on disk (group commit, walsync.py)."""
+        try:
+            self.wal_sync.commit()
+        except OSError as exc:  # committed, but not known durable: the caller must not answer 2xx
+            log.error("cannot sync the database log %s: %s", self.wal_sync.path, exc)
+            raise DatabaseUnavailable(f"sync of the database log failed: {exc.strerror or exc}") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         with _database_faults(), self.engine.connect() as conn:
+            if self.wal_sync is None:
+                with conn.begin():
+                    yield conn
+                return
+            sqlite_conn = conn.connection.driver_connection
+            changes = sqlite_conn.total_changes
             with conn.begin():
                 yield conn
+            wrote = sqlite_conn.total_changes != changes
+        if wrote:  # a read that wrote after all is made as durable as a write
+            self._synced()
 
     def dispose(self) -> None:
         self.engine.dispose()

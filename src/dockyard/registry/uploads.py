@@ -27,6 +27,7 @@ import hashlib
 import logging
 import secrets
 import time
+from functools import partial
 from typing import Iterable, Iterator
 
 from dockyard import faults
@@ -58,10 +59,18 @@ def start(reg: Registry, name: str) -> Upload:
     """A new session: a row only (the staged object appears with the first write, so a
     failure here leaves nothing in storage)."""
     _room_for_uploads(reg)
-    upload_id = paths.new_upload_id()
+    return reg.session_starts.submit((name, paths.new_upload_id()), partial(_start_sessions, reg))
+
+
+def _start_sessions(reg: Registry, items: list[tuple[str, str]]) -> list[Upload]:
+    """The rows of the sessions that concurrent requests start, in one synced transaction
+    (``Registry.session_starts``); repositories are taken in name order."""
+    now = reg.now()
     with reg.db.write() as conn:
-        repo = RepositoryStore(conn).ensure(name, reg.now())
-        return UploadStore(conn).create(upload_id, repo.id, reg.now())
+        repos = RepositoryStore(conn)
+        repo_ids = {name: repos.ensure(name, now).id for name in sorted({name for name, _ in items})}
+        store = UploadStore(conn)
+        return [store.create(upload_id, repo_ids[name], now) for name, upload_id in items]
 
 
 def get(reg: Registry, name: str, upload_id: str) -> Upload:
@@ -77,7 +86,10 @@ def get(reg: Registry, name: str, upload_id: str) -> Upload:
 
 class _Claim:
     """This request's claim on a session: taken on entry, renewed while bytes stream,
-    released (with the new acknowledged size, or none) on the way out."""
+    released (with the new acknowledged size, or none) on the way out. Taking and renewing
+    it do not wait for the disk (``write(sync=False)``): nothing is acknowledged on the
+    strength of a claim, and the release or commit that ends the request is synced, which
+    syncs them too; a claim lost to a power cut is simply no claim."""
 
     def __init__(self, reg: Registry, upload_id: str):
         self.reg = reg
@@ -88,7 +100,7 @@ class _Claim:
     def create(self, name: str) -> Upload:
         """A new session, claimed by this request from the start (a whole blob in one request)."""
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             repo = RepositoryStore(conn).ensure(name, now)
             upload = UploadStore(conn).create(self.upload_id, repo.id, now, writer=self.token,
                                               writer_until=now + CLAIM_LEASE)
@@ -99,7 +111,7 @@ class _Claim:
         """Claim the session; with ``name``, only a session of that repository (checked in the
         same transaction, which a mismatch rolls back: a request never claims another's)."""
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
             if upload is not None and name is not None:
                 repo = RepositoryStore(conn).get(name)
@@ -118,7 +130,7 @@ class _Claim:
         if time.monotonic() - self.renewed < RENEW_EVERY:
             return
         now = self.reg.now()
-        with self.reg.db.write() as conn:
+        with self.reg.db.write(sync=False) as conn:
             held = UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
         if not held:
             raise _lost(self.upload_id)
@@ -133,7 +145,7 @@ class _Claim:
         when the database cannot say. A request that lost it must not touch the staged data."""
         try:
             now = self.reg.now()
-            with self.reg.db.write() as conn:
+            with self.reg.db.write(sync=False) as conn:
                 return UploadStore(conn).renew(self.upload_id, self.token, now, now + CLAIM_LEASE)
         except Exception as exc:  # on a failure path already: its own error is the one to report
             log.warning("upload %s: could not check its claim: %s", self.upload_id, exc)
@@ -380,24 +392,37 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
     except BaseException:
         claim.release_quietly()
         raise
-    if not ready:
+    if ready:  # the 201 rests on that transaction alone
+        reg.db.sync()
+    else:
         try:
             reg.storage.move(staged, paths.blob_key(d))
         except BaseException:  # the session row is gone: its staged data goes to the collector
             _bury_staging(reg, upload)
             raise
-        with reg.db.write() as conn:
-            BlobStore(conn).mark_ready(digest)
+        reg.ready_marks.submit(digest, partial(_mark_ready, reg))
     log.info("blob %s committed (%d bytes) to %s", digest, upload.size, name)
     return Blob(digest, upload.size)
+
+
+def _mark_ready(reg: Registry, digests: list[str]) -> None:
+    """The data of ``digests`` is in place: their rows turn ready, in one synced transaction
+    for the pushes that got there together (``Registry.ready_marks``)."""
+    with reg.db.write() as conn:
+        BlobStore(conn).mark_ready_many(digests)
 
 
 def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> tuple[bool, bool]:
     """The commit's one transaction: (waiting for a collector's delete, blob already held).
 
     Lock order as the collector's link review: the link's review row first (upserted), then
-    the blob row; taken the other way round the two deadlocked on PostgreSQL."""
-    with reg.db.write() as conn:
+    the blob row; taken the other way round the two deadlocked on PostgreSQL.
+
+    Not waited on to reach the disk (the caller syncs when the blob was already held; else
+    the synced ``mark_ready`` after the move covers it). A power cut between the move and
+    that sync leaves data with no row, which ``fsck`` reclaims, and a session whose staged
+    data is gone, which answers a resume with a clean 4xx; nothing was acknowledged."""
+    with reg.db.write(sync=False) as conn:
         now = reg.now()
         store = BlobStore(conn)
         queue = Stores(conn)
