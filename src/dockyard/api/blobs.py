@@ -7,12 +7,12 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from dockyard.lifecycle import deletes
 from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, parse_uint, registry, repo_name, run
-from dockyard.api.streaming import iterate_in_thread
+from dockyard.api.streaming import open_in_thread
 from dockyard.errors import RegistryError
+from dockyard.lifecycle import deletes
 from dockyard.registry import blobs
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -79,8 +79,8 @@ async def get_blob(request: Request) -> Response:
         url = blobs.redirect_url(reg, blob)
         if url:
             return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": blob.digest})
-    chunks = await run(blobs.read, reg, blob, start, length)
-    return StreamingResponse(iterate_in_thread(chunks), status_code=status, headers=headers)
+    chunks = await open_in_thread(lambda: blobs.read(reg, blob, start, length))
+    return StreamingResponse(chunks, status_code=status, headers=headers)
 
 
 @requires("push", "repository")

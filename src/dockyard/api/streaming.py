@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from typing import AsyncIterator, Callable, Iterator, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from dockyard.errors import RegistryError
+from dockyard.meta.db import retrying
 
 T = TypeVar("T")
 BATCH = 1024 * 1024
@@ -107,18 +109,49 @@ async def consume_body(request: Request, consumer: Callable[[Iterator[bytes]], T
         raise RegistryError("BLOB_UPLOAD_INVALID", "upload aborted") from exc
 
 
-async def iterate_in_thread(it: Iterator[bytes]) -> AsyncIterator[bytes]:
-    done = object()
+_DONE = object()
+
+
+def _close(it: Iterator[bytes]) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def _step(it: Iterator[bytes]) -> object:
+    """The next chunk, or ``_DONE`` once the iterator is exhausted (and then closed, in the
+    same worker-thread call)."""
+    chunk = next(it, _DONE)
+    if chunk is _DONE:
+        _close(it)
+    return chunk
+
+
+async def open_in_thread(open_chunks: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    """Open a blocking chunk iterator and read its first chunk in one worker-thread call, so a
+    failure to open or to read the start is raised here, before a response begins (an OCI
+    error, not a cut 200); then the rest, one thread call per chunk, the last of which also
+    closes it (a small blob costs two thread hops in all, where open, next, next and close
+    were four)."""
+    def first() -> tuple[Iterator[bytes], object]:
+        it = retrying(open_chunks)  # as every service call (api.common.run)
+        try:
+            return it, _step(it)
+        except BaseException:
+            _close(it)
+            raise
+    it, chunk = await run_in_threadpool(first)
+    return _rest(it, chunk)
+
+
+async def _rest(it: Iterator[bytes], chunk: object) -> AsyncIterator[bytes]:
     try:
-        while True:
-            chunk = await run_in_threadpool(next, it, done)
-            if chunk is done:
-                return
+        while chunk is not _DONE:
             yield chunk
+            chunk = await run_in_threadpool(_step, it)
     finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            await run_in_threadpool(close)
+        if chunk is not _DONE:  # the response stopped early (client gone, error): close it
+            await run_in_threadpool(_close, it)
 
 
 class ThreadFeed:
