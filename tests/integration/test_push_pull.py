@@ -299,3 +299,19 @@ def test_large_blob_streams_in_chunks(client, repo):
             got.update(chunk)
             size += len(chunk)
     assert size == len(data) and "sha256:" + got.hexdigest() == digest
+
+
+def test_blob_whose_data_is_gone_is_an_oci_error_not_a_cut_response(server, client, repo, backend):
+    """The blob is opened and its first chunk read before the response starts: a row whose
+    data vanished (fsck reports it) answers 404 BLOB_UNKNOWN, not a 200 that breaks off."""
+    if backend == "s3":
+        pytest.skip("the data is removed from the filesystem driver's directory")
+    data = b"soon gone" * 100
+    digest = push_blob(client, repo, data)
+    files = [p for p in server.data_dir.rglob(digest.split(":")[1]) if p.is_file()]
+    assert len(files) == 1, files
+    files[0].unlink()
+    r = client.get(f"/v2/{repo}/blobs/{digest}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    r = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=10-20"})
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
