@@ -189,6 +189,8 @@ class Collector:
         self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
         self._pool: DeletePool | None = None
         self._inflight: InFlight | None = None  # the storage deletes of the last claimed tombstones
+        self._in_run = False  # inside run()'s loop of steps
+        self._check_uploads = True  # look for stale uploads and abandoned commits at the next step
 
     @classmethod
     def for_registry(cls, reg, progress=None, **overrides) -> "Collector":
@@ -209,10 +211,12 @@ class Collector:
                 if self.opts.sweep_untagged:
                     self._sweep_untagged(self.clock.now())
                 steps = 0
+                self._in_run = True
                 while self.step(report) and (max_steps is None or (steps := steps + 1) < max_steps):
                     pass
                 self._settle_inflight(report)
         finally:
+            self._in_run, self._check_uploads = False, True
             report.duration = time.monotonic() - t0
             if self._pool:
                 self._pool.close()
@@ -224,10 +228,16 @@ class Collector:
         """One bounded unit of work: a batch from every queue, then a batch of storage deletes."""
         now = self.clock.now()
         with self.db.read() as conn:
-            due = Stores(conn).reviews.due_work(now + self.opts.horizon, now - self.opts.upload_ttl)
+            due = Stores(conn).reviews.due_work(now + self.opts.horizon, now - self.opts.upload_ttl,
+                                                uploads=self._check_uploads)
         done = 0
         if due & {"uploads", "commits"}:
             done += self._retrying(self._uploads, report, now)
+        elif self._in_run:
+            # none stale at this run's first step: the rest of the run does not look again (the
+            # committing-blobs check reads every blob row; one that goes stale meanwhile waits
+            # for the next run, as it would have had it gone stale a moment after this one)
+            self._check_uploads = False
         for name, review in (("manifests", self._review_manifests), ("links", self._review_links),
                              ("blobs", self._review_blobs), ("repositories", self._review_repositories)):
             # an earlier queue of this step may have made entries of a later one due
@@ -288,9 +298,8 @@ class Collector:
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
         with self.db.write() as conn:
             q = Stores(conn)
-            entries = q.reviews.claim_due(name, now + self.opts.horizon, self.opts.batch_size)
+            entries = q.reviews.take_due(name, now + self.opts.horizon, self.opts.batch_size)
             if entries:
-                q.reviews.done(name, entries)
                 review(conn, q, entries, report, now)
         return len(entries)
 
@@ -389,51 +398,81 @@ class Collector:
         """Settle the deletes the previous step started, claim due tombstones and start deleting
         their data (batches of ``delete_many`` over the worker pool, see :class:`DeletePool`)
         without waiting: the storage round trips overlap the next step's reviews. One claimed
-        batch at most is in flight, under its lease; ``run`` settles the last one."""
-        done = self._settle_inflight(report)
+        batch at most is in flight, under its lease; ``run`` settles the last one. Settling
+        and claiming are one transaction."""
+        results = self._wait_inflight()
         limit = self.opts.batch_size
         if self.opts.max_deletes_per_second > 0:  # never claim more than half a lease can delete
             limit = max(1, min(limit, int(self.opts.max_deletes_per_second * self.opts.lease / 2)))
         with self.db.write() as conn:
-            claimed = Stores(conn).tombstones.claim(now, limit, self.owner, self.opts.lease)
+            q = Stores(conn)
+            self._settle(q, results, report)
+            claimed = q.tombstones.claim(now, limit, self.owner, self.opts.lease)
+        self._reclaimed(results, report)
         if claimed:
             if self._pool is None:
                 self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
             # sent within half the lease (on the clock the lease is kept on): the other half covers the call
             deadline = now + self.opts.lease / 2
             self._inflight = self._pool.start(claimed, expired=lambda: self.clock.now() > deadline)
-        return done + len(claimed)
+        return len(results) + len(claimed)
+
+    def _wait_inflight(self) -> list[DeleteResult]:
+        """The results of the deletes in flight (none if nothing is)."""
+        if self._inflight is None:
+            return []
+        results, self._inflight = self._inflight.result(), None
+        return results
 
     def _settle_inflight(self, report: Report) -> int:
-        """Wait for the deletes in flight; drop the tombstones whose keys are gone and schedule
-        a retry of each other one, from its own key's result."""
-        if self._inflight is None:
-            return 0
-        results, self._inflight = self._inflight.result(), None
-        now = self.clock.now()
-        with self.db.write() as conn:
-            q = Stores(conn)
-            q.tombstones.drop([r.tombstone.key for r in results if r.error is None])
-            for r in results:
-                self._settle(q, r, report, now)
+        """Wait for the deletes in flight and settle them in a transaction of their own."""
+        results = self._wait_inflight()
+        if results:
+            with self.db.write() as conn:
+                self._settle(Stores(conn), results, report)
+            self._reclaimed(results, report)
         return len(results)
 
-    def _settle(self, q: Stores, r: DeleteResult, report: Report, now: float) -> None:
-        """Report a delete (its tombstone is dropped by the caller) or schedule its retry."""
+    def _settle(self, q: Stores, results: list[DeleteResult], report: Report) -> None:
+        """Drop the tombstones whose keys are gone and schedule a retry of each other one,
+        from its own key's result (in the caller's transaction)."""
+        if not results:
+            return
+        now = self.clock.now()
+        q.tombstones.drop([r.tombstone.key for r in results if r.error is None])
+        for r in results:
+            if r.error is not None:
+                self._failed(q, r, report, now)
+
+    def _reclaimed(self, results: list[DeleteResult], report: Report) -> None:
+        """Report the deletes whose tombstones were dropped (committed): one log line per
+        object, counts and bytes per kind added once for the whole batch."""
+        by_kind: dict[str, list[int]] = {}
+        retried = 0
+        info = log.isEnabledFor(logging.INFO)
+        for t in (r.tombstone for r in results if r.error is None):
+            kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
+            counts = by_kind.setdefault(kind, [0, 0])
+            counts[0] += 1
+            counts[1] += t.size
+            retried += t.attempts > 0
+            if info:
+                log.info("gc: deleted %s %s (%d bytes)", t.kind, t.digest or t.key, t.size)
+        for kind, (n, size) in by_kind.items():
+            report.count(kind, n, size)
+            self.metrics.inc("dockyard_gc_reclaimed_objects_total", n, kind=kind)
+            self.metrics.inc("dockyard_gc_reclaimed_bytes_total", size, kind=kind)
+        if retried:
+            report.count("tombstones", retried)
+
+    def _failed(self, q: Stores, r: DeleteResult, report: Report, now: float) -> None:
+        """Schedule the retry of a delete that failed (its tombstone stays)."""
         t = r.tombstone
         kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
-        if r.error is None:
-            report.add(kind, t.size)
-            if t.attempts:
-                report.add("tombstones", 0)
-            log.info("gc: deleted %s %s (%d bytes)", t.kind, t.digest or t.key, t.size)
-            self.metrics.inc("dockyard_gc_reclaimed_objects_total", kind=kind)
-            self.metrics.inc("dockyard_gc_reclaimed_bytes_total", t.size, kind=kind)
-        else:
-            delay = min(self.opts.retry_max, self.opts.retry_base * (2 ** t.attempts))
-            q.tombstones.failed(t.key, r.error, now + delay)
-            report.fail(kind)
-            self.metrics.inc("dockyard_gc_failures_total", kind=kind)
+        delay = min(self.opts.retry_max, self.opts.retry_base * (2 ** t.attempts))
+        q.tombstones.failed(t.key, r.error, now + delay)
+        report.fail(kind)
+        self.metrics.inc("dockyard_gc_failures_total", kind=kind)
 
     # ---- dry run ----------------------------------------------------------------------
     def _dry_run(self, report: Report) -> None:

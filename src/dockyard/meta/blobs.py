@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, select, tuple_, update
 
 from dockyard import faults
-from dockyard.meta.db import in_pairs, insert_ignore
+from dockyard.meta.db import cached_statement, insert_ignore, pairs_in, pairs_value
 from dockyard.meta.schema import (
     COMMITTING,
     READY,
@@ -42,6 +42,32 @@ _LINKED_BY_NAME = (
 # the push path's lock, built once
 _LOCK_BLOB = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
               .where(blobs.c.digest == bindparam("digest")).with_for_update())
+
+
+# the collector's statements over a batch of digests (an expanding parameter), built once
+_DIGESTS = bindparam("digests", expanding=True)
+_ROWS = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
+         .where(blobs.c.digest.in_(_DIGESTS)).order_by(blobs.c.digest))
+_LOCK_MANY = {False: _ROWS, True: _ROWS.with_for_update()}
+_DELETE_ROWS = delete(blobs).where(blobs.c.digest.in_(_DIGESTS))
+_DELETE_LINK = delete(repository_blobs).where(repository_blobs.c.repository_id == bindparam("r"),
+                                              repository_blobs.c.digest == bindparam("d"))
+_DELETE_LINKS = delete(repository_blobs).where(
+    tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(bindparam("pairs", expanding=True)))
+
+
+def _referenced(ignoring: bool):
+    # one index probe per digest (EXISTS): a base layer that 30,000 manifests share is one
+    # probe, where a UNION of the matching rows read and sorted all 30,000 of them
+    d = blobs.c.digest
+    by_manifest = exists().where(manifest_references.c.digest == d, manifest_references.c.kind == "blob")
+    link = exists().where(repository_blobs.c.digest == d)
+    if ignoring:
+        link = link.where(repository_blobs.c.repository_id.not_in(bindparam("ignoring", expanding=True)))
+    return select(d).where(d.in_(_DIGESTS), by_manifest | link)
+
+
+_REFERENCED, _REFERENCED_IGNORING = _referenced(False), _referenced(True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +189,7 @@ class BlobStore:
         wanted = sorted(set(digests))
         if not wanted:
             return {}
-        q = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
-             .where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest))
-        return {r.digest: BlobRow(*r) for r in self.conn.execute(q.with_for_update() if lock else q)}
+        return {r[0]: BlobRow(*r) for r in self.conn.execute(_LOCK_MANY[lock], {"digests": wanted}).all()}
 
     def lock(self, digest: str) -> BlobRow | None:
         """The blob row, locked against concurrent pushes and collectors (None if gone): the
@@ -174,22 +198,21 @@ class BlobStore:
         return BlobRow(*row) if row else None
 
     def referenced(self, digests, *, ignoring_repositories: set[int] | None = None) -> set[str]:
-        """Those of ``digests`` that a manifest references as a layer or a repository links
-        (links of ``ignoring_repositories`` not counted: a dry run's "would be unlinked")."""
+        """Those of ``digests`` (blob rows) that a manifest references as a layer or a
+        repository links (links of ``ignoring_repositories`` not counted: a dry run's "would
+        be unlinked"). A digest with no blob row is never returned (every caller holds the row)."""
         wanted = sorted(set(digests))
         if not wanted:
             return set()
-        by_manifest = select(manifest_references.c.digest).where(
-            manifest_references.c.kind == "blob", manifest_references.c.digest.in_(wanted))
-        by_link = select(repository_blobs.c.digest).where(repository_blobs.c.digest.in_(wanted))
         if ignoring_repositories:
-            by_link = by_link.where(repository_blobs.c.repository_id.not_in(sorted(ignoring_repositories)))
-        return set(self.conn.execute(by_manifest.union(by_link)).scalars())
+            return set(self.conn.execute(_REFERENCED_IGNORING, {"digests": wanted,
+                                                                "ignoring": sorted(ignoring_repositories)}).scalars())
+        return set(self.conn.execute(_REFERENCED, {"digests": wanted}).scalars())
 
     def delete_rows(self, digests) -> None:
         wanted = sorted(set(digests))
         if wanted:
-            self.conn.execute(delete(blobs).where(blobs.c.digest.in_(wanted)))
+            self.conn.execute(_DELETE_ROWS, {"digests": wanted})
 
     def abandoned_commits(self, before: float, limit: int) -> list[str]:
         """Blob rows stuck in ``committing`` (a push died between its two steps)."""
@@ -200,17 +223,22 @@ class BlobStore:
         pairs = sorted(set(pairs))
         if not pairs:
             return {}
-        rows = self.conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
-                                        repository_blobs.c.created_at)
-                                 .where(in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest,
-                                                 pairs)))
-        return {(r.repository_id, r.digest): r.created_at for r in rows}
+        dialect = self.conn.dialect.name
+        stmt = cached_statement(("links_of", dialect), lambda: select(
+            repository_blobs.c.repository_id, repository_blobs.c.digest, repository_blobs.c.created_at)
+            .where(pairs_in(dialect, repository_blobs.c.repository_id, repository_blobs.c.digest, "pairs")))
+        return {(r[0], r[1]): r[2] for r in self.conn.execute(stmt, {"pairs": pairs_value(dialect, pairs)}).all()}
 
     def delete_links(self, pairs) -> None:
         pairs = sorted(set(pairs))
-        if pairs:
-            self.conn.execute(delete(repository_blobs).where(
-                in_pairs(self.conn, repository_blobs.c.repository_id, repository_blobs.c.digest, pairs)))
+        if not pairs:
+            return
+        if self.conn.dialect.name == "sqlite":
+            # one indexed delete per pair (executemany): SQLite searches a row-value IN list by
+            # its first column only, reading every link of each repository (2.5x slower)
+            self.conn.execute(_DELETE_LINK, [{"r": r, "d": d} for r, d in pairs])
+        else:
+            self.conn.execute(_DELETE_LINKS, {"pairs": pairs})
 
 
 @dataclass(frozen=True, slots=True)

@@ -331,6 +331,22 @@ def in_pairs(conn: Connection, a, b, pairs) -> ColumnElement:
     return tuple_(a, b).in_(rows)
 
 
+def pairs_in(dialect: str, a, b, name: str) -> ColumnElement:
+    """:func:`in_pairs` with the pairs as the bound parameter ``name`` (give it
+    :func:`pairs_value`): for a statement built once (:func:`cached_statement`)."""
+    if dialect != "sqlite":
+        return tuple_(a, b).in_(bindparam(name, expanding=True))
+    value = literal_column("value")
+    rows = (select(func.json_extract(value, "$[0]"), func.json_extract(value, "$[1]"))
+            .select_from(func.json_each(bindparam(name))))
+    return tuple_(a, b).in_(rows)
+
+
+def pairs_value(dialect: str, pairs) -> Any:
+    """The value of a :func:`pairs_in` parameter."""
+    return json.dumps(list(pairs)) if dialect == "sqlite" else [tuple(p) for p in pairs]
+
+
 _statements: dict[tuple, Any] = {}
 
 

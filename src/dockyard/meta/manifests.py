@@ -9,7 +9,13 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
-from dockyard.meta.db import in_pairs, insert_ignore
+from dockyard.meta.db import (
+    cached_statement,
+    in_pairs,
+    insert_ignore,
+    pairs_in,
+    pairs_value,
+)
 from dockyard.meta.schema import (
     ACTIVE,
     PENDING_DELETE,
@@ -75,6 +81,23 @@ class PurgeTarget:
     id: int
     repository_id: int
     digest: str
+
+
+@functools.cache
+def _purge_statements() -> dict:
+    """The statements of :meth:`ManifestStore.delete_rows`, over an expanding ``ids``, built once."""
+    ids = bindparam("ids", expanding=True)
+    refs = manifest_references.c
+    return {
+        "refs": select(refs.manifest_id, refs.kind, refs.digest).where(refs.manifest_id.in_(ids)),
+        "tagged": (select(tags.c.repository_id, tags.c.name, t.c.digest).join(t, t.c.id == tags.c.manifest_id)
+                   .where(tags.c.manifest_id.in_(ids))),
+        "delete_tags": delete(tags).where(tags.c.manifest_id.in_(ids)),
+        "delete_trashed": delete(trashed_tags).where(trashed_tags.c.manifest_id.in_(ids)),
+        "delete_refs": delete(manifest_references).where(refs.manifest_id.in_(ids)),
+        "delete_reviews": delete(gc_manifest_reviews).where(gc_manifest_reviews.c.manifest_id.in_(ids)),
+        "delete_manifests": delete(t).where(t.c.id.in_(ids)),
+    }
 
 
 def _group_by_value(mapping: dict) -> dict:
@@ -216,44 +239,43 @@ class ManifestStore:
     def delete_rows(self, targets, now: float, actor: str | None) -> list[tuple[int, str, str]]:
         """Delete the t' rows, references, tags (recorded in tag_history) and trash
         entries; returns their references as (repository_id, kind, digest)."""
-        ids = [t.id for t in targets]
+        ids = {"ids": [t.id for t in targets]}
         repo_of = {t.id: t.repository_id for t in targets}
-        refs = [(repo_of[r.manifest_id], r.kind, r.digest) for r in self.conn.execute(
-            select(manifest_references.c.manifest_id, manifest_references.c.kind, manifest_references.c.digest)
-            .where(manifest_references.c.manifest_id.in_(ids)))]
-        tagged = list(self.conn.execute(select(tags.c.repository_id, tags.c.name, t.c.digest)
-                                        .join(t, t.c.id == tags.c.manifest_id)
-                                        .where(tags.c.manifest_id.in_(ids))))
+        s = _purge_statements()
+        refs = [(repo_of[r[0]], r[1], r[2]) for r in self.conn.execute(s["refs"], ids).all()]
+        tagged = self.conn.execute(s["tagged"], ids).all()
         if tagged:
-            self.conn.execute(delete(tags).where(tags.c.manifest_id.in_(ids)))
+            self.conn.execute(s["delete_tags"], ids)
             self.conn.execute(tag_history.insert(), [
                 {"repository_id": t.repository_id, "tag": t.name, "manifest_digest": t.digest, "action": "delete",
                  "at": now, "actor": actor} for t in tagged])
-        self.conn.execute(delete(trashed_tags).where(trashed_tags.c.manifest_id.in_(ids)))
-        self.conn.execute(delete(manifest_references).where(manifest_references.c.manifest_id.in_(ids)))
-        self.conn.execute(delete(gc_manifest_reviews).where(gc_manifest_reviews.c.manifest_id.in_(ids)))
-        self.conn.execute(delete(t).where(t.c.id.in_(ids)))
+        for name in ("delete_trashed", "delete_refs", "delete_reviews", "delete_manifests"):
+            self.conn.execute(s[name], ids)
         return refs
 
     def ids_of(self, pairs: list[tuple[int, str]]) -> list[int]:
         if not pairs:
             return []
-        return list(self.conn.execute(select(t.c.id).where(
-            in_pairs(self.conn, t.c.repository_id, t.c.digest, sorted(set(pairs))))).scalars())
+        return self._ids_where(t.c.digest, pairs)
 
     def referrer_ids_of(self, subjects: list[tuple[int, str]]) -> list[int]:
         if not subjects:
             return []
-        return list(self.conn.execute(select(t.c.id).where(
-            in_pairs(self.conn, t.c.repository_id, t.c.subject_digest, sorted(set(subjects))))).scalars())
+        return self._ids_where(t.c.subject_digest, subjects)
+
+    def _ids_where(self, column, pairs) -> list[int]:
+        """Ids of the manifests whose (repository, ``column``) is among ``pairs``."""
+        dialect = self.conn.dialect.name
+        stmt = cached_statement(("ids_where", dialect, column.name), lambda: select(t.c.id).where(
+            pairs_in(dialect, t.c.repository_id, column, "pairs")))
+        return self.conn.execute(stmt, {"pairs": pairs_value(dialect, sorted(set(pairs)))}).scalars().all()
 
     def claim_due_pending(self, now: float, limit: int) -> list[PurgeTarget]:
         """pending_delete images whose scrub time has passed, claimed (SKIP LOCKED)."""
-        rows = self.conn.execute(
-            select(t.c.id, t.c.repository_id, t.c.digest)
-            .where(t.c.state == PENDING_DELETE, t.c.scrub_after <= now)
-            .order_by(t.c.scrub_after).limit(limit).with_for_update(skip_locked=True))
-        return [PurgeTarget(r.id, r.repository_id, r.digest) for r in rows]
+        stmt = cached_statement(("claim_due_pending",), lambda: select(t.c.id, t.c.repository_id, t.c.digest)
+                                .where(t.c.state == PENDING_DELETE, t.c.scrub_after <= bindparam("now"))
+                                .order_by(t.c.scrub_after).limit(bindparam("limit")).with_for_update(skip_locked=True))
+        return [PurgeTarget(*r) for r in self.conn.execute(stmt, {"now": now, "limit": limit}).all()]
 
     def parents_of(self, pairs) -> dict[tuple[int, str], list[Any]]:
         """For each (repository, digest), the t of that repository (any state) that
@@ -262,10 +284,12 @@ class ManifestStore:
         if not pairs:
             return {}
         refs = manifest_references.c
-        rows = self.conn.execute(
-            select(refs.repository_id, refs.digest, t.c.id, t.c.state, t.c.scrub_after)
+        dialect = self.conn.dialect.name
+        stmt = cached_statement(("parents_of", dialect), lambda: select(
+            refs.repository_id, refs.digest, t.c.id, t.c.state, t.c.scrub_after)
             .join(t, t.c.id == refs.manifest_id)
-            .where(refs.kind == "manifest", in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
+            .where(refs.kind == "manifest", pairs_in(dialect, refs.repository_id, refs.digest, "pairs")))
+        rows = self.conn.execute(stmt, {"pairs": pairs_value(dialect, pairs)}).all()
         out: dict[tuple[int, str], list[Any]] = {}
         for r in rows:
             out.setdefault((r.repository_id, r.digest), []).append(r)
@@ -311,7 +335,8 @@ class ManifestStore:
         if not pairs:
             return set()
         refs = manifest_references.c
-        rows = self.conn.execute(
-            select(refs.repository_id, refs.digest).distinct()
-            .where(refs.kind == kind, in_pairs(self.conn, refs.repository_id, refs.digest, pairs)))
-        return {(r.repository_id, r.digest) for r in rows}
+        dialect = self.conn.dialect.name
+        stmt = cached_statement(("referenced_among", dialect), lambda: select(refs.repository_id, refs.digest).distinct()
+                                .where(refs.kind == bindparam("kind"),
+                                       pairs_in(dialect, refs.repository_id, refs.digest, "pairs")))
+        return {(r[0], r[1]) for r in self.conn.execute(stmt, {"kind": kind, "pairs": pairs_value(dialect, pairs)}).all()}

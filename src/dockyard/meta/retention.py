@@ -32,6 +32,29 @@ class ManifestFacts:
     subject_digest: str | None
 
 
+def _planning_statements() -> dict:
+    """What planning runs per repository (and per batch of blobs), built once."""
+    repo = bindparam("repo")
+    m, refs = manifests.c, manifest_references.c
+    return {
+        "manifests": select(m.id, m.digest, m.media_type, m.size, m.pushed_at, m.last_pulled_at, m.subject_digest)
+        .where(m.repository_id == repo, m.state == ACTIVE),
+        "tags": select(tags.c.name, tags.c.manifest_id).where(tags.c.repository_id == repo),
+        "history": select(tag_history.c.tag, tag_history.c.manifest_digest)
+        .where(tag_history.c.repository_id == repo, tag_history.c.action.in_(("push", "move")))
+        .order_by(tag_history.c.at.desc(), tag_history.c.id.desc()),
+        "references": select(refs.manifest_id, refs.kind, refs.digest)
+        .join(manifests, m.id == refs.manifest_id).where(m.repository_id == repo, m.state == ACTIVE),
+        "use_counts": select(refs.digest, func.count(), func.max(blobs.c.size))
+        .join(blobs, blobs.c.digest == refs.digest)
+        .where(refs.kind == "blob", refs.digest.in_(bindparam("digests", expanding=True)))
+        .group_by(refs.digest),
+    }
+
+
+_PLANNING = _planning_statements()
+
+
 class RetentionStore:
     def __init__(self, conn: Connection):
         self.conn = conn
@@ -45,40 +68,26 @@ class RetentionStore:
     def manifests(self, repo_id: int) -> list[ManifestFacts]:
         # .all() and positional rows: planning fetches ~10 rows per manifest, row by row through
         # the result iterator they cost more than the queries
-        return [ManifestFacts(*r)
-                for r in self.conn.execute(
-                    select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.size,
-                           manifests.c.pushed_at, manifests.c.last_pulled_at, manifests.c.subject_digest)
-                    .where(manifests.c.repository_id == repo_id, manifests.c.state == ACTIVE)).all()]
+        return [ManifestFacts(*r) for r in self.conn.execute(_PLANNING["manifests"], {"repo": repo_id}).all()]
 
     def tags(self, repo_id: int) -> dict[str, int]:
-        return dict(self.conn.execute(
-            select(tags.c.name, tags.c.manifest_id).where(tags.c.repository_id == repo_id)).all())
+        return dict(self.conn.execute(_PLANNING["tags"], {"repo": repo_id}).all())
 
     def history(self, repo_id: int) -> list[tuple[str, str]]:
         """(tag, digest) of every push or move, newest first."""
-        return [tuple(r) for r in self.conn.execute(
-            select(tag_history.c.tag, tag_history.c.manifest_digest)
-            .where(tag_history.c.repository_id == repo_id, tag_history.c.action.in_(("push", "move")))
-            .order_by(tag_history.c.at.desc(), tag_history.c.id.desc())).all()]
+        return [tuple(r) for r in self.conn.execute(_PLANNING["history"], {"repo": repo_id}).all()]
 
     def references(self, repo_id: int) -> list[tuple[int, str, str]]:
         """(manifest id, kind, digest) for the repository's active manifests."""
-        return [tuple(r) for r in self.conn.execute(
-            select(manifest_references.c.manifest_id, manifest_references.c.kind, manifest_references.c.digest)
-            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
-            .where(manifests.c.repository_id == repo_id, manifests.c.state == ACTIVE)).all()]
+        return [tuple(r) for r in self.conn.execute(_PLANNING["references"], {"repo": repo_id}).all()]
 
     def blob_use_counts(self, digests: list[str]) -> dict[str, tuple[int, int]]:
         """digest -> (manifests using it, any repository and state; its size): one row per blob,
         counted in the index, however many manifests share a base layer."""
         if not digests:
             return {}
-        return {r[0]: (int(r[1]), int(r[2])) for r in self.conn.execute(
-            select(manifest_references.c.digest, func.count(), func.max(blobs.c.size))
-            .join(blobs, blobs.c.digest == manifest_references.c.digest)
-            .where(manifest_references.c.kind == "blob", manifest_references.c.digest.in_(digests))
-            .group_by(manifest_references.c.digest))}
+        return {r[0]: (int(r[1]), int(r[2])) for r in self.conn.execute(_PLANNING["use_counts"],
+                                                                        {"digests": digests}).all()}
 
     # ---- policies declared through the API --------------------------------------
     def policies(self) -> dict[str, dict]:

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, delete, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.meta.db import cached_statement, in_pairs
@@ -58,6 +69,19 @@ def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[di
 
 
 
+_DUE_NAMES = (*QUEUES, "tombstones", "uploads", "commits")
+
+
+def _due_work(stale_uploads: bool):
+    now, stale = bindparam("now"), bindparam("stale")
+    checks = [exists().where(table.c.review_after <= now) for table in QUEUES.values()]
+    checks.append(exists().where(gc_tombstones.c.next_attempt_at <= now))
+    if stale_uploads:
+        checks.append(exists().where(uploads.c.updated_at < stale))
+        checks.append(exists().where(blobs.c.state == COMMITTING, blobs.c.created_at < stale))
+    return select(*checks)
+
+
 class ReviewQueues:
     """The four review queues: enqueue, claim what is due, report the backlog."""
 
@@ -100,14 +124,33 @@ class ReviewQueues:
             q = q.with_for_update(skip_locked=True)
         return list(self.conn.execute(q))
 
-    def due_work(self, now: float, stale_before: float) -> set[str]:
-        """Which queues have due entries, in one cheap query (an idle run asks nothing else)."""
-        checks = {name: exists().where(table.c.review_after <= now) for name, table in QUEUES.items()}
-        checks["tombstones"] = exists().where(gc_tombstones.c.next_attempt_at <= now)
-        checks["uploads"] = exists().where(uploads.c.updated_at < stale_before)
-        checks["commits"] = exists().where(blobs.c.state == COMMITTING, blobs.c.created_at < stale_before)
-        names = list(checks)
-        row = self.conn.execute(select(*[checks[n] for n in names])).one()
+    def take_due(self, name: str, now: float, limit: int) -> list[Any]:
+        """Claim up to ``limit`` due entries and remove them from the queue, in one statement
+        (``DELETE .. RETURNING``; on PostgreSQL the entries are picked ``FOR UPDATE SKIP
+        LOCKED``, so concurrent collectors take disjoint sets): what :meth:`claim_due` then
+        :meth:`done` do, for the collector's write transaction. In no particular order."""
+        dialect = self.conn.dialect.name
+
+        def build():
+            table = QUEUES[name]
+            pk = list(table.primary_key.columns)
+            due = (select(*pk).where(table.c.review_after <= bindparam("now"))
+                   .order_by(table.c.review_after).limit(bindparam("limit")))
+            if dialect == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            picked = pk[0].in_(due) if len(pk) == 1 else tuple_(*pk).in_(due)
+            return delete(table).where(picked).returning(*table.c)
+
+        stmt = cached_statement(("take_due", dialect, name), build)
+        return self.conn.execute(stmt, {"now": now, "limit": limit}).all()
+
+    def due_work(self, now: float, stale_before: float, *, uploads: bool = True) -> set[str]:
+        """Which queues have due entries, in one cheap query (an idle run asks nothing else).
+        ``uploads=False`` leaves out stale uploads and abandoned commits (that check reads
+        every blob row: there is no index on a blob's state)."""
+        names = _DUE_NAMES if uploads else _DUE_NAMES[:-2]
+        stmt = cached_statement(("due_work", uploads), lambda: _due_work(uploads))
+        row = self.conn.execute(stmt, {"now": now, "stale": stale_before}).one()
         return {n for n, due in zip(names, row) if due}
 
     def done(self, name: str, rows) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dockyard.meta.db import cached_statement
 from dockyard.meta.schema import gc_tombstones
 
 
@@ -28,6 +29,15 @@ class Tombstone:
 _TOMBSTONE_OF = (select(gc_tombstones.c.key, gc_tombstones.c.lease_owner, gc_tombstones.c.next_attempt_at)
                  .where(gc_tombstones.c.digest == bindparam("digest")).with_for_update())
 
+# the collector's statements, built once
+_KEYS = bindparam("keys", expanding=True)
+_CLAIM = (select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest, gc_tombstones.c.size,
+                 gc_tombstones.c.attempts)
+          .where(gc_tombstones.c.next_attempt_at <= bindparam("now")).order_by(gc_tombstones.c.next_attempt_at)
+          .limit(bindparam("limit")).with_for_update(skip_locked=True))
+_LEASE = (update(gc_tombstones).where(gc_tombstones.c.key.in_(_KEYS))
+          .values(next_attempt_at=bindparam("until"), lease_owner=bindparam("owner")))
+_DROP = delete(gc_tombstones).where(gc_tombstones.c.key.in_(_KEYS))
 
 
 class TombstoneStore:
@@ -38,8 +48,10 @@ class TombstoneStore:
 
     def add(self, rows: list[dict]) -> None:
         if rows:
-            stmt = (postgresql.insert(gc_tombstones) if self.conn.dialect.name == "postgresql"
-                    else sqlite.insert(gc_tombstones)).on_conflict_do_nothing()
+            dialect = self.conn.dialect.name
+            stmt = cached_statement(("tombstones.add", dialect), lambda: (
+                postgresql.insert(gc_tombstones) if dialect == "postgresql"
+                else sqlite.insert(gc_tombstones)).on_conflict_do_nothing())
             self.conn.execute(stmt, [{"lease_owner": None, "attempts": 0, "last_error": None, **r} for r in rows])
 
     def exists_for(self, digest: str) -> bool:
@@ -59,15 +71,10 @@ class TombstoneStore:
         return "cancelled"
 
     def claim(self, now: float, limit: int, owner: str, lease: float) -> list[Tombstone]:
-        rows = list(self.conn.execute(
-            select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.digest, gc_tombstones.c.size,
-                   gc_tombstones.c.attempts)
-            .where(gc_tombstones.c.next_attempt_at <= now).order_by(gc_tombstones.c.next_attempt_at)
-            .limit(limit).with_for_update(skip_locked=True)))
+        rows = self.conn.execute(_CLAIM, {"now": now, "limit": limit}).all()
         if rows:
-            self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key.in_([r.key for r in rows]))
-                              .values(next_attempt_at=now + lease, lease_owner=owner))
-        return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
+            self.conn.execute(_LEASE, {"keys": [r[0] for r in rows], "until": now + lease, "owner": owner})
+        return [Tombstone(*r) for r in rows]
 
     def release_leases_of_dead(self, host: str, alive, now: float) -> int:
         """Leases on tombstones held by processes of this host that no longer exist are
@@ -87,7 +94,7 @@ class TombstoneStore:
 
     def drop(self, keys: list[str], chunk: int = 500) -> None:
         for i in range(0, len(keys), chunk):
-            self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key.in_(keys[i:i + chunk])))
+            self.conn.execute(_DROP, {"keys": keys[i:i + chunk]})
 
     def failed(self, key: str, error: str, retry_at: float) -> None:
         self.conn.execute(update(gc_tombstones).where(gc_tombstones.c.key == key).values(
