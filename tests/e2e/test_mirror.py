@@ -142,6 +142,11 @@ def _lies(hostile: Hostile, repo: str) -> dict[str, bytes]:
     hostile.image(repo, "truncated", m2, [config2, good2], OCI_MANIFEST)
     hostile.blob(repo, sha256(good2), good2, cut=150_000)
     out["truncated"] = good2
+    # 2b. a small layer (one chunk) with wrong bytes: verified before anything is sent
+    good4, config4 = noise("small-wrong", 2_000), make_config("small-wrong")
+    hostile.image(repo, "small-wrong", image_manifest(config4, [good4]), [config4, good4], OCI_MANIFEST)
+    hostile.blob(repo, sha256(good4), good4[:-10] + b"x" * 10)
+    out["small-wrong"] = good4
     # 3. a manifest that is not JSON; 4. a manifest that is not the one its digest names
     hostile.manifest(repo, "junk", b"{not json", OCI_MANIFEST)
     config3 = make_config("lying-manifest")
@@ -158,15 +163,26 @@ def test_a_lying_upstream_gets_nothing_cached(mirror, hostile):
             r = c.get(f"/v2/bad/liar/manifests/{reference}", headers=ACCEPT)
             assert r.status_code == 503, r.text
             assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
-        for tag in ("wrong-bytes", "truncated"):
+        errors_before_first_byte = []
+        for tag in ("wrong-bytes", "truncated", "small-wrong"):
             layer = lies[tag]
             r = c.get(f"/v2/bad/liar/manifests/{tag}", headers=ACCEPT)
             assert r.status_code == 200  # the manifest itself is true
-            with pytest.raises(httpx.HTTPError):  # the transfer breaks: the client never holds the lie
+            # the client never holds the lie: an OCI error when it shows before the first byte
+            # is sent (a one-chunk blob is verified before it goes out), else the transfer breaks
+            try:
                 with c.stream("GET", f"/v2/bad/liar/blobs/{sha256(layer)}") as body:
+                    if body.status_code != 200:
+                        body.read()
+                        assert body.status_code == 503, (tag, body.status_code, body.text)
+                        assert body.json()["errors"][0]["code"] == "UNAVAILABLE", body.text
+                        errors_before_first_byte.append(tag)
+                        continue
                     received = b"".join(body.iter_bytes())
-                    assert received != layer
-                    raise AssertionError(f"{tag}: a complete body of {len(received)} bytes was served")
+                    raise AssertionError(f"{tag}: a complete 200 body of {len(received)} bytes was served")
+            except httpx.HTTPError:
+                pass
+        assert "small-wrong" in errors_before_first_byte  # a one-chunk lie: a clean OCI error, not a cut 200
         time.sleep(1.0)  # background completions of the true manifests fail meanwhile
         state = mirrored(c, "bad")
         assert state["images"] == 0 and state["bytes"] == 0
@@ -175,7 +191,7 @@ def test_a_lying_upstream_gets_nothing_cached(mirror, hostile):
         for tag in ("wrong-bytes", "truncated"):
             r = c.head(f"/v2/bad/liar/blobs/{sha256(lies[tag])}")
             assert r.status_code == 503
-        for tag in ("wrong-bytes", "truncated"):  # no data under the digest either
+        for tag in ("wrong-bytes", "truncated", "small-wrong"):  # no data under the digest either
             hexdigest = sha256(lies[tag]).split(":", 1)[1]
             assert not (mirror.data_dir / "storage" / "blobs" / "sha256" / hexdigest[:2] / hexdigest).exists()
         assert 'dockyard_mirror_failures_total{kind="blob",upstream="bad"}' in c.get("/metrics").text

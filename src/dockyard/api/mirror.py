@@ -10,6 +10,7 @@ repositories are refused with ``403 DENIED``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -67,11 +68,26 @@ async def blob_miss(request: Request, name: str, digest: str, exc: RegistryError
     opened = await run(mirror.open_blob, name, digest, feed)
     if opened is None:
         return None
+    body = feed.items()
+    try:  # an upstream that breaks off or lies before the first byte reaches the client gets
+        first = await body.__anext__()  # an OCI error here (RegistryError), not a cut 200
+    except StopAsyncIteration:
+        first = b""
     headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                "ETag": f'"{digest}"', "Dockyard-Mirror": "fetched"}
     if opened.size is not None:
         headers["Content-Length"] = str(opened.size)
-    return StreamingResponse(feed.items(), status_code=200, headers=headers)
+    return StreamingResponse(_prepend(first, body), status_code=200, headers=headers)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # the feed learns the response has gone (client disconnected)
 
 
 # ---- admin -------------------------------------------------------------------------------
