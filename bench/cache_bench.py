@@ -32,7 +32,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 import uuid
@@ -43,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 
-from tests.support import push_blob, sha256, start_moto, start_server  # noqa: E402
+from tests.support import push_blob, start_moto, start_server  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import children_of, cpu_seconds  # noqa: E402
@@ -237,7 +236,7 @@ def main() -> int:
               f"| {client_cpu:>18.2f} |")
     ratio = rows[1][1] / rows[0][1] if rows[0][1] else float("inf")
     print(f"cache / no cache: {ratio:.1f}x (target >= 5x: {'met' if ratio >= 5 else 'NOT met'})")
-    print(f"\nPrune from above the high watermark (0.9) to the low one (0.8), entries of 1 KiB")
+    print("\nPrune from above the high watermark (0.9) to the low one (0.8), entries of 1 KiB")
     print(f"| {'entries':>8} | {'evicted':>8} | {'dry run s':>9} | {'prune s':>8} | {'prune peak MiB':>14} | "
           f"{'clean s':>8} | {'clean peak MiB':>14} |")
     print(f"| {'-' * 8} | {'-' * 8} | {'-' * 9} | {'-' * 8} | {'-' * 14} | {'-' * 8} | {'-' * 14} |")
