@@ -84,7 +84,7 @@ def pull_rate(url: str, digests: list[str], clients: int, seconds: float) -> tup
     results = [out.get() for _ in procs]
     [p.join() for p in procs]
     wall = time.monotonic() - t0
-    pulls = sum(n for n, _ in results)
+    pulls = sum(r[0] for r in results)
     return pulls / wall, sum(r[1] for r in results) / wall / 1e6, pulls, sum(r[2] for r in results)
 
 
