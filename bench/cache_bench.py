@@ -98,7 +98,7 @@ def py_spy(pid: int, seconds: float, out: Path):
     import subprocess
 
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--duration",
-                             str(max(1, int(seconds))), "--format", "raw", "--output", str(out)],
+                             str(max(1, int(seconds))), *(["--gil"] if os.environ.get("SPY_GIL") else []), "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
