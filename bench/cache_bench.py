@@ -93,12 +93,13 @@ def server_pids(server) -> list[int]:
     return [server.proc.pid, *children_of(server.proc.pid)]
 
 
-def py_spy(pid: int, seconds: float, out: Path):
-    """A py-spy recording of ``pid`` and its children for ``seconds`` (collapsed stacks)."""
+def py_spy(pid: int, seconds: float, out: Path, gil: bool = False):
+    """A py-spy recording of ``pid`` and its children for ``seconds`` (collapsed stacks); with
+    ``gil``, only of the thread that holds the GIL (what the Python code itself costs)."""
     import subprocess
 
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--duration",
-                             str(max(1, int(seconds))), *(["--gil"] if os.environ.get("SPY_GIL") else []), "--format", "raw", "--output", str(out)],
+                             str(max(1, int(seconds))), *(["--gil"] if gil else []), "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -126,7 +127,8 @@ def throughput(args, work: Path) -> list[tuple]:
             spy = None
             if args.py_spy:
                 args.py_spy.mkdir(parents=True, exist_ok=True)
-                spy = py_spy(server.proc.pid, args.seconds, args.py_spy / f"{label.replace(' ', '-')}.txt")
+                spy = py_spy(server.proc.pid, args.seconds, args.py_spy / f"{label.replace(' ', '-')}.txt",
+                             args.py_spy_gil)
             rps, mbs, pulls, client_cpu = pull_rate(server.url, digests, args.clients, args.seconds)
             cpu = [(cpu_seconds(g) - c0) * 1000 / max(1, pulls) for g, c0 in zip(groups, cpu0)]
             if spy is not None:
@@ -210,6 +212,7 @@ def main() -> int:
                     help="HTTP worker processes of both servers; default: the product's (0 = one per core)")
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                     help="record a py-spy profile of each server while it is timed, into DIR")
+    ap.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder")
     args = ap.parse_args()
     if args.workers is None:
         from dockyard.config import Config
