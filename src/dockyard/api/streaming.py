@@ -21,7 +21,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from dockyard.errors import RegistryError
-from dockyard.meta.db import retrying
 
 T = TypeVar("T")
 BATCH = 1024 * 1024
@@ -158,14 +157,6 @@ def body_response(started: tuple[Iterator[bytes], list[bytes], bool], status: in
     if done and len(chunks) <= 1:
         return Response(chunks[0] if chunks else b"", status_code=status, headers=headers)
     return StreamingResponse(_rest(it, chunks, done), status_code=status, headers=headers)
-
-
-async def open_in_thread(open_chunks: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
-    """Open a blocking chunk iterator and read its start in one worker-thread call
-    (:func:`read_start`, as every service call: ``db.retrying``); then the rest, one thread call
-    per chunk, the last of which also closes it."""
-    it, chunks, done = await run_in_threadpool(read_start, lambda: retrying(open_chunks))
-    return _rest(it, chunks, done)
 
 
 async def _rest(it: Iterator[bytes], chunks: list[bytes], done: bool) -> AsyncIterator[bytes]:
