@@ -154,6 +154,40 @@ def test_hits_ranges_admin_api_and_cli(cached):
     assert _verify_cache(cached.data_dir / "cache") == 1
 
 
+def test_hits_of_one_and_of_several_chunks_and_ranges_across_chunks(moto, tmp_path):
+    """A hit of one chunk (1 MiB: read whole in the route's one thread call, sent as a plain
+    response) and of several (streamed), whole and by ranges across chunk boundaries: byte-exact,
+    and every read lease is given back afterwards (the entries can be evicted again)."""
+    from dockyard.meta.cacheindex import CacheIndex
+
+    server = start_server(tmp_path / "chunks", extra_env=_env(moto, DOCKYARD_CACHE_MAX_SIZE="16MiB",
+                                                               DOCKYARD_WORKERS=2))
+    try:
+        client = server.client()
+        one, several = os.urandom(1024 * 1024), os.urandom(2 * 1024 * 1024 + 12_345)
+        digests = {push_blob(client, "chunks/app", b): b for b in (one, several)}
+        for _ in range(2):  # a miss that fills, then hits
+            for digest, data in digests.items():
+                r = client.get(f"/v2/chunks/app/blobs/{digest}")
+                assert r.status_code == 200 and r.content == data and r.headers["content-length"] == str(len(data))
+        big = sha256(several)
+        for first, last in ((1024 * 1024 - 10, 1024 * 1024 + 9), (0, 2 * 1024 * 1024 + 1),
+                            (2 * 1024 * 1024, len(several) - 1), (5, 5)):
+            r = client.get(f"/v2/chunks/app/blobs/{big}", headers={"Range": f"bytes={first}-{last}"})
+            assert r.status_code == 206 and r.content == several[first:last + 1], (first, last)
+            assert r.headers["content-range"] == f"bytes {first}-{last}/{len(several)}"
+        r = client.get(f"/v2/chunks/app/blobs/{sha256(one)}", headers={"Range": "bytes=-100"})
+        assert r.status_code == 206 and r.content == one[-100:]
+        index = CacheIndex(tmp_path / "chunks" / "cache" / "index.db")
+        assert {e.digest for e in index.page() if e.state == "ready"} == set(digests)
+        deadline = time.monotonic() + 10
+        while index.reader_pids() and time.monotonic() < deadline:  # the last chunk may reach the
+            time.sleep(0.05)  # client a moment before the server closes the stream
+        assert index.reader_pids() == []
+    finally:
+        server.stop()
+
+
 def test_pull_storm_larger_than_the_cache_stays_under_its_maximum(moto, tmp_path):
     max_size = 2 * 1024 * 1024
     server = start_server(tmp_path / "storm", extra_env=_env(moto, DOCKYARD_CACHE_MAX_SIZE=max_size))

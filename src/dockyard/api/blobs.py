@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, parse_uint, registry, repo_name, run
-from dockyard.api.streaming import open_in_thread
+from dockyard.api.streaming import body_response, read_start
 from dockyard.errors import RegistryError
 from dockyard.lifecycle import deletes
 from dockyard.registry import blobs
@@ -54,18 +54,16 @@ def _headers(digest: str, length: int) -> dict[str, str]:
     }
 
 
-@requires("pull", "repository")
-async def get_blob(request: Request) -> Response:
-    reg = registry(request)
-    name = repo_name(request)
+def _answer(reg, name: str, digest: str, range_header: str | None, method: str) -> Response | RegistryError:
+    """Blocking, in one worker-thread call: the blob's row, its range, and for a GET the start
+    of its bytes (the whole of a one-chunk blob, e.g. a cached layer of up to 1 MiB: no other
+    thread hop). A blob this repository does not have is returned (the mirror may fetch it),
+    not raised; every other error is raised."""
     try:
-        blob = await run(blobs.stat, reg, name, request.path_params["digest"])
+        blob = blobs.stat(reg, name, digest)
     except RegistryError as exc:
-        through = await mirror.blob_miss(request, name, request.path_params["digest"], exc)
-        if through is not None:
-            return through
-        blob = await run(blobs.stat, reg, name, request.path_params["digest"])
-    span = parse_range(request.headers.get("range"), blob.size)
+        return exc
+    span = parse_range(range_header, blob.size)
     start, end = span if span else (0, blob.size - 1)
     length = end - start + 1 if blob.size else 0
     headers = _headers(blob.digest, length)
@@ -73,14 +71,30 @@ async def get_blob(request: Request) -> Response:
     if span:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
-    if request.method == "HEAD":
+    if method == "HEAD":
         return Response(status_code=status, headers=headers)
     if reg.config.s3_redirect and not span:
         url = blobs.redirect_url(reg, blob)
         if url:
             return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": blob.digest})
-    chunks = await open_in_thread(lambda: blobs.read(reg, blob, start, length))
-    return StreamingResponse(chunks, status_code=status, headers=headers)
+    return body_response(read_start(lambda: blobs.read(reg, blob, start, length)), status, headers)
+
+
+@requires("pull", "repository")
+async def get_blob(request: Request) -> Response:
+    reg = registry(request)
+    name = repo_name(request)
+    digest = request.path_params["digest"]
+    args = (reg, name, digest, request.headers.get("range"), request.method)
+    answer = await run(_answer, *args)
+    if isinstance(answer, RegistryError):
+        through = await mirror.blob_miss(request, name, digest, answer)
+        if through is not None:
+            return through
+        answer = await run(_answer, *args)
+        if isinstance(answer, RegistryError):
+            raise answer
+    return answer
 
 
 @requires("push", "repository")

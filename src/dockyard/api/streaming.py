@@ -3,7 +3,8 @@
 Uploads: one worker thread consumes the body while the event loop keeps receiving
 it; chunks are batched to ~1 MiB and at most a few batches are in flight, so memory
 stays flat whatever the blob size. Downloads: the driver's iterator is advanced in
-a worker thread, one ~1 MiB chunk at a time. A body a thread produces by itself (the
+a worker thread, one ~1 MiB chunk at a time, two at the start (so a one-chunk body is whole
+after the first thread call and goes out as a plain response). A body a thread produces by itself (the
 mirror's relay) is pushed to the loop instead (:class:`ThreadFeed`): no thread hop per chunk.
 """
 
@@ -17,9 +18,9 @@ from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
 
 from dockyard.errors import RegistryError
-from dockyard.meta.db import retrying
 
 T = TypeVar("T")
 BATCH = 1024 * 1024
@@ -127,30 +128,51 @@ def _step(it: Iterator[bytes]) -> object:
     return chunk
 
 
-async def open_in_thread(open_chunks: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
-    """Open a blocking chunk iterator and read its first chunk in one worker-thread call, so a
-    failure to open or to read the start is raised here, before a response begins (an OCI
-    error, not a cut 200); then the rest, one thread call per chunk, the last of which also
-    closes it (a small blob costs two thread hops in all, where open, next, next and close
-    were four)."""
-    def first() -> tuple[Iterator[bytes], object]:
-        it = retrying(open_chunks)  # as every service call (api.common.run)
-        try:
-            return it, _step(it)
-        except BaseException:
-            _close(it)
-            raise
-    it, chunk = await run_in_threadpool(first)
-    return _rest(it, chunk)
-
-
-async def _rest(it: Iterator[bytes], chunk: object) -> AsyncIterator[bytes]:
+def read_start(open_chunks: Callable[[], Iterator[bytes]]) -> tuple[Iterator[bytes], list[bytes], bool]:
+    """Blocking (call it in a worker thread): open a chunk iterator and read the start of it,
+    up to two chunks. ``(it, chunks, done)``; when ``done`` the whole body is in ``chunks``
+    and ``it`` is closed already (a blob of one chunk, such as a cached 1 MiB layer, then
+    needs no thread hop after this one). A failure to open or to read the start is raised
+    here, before a response begins (an OCI error, not a cut 200)."""
+    it = open_chunks()
     try:
-        while chunk is not _DONE:
-            yield chunk
+        chunks: list[bytes] = []
+        for _ in range(2):
+            chunk = _step(it)
+            if chunk is _DONE:
+                return it, chunks, True
+            chunks.append(chunk)
+        return it, chunks, False
+    except BaseException:
+        _close(it)
+        raise
+
+
+def body_response(started: tuple[Iterator[bytes], list[bytes], bool], status: int,
+                  headers: dict[str, str]) -> Response:
+    """The response for a body begun by :func:`read_start`: a plain response when it is all in
+    hand in one piece (no task, no more thread hops), else a stream of the rest, one thread call
+    per chunk, the last of which also closes the iterator."""
+    it, chunks, done = started
+    if done and len(chunks) <= 1:
+        return Response(chunks[0] if chunks else b"", status_code=status, headers=headers)
+    return StreamingResponse(_rest(it, chunks, done), status_code=status, headers=headers)
+
+
+async def _rest(it: Iterator[bytes], chunks: list[bytes], done: bool) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            for chunk in chunks:
+                yield chunk
+            if done:
+                return
             chunk = await run_in_threadpool(_step, it)
+            if chunk is _DONE:
+                done = True
+                return
+            chunks = [chunk]
     finally:
-        if chunk is not _DONE:  # the response stopped early (client gone, error): close it
+        if not done:  # the response stopped early (client gone, error): close it
             await run_in_threadpool(_close, it)
 
 
