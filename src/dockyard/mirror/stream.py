@@ -75,6 +75,7 @@ def store(mirror: Any, route: Any, name: str, digest: str, size: int | None,
         bad = UpstreamError(route.name, f"blob {digest} from {route.remote}: {exc.message}; nothing cached")
         mirror.failed(route, "blob", bad)
         log.warning("%s", bad)
+        bad.logged = True
         raise bad from exc
     finally:
         close = getattr(chunks, "close", None)
