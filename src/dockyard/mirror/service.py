@@ -8,8 +8,9 @@
   stored or in flight; an index's children, and everything without the prefetch, are fetched
   after the client went idle (it streams them itself meanwhile).
 - A blob not here streams to the client while the push path stores it (``stream.py``): one
-  pass, each byte hashed once and written once. One fetch per digest at a time per process: a
-  request for a blob in flight joins that fetch (waits for it to end, then serves the stored
+  pass, each byte hashed once and written once. One fetch per digest at a time on a host (in
+  this process, and across the workers of ``serve``: ``claims.py``): a request for a blob in
+  flight joins that fetch (waits for it to end, then serves the stored
   blob; if it failed, fetches it itself, so the client gets the upstream's error).
 - A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream
   cannot answer well, what is here is served and marked stale.
@@ -22,13 +23,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from dockyard import faults
 from dockyard.errors import RegistryError, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.manifests import Manifest
-from dockyard.mirror import stream
+from dockyard.mirror import claims, stream
 from dockyard.mirror.upstream import (Upstream, UpstreamError, UpstreamNotFound, UpstreamState, UpstreamUnreachable,
                                       verified)
 from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest
@@ -68,6 +70,8 @@ class Mirror:
         self._client_active: dict[str, float] = {}  # repository -> last client blob fetch (monotonic)
         self._client_streams: dict[str, int] = {}  # repository -> blobs streaming to clients now
         self._lock = threading.Lock()
+        self._claims = claims.HostClaims(Path(reg.config.data_dir) / "mirror-fetching")
+        self._host_claims: dict[str, int] = {}  # digest -> this process's claim (claims.HostClaims)
         workers = reg.config.mirror_prefetch_workers if reg.config.mirror_prefetch_blobs else 0
         self._prefetch = (ThreadPoolExecutor(workers, thread_name_prefix="mirror-prefetch")
                           if workers > 0 else None)
@@ -252,18 +256,34 @@ class Mirror:
                 self._client_active.clear()
 
     def _begin(self, digest: str) -> threading.Event | None:
-        """This thread's claim to fetch ``digest`` (None: another fetch runs; it was waited for)."""
+        """This thread's claim to fetch ``digest`` (None: another fetch runs, in this process or
+        another worker on this host; it was waited for)."""
         with self._lock:
             other = self._fetching.get(digest)
             if other is None:
                 mine = self._fetching[digest] = threading.Event()
+        if other is not None:
+            other.wait(600)
+            return None
+        try:
+            fd = self._claims.take(digest)
+            if fd is not None:
+                with self._lock:
+                    self._host_claims[digest] = fd
                 return mine
-        other.wait(600)
+            self._claims.wait(digest)  # another worker fetches it (this process's fetchers wait here too)
+        except OSError as exc:  # no claims directory: fetched in this process regardless
+            log.debug("mirror: no host claim on %s: %s", digest, exc)
+            return mine
+        self._end(digest)
         return None
 
     def _end(self, digest: str) -> None:
         with self._lock:
             ev = self._fetching.pop(digest, None)
+            fd = self._host_claims.pop(digest, None)
+        if fd is not None:
+            self._claims.release(digest, fd)
         if ev is not None:
             ev.set()
 

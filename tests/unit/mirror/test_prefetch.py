@@ -92,6 +92,36 @@ def test_a_request_for_a_blob_in_flight_joins_it(tmp_path, upstream):
             m.close()
 
 
+def test_a_request_in_another_worker_joins_a_fetch_in_flight(tmp_path, upstream):
+    """Two mirrors on one data directory are two workers of one ``serve``: the second waits
+    for the first one's fetch (a host claim, ``mirror.claims``) and asks the upstream nothing."""
+    data = random.Random("join-worker").randbytes(1024 * 1024 + 7)
+    d = sha256(data)
+    upstream.blob("app", d, data)
+    with _mirror(tmp_path, upstream, mirror_prefetch_blobs=False) as reg:
+        first, second = Mirror(reg), Mirror(reg)
+        try:
+            with faults.hold("mirror.blob_claimed") as held:
+                fetch = threading.Thread(target=first.fetch_blob, args=("hub/app", d))
+                fetch.start()
+                assert held.reached.wait(10)
+                client, opened = Collected(), []
+                joining = threading.Thread(target=lambda: opened.append(second.open_blob("hub/app", d, client)))
+                joining.start()
+                joining.join(0.5)
+                assert joining.is_alive(), "the other worker did not wait for the fetch in flight"
+                held.release()
+                fetch.join(20)
+                joining.join(20)
+            assert opened == [None] and client.chunks == []
+            assert _stored(second, d) == data
+            assert _gets(upstream, d) == 1
+            assert list((tmp_path / "mirror-fetching").iterdir()) == []  # no claim left behind
+        finally:
+            first.close()
+            second.close()
+
+
 def test_the_prefetch_stores_the_blobs_of_a_fetched_manifest(tmp_path, upstream):
     config = make_config("prefetch")
     layers = [random.Random(f"prefetch-{i}").randbytes(300_000) for i in range(3)]
