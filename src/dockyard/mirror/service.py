@@ -72,6 +72,7 @@ class Mirror:
         self._lock = threading.Lock()
         self._claims = claims.HostClaims(Path(reg.config.data_dir) / "mirror-fetching")
         self._host_claims: dict[str, int] = {}  # digest -> this process's claim (claims.HostClaims)
+        self._tees: dict[str, stream.Tee] = {}  # digest -> what its prefetch in flight has read
         workers = reg.config.mirror_prefetch_workers if reg.config.mirror_prefetch_blobs else 0
         self._prefetch = (ThreadPoolExecutor(workers, thread_name_prefix="mirror-prefetch")
                           if workers > 0 else None)
@@ -222,7 +223,7 @@ class Mirror:
         """Fetch ``digests`` on the prefetch workers, in order, and wait for them all; then
         raise the first failure (nothing of a failed blob was stored; the completion ends and
         a client's request fetches the blob itself)."""
-        jobs = [self._prefetch.submit(self.ensure_blob, route, name, d) for d in dict.fromkeys(digests)]
+        jobs = [self._prefetch.submit(self.ensure_blob, route, name, d, True) for d in dict.fromkeys(digests)]
         wait(jobs)
         failed = [job.exception() for job in jobs if job.exception() is not None]  # recorded by store/_open
         if failed:
@@ -282,6 +283,7 @@ class Mirror:
         with self._lock:
             ev = self._fetching.pop(digest, None)
             fd = self._host_claims.pop(digest, None)
+            self._tees.pop(digest, None)
         if fd is not None:
             self._claims.release(digest, fd)
         if ev is not None:
@@ -299,8 +301,9 @@ class Mirror:
                 return False
         return blobs.mount(self.reg, name, digest, None) is not None
 
-    def ensure_blob(self, route: Route, name: str, digest: str) -> None:
-        """Make the blob present in ``name`` (fetched and verified if it is not)."""
+    def ensure_blob(self, route: Route, name: str, digest: str, tee: bool = False) -> None:
+        """Make the blob present in ``name`` (fetched and verified if it is not). ``tee``: a
+        request for it meanwhile follows this fetch as it reads (``stream.teed``)."""
         while True:
             if self._here(name, digest):
                 return
@@ -311,7 +314,13 @@ class Mirror:
                 return
             faults.point("mirror.blob_claimed")  # a request for the blob now joins this fetch
             size, chunks = self._open(route, digest)
-            stream.store(self, route, name, digest, size, chunks)
+            if tee and size is not None and size <= stream.TEE_MAX:
+                teeing = stream.Tee(size)
+                with self._lock:
+                    self._tees[digest] = teeing
+                stream.teed(self, route, name, digest, size, chunks, teeing)
+            else:
+                stream.store(self, route, name, digest, size, chunks)
         finally:
             self._end(digest)
 
@@ -334,7 +343,15 @@ class Mirror:
         route = self.route(name)
         d = str(check_digest(digest))
         self.client_fetching(name)
-        while self._begin(d) is None:
+        while True:
+            with self._lock:
+                tee = self._tees.get(d)
+            if tee is not None and not tee.failed:  # a prefetch in flight: follow it as it reads
+                threading.Thread(target=tee.follow, args=(client,), name=f"mirror-join-{d[7:19]}",
+                                 daemon=True).start()
+                return Opened(tee.size)
+            if self._begin(d) is not None:
+                break
             if self._here(name, d):
                 return None
         try:

@@ -174,3 +174,41 @@ def test_a_prefetched_blob_from_a_lying_upstream_is_not_stored(tmp_path, upstrea
             assert len(prefetch_lines) == 1, [r.getMessage() for r in lines]
         finally:
             m.close()
+
+
+@pytest.mark.parametrize("lie", [None, "wrong-bytes"])
+def test_a_request_follows_a_prefetch_as_it_reads(tmp_path, upstream, lie):
+    """A request for a blob the prefetch is reading replays what was read and follows the
+    rest (one upstream request); the last chunk only once the digest verifies, so from a lying
+    upstream the request gets an error and never the whole body, and nothing is stored."""
+    config, layer = make_config(f"tee-{lie}"), random.Random(f"tee-{lie}").randbytes(3 * 1024 * 1024 + 11)
+    manifest = image_manifest(config, [layer])
+    upstream.image("app", "v1", manifest, [config, layer], OCI_MANIFEST)
+    if lie:
+        upstream.blob("app", sha256(layer), layer[:-10] + b"x" * 10)
+    with _mirror(tmp_path, upstream, mirror_prefetch_workers=1) as reg:
+        m = Mirror(reg)
+        try:
+            m.fetch_blob("hub/app", sha256(config))  # here already: the prefetch reads the layer only
+            with faults.hold("mirror.teed_chunk") as held:
+                m.manifest("hub/app", "v1", [OCI_MANIFEST])
+                assert held.reached.wait(10)  # the prefetch has read (and teed) its first chunk
+                client = Collected()
+                opened = m.open_blob("hub/app", sha256(layer), client)
+                assert opened is not None and opened.size == len(layer)  # joined, not waiting
+                deadline = time.monotonic() + 10
+                while not client.chunks and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert client.chunks and not client.done.is_set()  # the replay, not the whole
+                held.release()
+                assert client.done.wait(20)
+            _completions_done(m)
+            assert _gets(upstream, sha256(layer)) == 1
+            if lie:
+                assert client.error is not None and len(b"".join(client.chunks)) < len(layer)
+                assert _stored(m, sha256(layer)) is None and not _image_stored(m, "v1")
+            else:
+                assert client.error is None and b"".join(client.chunks) == layer
+                assert _stored(m, sha256(layer)) == layer and _image_stored(m, "v1")
+        finally:
+            m.close()
