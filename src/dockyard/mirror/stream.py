@@ -283,7 +283,8 @@ def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
         try:
             store(mirror, route, name, digest, size, storage.items(), hashed)
         except BaseException as exc:  # recorded by store(); the client learns it from the reader
-            log.debug("mirror store of %s ended: %s", digest, exc)
+            lie = isinstance(exc, UpstreamError) and not exc.logged  # one line per failed verification
+            (log.warning if lie else log.debug)("mirror store of %s ended: %s", digest, exc)
         finally:
             storage.gone.set()
             done()
