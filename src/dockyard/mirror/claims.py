@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -28,13 +29,14 @@ class HostClaims:
     def _path(self, digest: str) -> str:
         return str(self.directory / digest.replace(":", "-", 1))
 
-    def _lock(self, digest: str, blocking: bool) -> int | None:
-        """A locked descriptor of the file now at the path (None: held elsewhere, not blocking)."""
+    def take(self, digest: str) -> int | None:
+        """This process's claim on fetching ``digest``: a locked descriptor of the file now at
+        its path (None: another process holds it)."""
         path = self._path(digest)
         while True:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 return None
@@ -45,16 +47,21 @@ class HostClaims:
                 pass
             os.close(fd)  # its holder let go and unlinked it meanwhile: lock the one there now
 
-    def take(self, digest: str) -> int | None:
-        """This process's claim on fetching ``digest`` (None: another process holds it)."""
-        return self._lock(digest, blocking=False)
-
     def release(self, digest: str, fd: int) -> None:
         try:
             os.unlink(self._path(digest))  # still ours: nobody replaces a file they have not locked
         finally:
             os.close(fd)
 
-    def wait(self, digest: str) -> None:
-        """Wait until no process holds a claim on ``digest`` (its fetch has ended)."""
-        self.release(digest, self._lock(digest, blocking=True))
+    def wait(self, digest: str, timeout: float = 600.0, poll: float = 0.01) -> None:
+        """Wait until no process holds a claim on ``digest`` (its fetch has ended), at most
+        ``timeout`` seconds (a worker that hangs holding one does not hold others forever)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fd = self.take(digest)
+            if fd is not None:
+                self.release(digest, fd)
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(poll)

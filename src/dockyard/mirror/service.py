@@ -284,10 +284,14 @@ class Mirror:
             ev = self._fetching.pop(digest, None)
             fd = self._host_claims.pop(digest, None)
             self._tees.pop(digest, None)
-        if fd is not None:
-            self._claims.release(digest, fd)
-        if ev is not None:
-            ev.set()
+        try:
+            if fd is not None:
+                self._claims.release(digest, fd)
+        except OSError as exc:  # the lock goes with the descriptor; a file left is taken next time
+            log.debug("mirror: releasing the host claim on %s: %s", digest, exc)
+        finally:
+            if ev is not None:
+                ev.set()
 
     def _here(self, name: str, digest: str) -> bool:
         try:
