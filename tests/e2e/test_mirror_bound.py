@@ -1,6 +1,6 @@
 """End-to-end: the mirror behind a bearer-token upstream (a second dockyard), the bound
 ``mirror_max_size`` with eviction through the reclamation pipeline, and the admin API and CLI,
-on PostgreSQL."""
+on PostgreSQL, with ``mirror_prefetch_blobs`` on."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def _mirror(tmp_path_factory, token_upstream, database_url: str):
                "wrongpw": {"prefix": "wrongpw/", "url": token_upstream.url, "username": "up", "password": "no"}}
     # pull times are written only by the bound itself (no 10 s flush racing the test): the
     # eviction order is the same on every run
-    env = {**mirrors_env(mirrors, mirror_max_size=150_000, gc_delay="0s", pull_flush_interval="1h"),
+    # and with the prefetch on (test_mirror.py runs without it)
+    env = {**mirrors_env(mirrors, mirror_max_size=150_000, gc_delay="0s", pull_flush_interval="1h",
+                         mirror_prefetch_blobs="true"),
            "DOCKYARD_SCRUB_ENABLED": "false", "DOCKYARD_GC_ENABLED": "false",
            "DOCKYARD_AUTH_HTPASSWD": str(htpasswd),
            "DOCKYARD_AUTH_ROLES": ",".join(f"{u}={r}" for u, r in USERS.items())}

@@ -127,7 +127,7 @@ def test_the_prefetch_stores_the_blobs_of_a_fetched_manifest(tmp_path, upstream)
     layers = [random.Random(f"prefetch-{i}").randbytes(300_000) for i in range(3)]
     manifest = image_manifest(config, layers)
     upstream.image("app", "v1", manifest, [config, *layers], OCI_MANIFEST)
-    with _mirror(tmp_path, upstream, mirror_prefetch_workers=2) as reg:
+    with _mirror(tmp_path, upstream, mirror_prefetch_blobs=True, mirror_prefetch_workers=2) as reg:
         m = Mirror(reg)
         try:
             got, _ = m.manifest("hub/app", "v1", [OCI_MANIFEST])  # no client asks for any blob
@@ -147,7 +147,7 @@ def test_a_prefetched_blob_from_a_lying_upstream_is_not_stored(tmp_path, upstrea
     upstream.image("app", "v1", manifest, [config, good], OCI_MANIFEST)
     upstream.blob("app", sha256(good), good[:-10] + b"x" * 10)  # the layer's bytes lie
     caplog.set_level(logging.INFO, logger="dockyard.mirror")
-    with _mirror(tmp_path, upstream, mirror_prefetch_workers=1) as reg:
+    with _mirror(tmp_path, upstream, mirror_prefetch_blobs=True, mirror_prefetch_workers=1) as reg:
         m = Mirror(reg)
         try:
             m.fetch_blob("hub/app", sha256(config))  # here already: the prefetch claims the layer only
@@ -186,7 +186,7 @@ def test_a_request_follows_a_prefetch_as_it_reads(tmp_path, upstream, lie):
     upstream.image("app", "v1", manifest, [config, layer], OCI_MANIFEST)
     if lie:
         upstream.blob("app", sha256(layer), layer[:-10] + b"x" * 10)
-    with _mirror(tmp_path, upstream, mirror_prefetch_workers=1) as reg:
+    with _mirror(tmp_path, upstream, mirror_prefetch_blobs=True, mirror_prefetch_workers=1) as reg:
         m = Mirror(reg)
         try:
             m.fetch_blob("hub/app", sha256(config))  # here already: the prefetch reads the layer only
