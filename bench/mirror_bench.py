@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Pull-through mirror: dockyard's mirror beside distribution in proxy mode (issue 11).
 
-Run:  python bench/mirror_bench.py [--layers 4] [--layer-mib 8] [--runs 5]
+Run:  python bench/mirror_bench.py [--layers 4] [--layer-mib 8] [--runs 5] [--parallel 3]
+      [--setting mirror_prefetch_blobs=false ...]
 
 One upstream on loopback (Debian's ``docker-registry``, no auth) holds the images. In front
 of it, each on a fresh data directory and a free port on 127.0.0.1:
@@ -15,6 +16,9 @@ manifest by tag, then GET every blob (config, layers) and checks each blob's sha
 
 * cold: an image neither front has seen (a new one per run); beside it the same pull
   straight from the upstream. Target: dockyard cold <= 1.2 x upstream.
+* cold, parallel: the same with the blobs fetched ``--parallel`` at a time (3: docker's
+  ``max-concurrent-downloads``; skopeo and containerd also pull a few layers at once), on
+  another new image, beside the same parallel pull straight from the upstream.
 * warm: the same image again once the front holds it (dockyard: once the background store
   has finished; tag within ``mirror_manifest_ttl``). Target: dockyard warm >= 1.0 x distribution
   proxy (ratio = distribution time / dockyard time).
@@ -25,6 +29,7 @@ Medians of ``--runs`` runs. One run of the benchmark prints one table.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -73,12 +78,13 @@ http:
                          cwd=workdir).start()
 
 
-def dockyard(workdir: Path, upstream: str) -> ServerProcess:
+def dockyard(workdir: Path, upstream: str, settings: dict[str, str]) -> ServerProcess:
     port = free_port()
     data = workdir / "dockyard"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
     env["DOCKYARD_MIRRORS"] = json.dumps({"hub": {"prefix": "hub/", "url": upstream}})
     env["DOCKYARD_LOG_LEVEL"] = "warning"
+    env.update({f"DOCKYARD_{k.upper()}": v for k, v in settings.items()})
     argv = [sys.executable, "-m", "dockyard", "serve", "--data-dir", str(data), "--listen", f"{HOST}:{port}"]
     return ServerProcess("dockyard", argv, port=port, log_path=workdir / "dockyard.log", env=env, cwd=workdir).start()
 
@@ -101,18 +107,28 @@ def push(url: str, repo: str, seed: str, layers: int, size: int) -> None:
         assert r.status_code == 201, r.text
 
 
-def pull(client: httpx.Client, repo: str) -> tuple[float, dict]:
+def pull(client: httpx.Client, repo: str, parallel: int = 1) -> tuple[float, dict]:
+    """Pull ``repo:v1``: the manifest, then every blob (``parallel`` at a time), each checked."""
     t0 = time.perf_counter()
     r = client.get(f"/v2/{repo}/manifests/v1", headers={"Accept": ACCEPT})
     r.raise_for_status()
     doc = r.json()
-    for d in [doc["config"], *doc["layers"]]:
+
+    def fetch(d: dict) -> None:
         h = hashlib.sha256()
         with client.stream("GET", f"/v2/{repo}/blobs/{d['digest']}") as body:
             body.raise_for_status()
             for chunk in body.iter_bytes(1 << 20):
                 h.update(chunk)
         assert "sha256:" + h.hexdigest() == d["digest"], f"{repo}: {d['digest']} does not match"
+
+    wanted = [doc["config"], *doc["layers"]]
+    if parallel <= 1:
+        for d in wanted:
+            fetch(d)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(fetch, wanted))
     return time.perf_counter() - t0, r.headers
 
 
@@ -131,7 +147,11 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--layer-mib", type=float, default=8)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--parallel", type=int, default=3, help="blobs at a time in the parallel cold row (0: no row)")
+    ap.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                    help="a dockyard setting (DOCKYARD_KEY in its environment), e.g. mirror_prefetch_blobs=false")
     args = ap.parse_args()
+    settings = dict(s.split("=", 1) for s in args.setting)
     size = int(args.layer_mib * 1024 * 1024)
     with tempfile.TemporaryDirectory(prefix="mirror-bench-") as tmp:
         work = Path(tmp)
@@ -141,11 +161,14 @@ def main() -> int:
             servers.append(upstream)
             proxy = distribution(work, "proxy", proxy=upstream.base_url)
             servers.append(proxy)
-            dy = dockyard(work, upstream.base_url)
+            dy = dockyard(work, upstream.base_url, settings)
             servers.append(dy)
             for i in range(args.runs):
                 push(upstream.base_url, f"bench/img{i}", f"img{i}", args.layers, size)
-            times: dict[str, list[float]] = {k: [] for k in ("upstream", "dy_cold", "dy_warm", "px_cold", "px_warm")}
+                if args.parallel > 1:
+                    push(upstream.base_url, f"bench/par{i}", f"par{i}", args.layers, size)
+            times: dict[str, list[float]] = {k: [] for k in ("upstream", "dy_cold", "dy_warm", "px_cold", "px_warm",
+                                                             "up_par", "dy_par", "px_par")}
             with httpx.Client(base_url=upstream.base_url, timeout=120) as up, \
                     httpx.Client(base_url=dy.base_url, timeout=120) as dc, \
                     httpx.Client(base_url=proxy.base_url, timeout=120) as pc:
@@ -160,13 +183,21 @@ def main() -> int:
                     time.sleep(0.5)  # distribution proxy stores in the background too
                     times["dy_warm"].append(pull(dc, f"hub/{repo}")[0])
                     times["px_warm"].append(pull(pc, repo)[0])
+                    if args.parallel > 1:
+                        repo = f"bench/par{i}"
+                        times["up_par"].append(pull(up, repo, args.parallel)[0])
+                        elapsed, headers = pull(dc, f"hub/{repo}", args.parallel)
+                        assert headers.get("Dockyard-Mirror") == "fetched"
+                        times["dy_par"].append(elapsed)
+                        times["px_par"].append(pull(pc, repo, args.parallel)[0])
         finally:
             for s in reversed(servers):
                 s.stop()
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items() if v}
     mb = (args.layers * size) / 1e6
     print(f"mirror_bench: image = config + {args.layers} x {args.layer_mib:g} MiB layers ({mb:.1f} MB), "
-          f"{args.runs} runs, medians; {tool_version(['docker-registry', '--version'])}")
+          f"{args.runs} runs, medians; {tool_version(['docker-registry', '--version'])}"
+          + (f"; dockyard settings: {', '.join(args.setting)}" if args.setting else ""))
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     print()
@@ -176,10 +207,14 @@ def main() -> int:
     warm = med["px_warm"] / med["dy_warm"]
     print(f"| cold (first pull) | {med['dy_cold']:.3f} | {med['px_cold']:.3f} | {med['upstream']:.3f} | "
           f"{cold:.2f}x upstream | <= 1.2x {'met' if cold <= 1.2 else 'NOT met'} |")
+    if "dy_par" in med:
+        par = med["dy_par"] / med["up_par"]
+        print(f"| cold, {args.parallel} blobs at a time | {med['dy_par']:.3f} | {med['px_par']:.3f} | "
+              f"{med['up_par']:.3f} | {par:.2f}x upstream | <= 1.2x {'met' if par <= 1.2 else 'NOT met'} |")
     print(f"| warm (held) | {med['dy_warm']:.3f} | {med['px_warm']:.3f} | - | "
           f"{warm:.2f}x distribution | >= 1.0x {'met' if warm >= 1.0 else 'NOT met'} |")
     print()
-    print("runs (s): " + "; ".join(f"{k} " + " ".join(f"{t:.3f}" for t in v) for k, v in times.items()))
+    print("runs (s): " + "; ".join(f"{k} " + " ".join(f"{t:.3f}" for t in v) for k, v in times.items() if v))
     return 0
 
 

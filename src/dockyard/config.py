@@ -273,6 +273,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mirrors", {}, parse_mirrors, "pull-through mirrors: [mirrors.NAME] prefix, url, username, password (JSON in the environment)"),
     Setting("mirror_manifest_ttl", 300.0, parse_duration, "a mirrored tag is revalidated with its upstream after this long (by digest: never)"),
     Setting("mirror_max_size", 0, parse_size, "bound of mirrored content; least recently pulled images are evicted above it (0 = unbounded)"),
+    Setting("mirror_prefetch_blobs", False, parse_bool, "when a mirrored image manifest is fetched, fetch its blobs into the store at once (a client's request follows the fetch in flight)"),
+    Setting("mirror_prefetch_workers", 4, int, "blobs the prefetch fetches at a time, for the whole process"),
     Setting("metrics_listen", "", lambda v: parse_listen(v) if str(v).strip() else "",
             "HOST:PORT of a second listener that serves only /metrics, without credentials (empty = off; "
             "on listen, /metrics needs the pull role)"),
@@ -352,6 +354,8 @@ class Config:
     mirrors: dict = field(default_factory=dict)
     mirror_manifest_ttl: float = 300.0
     mirror_max_size: int = 0
+    mirror_prefetch_blobs: bool = False
+    mirror_prefetch_workers: int = 4
     metrics_listen: str = ""
     groups: dict = field(default_factory=dict)
     access: tuple = ()

@@ -1,6 +1,6 @@
 """End-to-end: the mirror behind a bearer-token upstream (a second dockyard), the bound
 ``mirror_max_size`` with eviction through the reclamation pipeline, and the admin API and CLI,
-on PostgreSQL."""
+on PostgreSQL, with ``mirror_prefetch_blobs`` on."""
 
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ def _mirror(tmp_path_factory, token_upstream, database_url: str):
     htpasswd = write_htpasswd(data / "htpasswd", {u: f"{u}-pw" for u in USERS})
     mirrors = {"tok": {"prefix": "tok/", "url": token_upstream.url, "username": "up", "password": "up-pw"},
                "wrongpw": {"prefix": "wrongpw/", "url": token_upstream.url, "username": "up", "password": "no"}}
-    env = {**mirrors_env(mirrors, mirror_max_size=150_000, gc_delay="0s"),
+    # pull times are written only by the bound itself (no 10 s flush racing the test): the
+    # eviction order is the same on every run
+    # and with the prefetch on (test_mirror.py runs without it)
+    env = {**mirrors_env(mirrors, mirror_max_size=150_000, gc_delay="0s", pull_flush_interval="1h",
+                         mirror_prefetch_blobs="true"),
            "DOCKYARD_SCRUB_ENABLED": "false", "DOCKYARD_GC_ENABLED": "false",
            "DOCKYARD_AUTH_HTPASSWD": str(htpasswd),
            "DOCKYARD_AUTH_ROLES": ",".join(f"{u}={r}" for u, r in USERS.items())}
@@ -171,3 +175,31 @@ def test_evict_and_prune_reports_and_cli(mirror):
         assert done["evicted"] == 1 and done["bytes"] == dry["bytes"]
         assert _listing(c)["tok"]["images"] == images - 1
     assert f"mirror evict {target.split(':')[0]}@{done['images'][0]['digest']}" in logs[-1]  # a line per image
+
+
+def test_a_pull_a_moment_ago_keeps_an_image(mirror, token_upstream):
+    """The bound sees pulls this process has not flushed yet (pull_flush_interval is an hour
+    here): x, mirrored before y but pulled after it, stays; y is the least recently pulled."""
+    with httpx.Client(base_url=token_upstream.url, auth=("up", "up-pw"), timeout=30) as up:
+        images = {n: push_two_step(up, f"recent/{n}", "v1", f"recent-{n}", layers=0, shared=[noise(n, 60_000)])
+                  for n in ("x", "y", "z")}
+    with mirror.client(auth=("root", "root-pw")) as c:
+        def pull_and_store(n: str) -> None:
+            digest, manifest, blobs = images[n]
+            assert c.get(f"/v2/tok/recent/{n}/manifests/v1", headers=ACCEPT).content == manifest
+            for blob in blobs:
+                assert c.get(f"/v2/tok/recent/{n}/blobs/{sha256(blob)}").content == blob
+            _wait(lambda: c.get(f"/v2/tok/recent/{n}/manifests/{digest}", headers=ACCEPT).headers.get(
+                "Dockyard-Mirror") is None, f"{n} stored")
+
+        pull_and_store("x")
+        pull_and_store("y")
+        assert _listing(c)["tok"]["bytes"] <= 150_000  # x and y fit
+        r = c.get(f"/v2/tok/recent/x/manifests/{images['x'][0]}", headers=ACCEPT)  # x pulled now, after y
+        assert r.status_code == 200 and "Dockyard-Mirror" not in r.headers
+        pull_and_store("z")  # above the bound: one of x, y goes
+        _wait(lambda: _listing(c)["tok"]["bytes"] <= 150_000, "the bound")
+        kept = {n for n in ("x", "y", "z")  # a dry-run evict finds what is held (asks no upstream)
+                if c.post("/admin/v1/mirrors/evict", params={"reference": f"tok/recent/{n}:v1",
+                                                              "dry_run": "true"}).status_code == 200}
+        assert kept == {"x", "z"}

@@ -3,7 +3,8 @@
 The size of mirrored content is the sum of the mirrored images' sizes (an image: its
 manifest, its blobs and, for an index, its children's; a blob two mirrored images share
 counts twice, so the bound errs on the safe side). Above the bound the least recently pulled
-images are evicted (``lru.victims``, the rule the blob cache uses too) through the one
+images are evicted (the pull times this process holds in memory are written first, so a pull
+a moment ago counts, not only those of the last ``pull_flush_interval``) (``lru.victims``, the rule the blob cache uses too) through the one
 reclamation pipeline: the image is purged at once (``lifecycle.deletes.trash_manifests``
 without the trash) and the collector reclaims its blobs after ``gc_delay``, keeping every
 blob another repository still links (a local image's layer stays). An evicted image is
@@ -87,6 +88,7 @@ def prune(reg: Registry, prefixes: dict[str, str], *, dry_run: bool, busy: set[s
     if not reg.config.mirror_max_size:
         return {"dry_run": dry_run, "evicted": 0, "bytes": 0, "images": [], "total_before": None,
                 "max_size": 0}
+    reg.pulls.flush(reg.db)  # pulls this process has not written yet count: a pull just now is recent
     victims, total = plan(reg, prefixes, busy=busy)
     report = evict(reg, victims, dry_run=dry_run, reason="prune" if not busy else "bound")
     report.update(total_before=total, max_size=reg.config.mirror_max_size)

@@ -1,10 +1,17 @@
 """The pull-through mirror: repositories under a configured prefix mirror an upstream registry.
 
 - A manifest not here (or a tag past ``mirror_manifest_ttl``) is fetched, verified and parsed;
-  the client gets it at once. A background completion fetches what it references (after the
-  client went idle), then stores it by the push path (``registry.manifests.put``).
+  the client gets it at once. A background completion fetches what it references, then
+  stores it by the push path (``registry.manifests.put``). With ``mirror_prefetch_blobs`` the
+  blobs of an image manifest a client asked for are fetched at once, ``mirror_prefetch_workers``
+  at a time for the whole process (the prefetch), so that the client's blob requests find them
+  stored or in flight; an index's children, and everything without the prefetch, are fetched
+  after the client went idle (it streams them itself meanwhile).
 - A blob not here streams to the client while the push path stores it (``stream.py``): one
-  pass, each byte hashed once and written once. One fetch per digest at a time per process.
+  pass, each byte hashed once and written once. One fetch per digest at a time on a host (in
+  this process, and across the workers of ``serve``: ``claims.py``): a request for a blob in
+  flight joins that fetch (waits for it to end, then serves the stored
+  blob; if it failed, fetches it itself, so the client gets the upstream's error).
 - A tag is revalidated with a HEAD after its TTL; digests never expire. When the upstream
   cannot answer well, what is here is served and marked stale.
 """
@@ -14,13 +21,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
+from dockyard import faults
 from dockyard.errors import RegistryError, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.manifests import Manifest
-from dockyard.mirror import stream
+from dockyard.mirror import claims, stream
 from dockyard.mirror.upstream import (Upstream, UpstreamError, UpstreamNotFound, UpstreamState, UpstreamUnreachable,
                                       verified)
 from dockyard.oci.manifest import MAX_MANIFEST_BYTES, ParsedManifest
@@ -60,6 +70,12 @@ class Mirror:
         self._client_active: dict[str, float] = {}  # repository -> last client blob fetch (monotonic)
         self._client_streams: dict[str, int] = {}  # repository -> blobs streaming to clients now
         self._lock = threading.Lock()
+        self._claims = claims.HostClaims(Path(reg.config.data_dir) / "mirror-fetching")
+        self._host_claims: dict[str, int] = {}  # digest -> this process's claim (claims.HostClaims)
+        self._tees: dict[str, stream.Tee] = {}  # digest -> what its prefetch in flight has read
+        workers = reg.config.mirror_prefetch_workers if reg.config.mirror_prefetch_blobs else 0
+        self._prefetch = (ThreadPoolExecutor(workers, thread_name_prefix="mirror-prefetch")
+                          if workers > 0 else None)
         self.on_stored = None  # called after each stored image with {"repo@digest"} (the bound)
 
     @property
@@ -70,6 +86,8 @@ class Mirror:
         self.ensure_blob(self.route(name), name, str(check_digest(digest)))
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.shutdown(wait=False, cancel_futures=True)
         for _, up in self.upstreams.values():
             up.close()
 
@@ -143,6 +161,7 @@ class Mirror:
             return verified(route.name, route.remote, ref, fetched)
         except UpstreamError as exc:
             log.warning("%s", exc)
+            exc.logged = True
             raise
 
     def complete_later(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
@@ -158,10 +177,12 @@ class Mirror:
 
         def work() -> None:
             try:
-                self.complete(route, name, ref, payload, media_type, parsed, checked)
+                self.complete(route, name, ref, payload, media_type, parsed, checked,
+                              prefetch=self._prefetch is not None)
             except Exception as exc:  # recorded on the upstream's state; the next pull tries again
                 self.failed(route, "complete", exc)
-                log.warning("mirror %s: could not store %s:%s: %s", route.name, name, ref, exc)
+                (log.debug if getattr(exc, "logged", False) else log.warning)(
+                    "mirror %s: could not store %s:%s: %s", route.name, name, ref, exc)
             finally:
                 with self._lock:
                     self._completing.discard(key)
@@ -169,9 +190,10 @@ class Mirror:
         threading.Thread(target=work, name=f"mirror-{name}", daemon=True).start()
 
     def complete(self, route: Route, name: str, ref: str, payload: bytes, media_type: str,
-                 parsed: ParsedManifest, checked: float | None = None) -> None:
+                 parsed: ParsedManifest, checked: float | None = None, prefetch: bool = False) -> None:
         """Fetch what the manifest references, then store it (tag or digest) by the push path.
-        The tag counts as checked from ``checked``, when the manifest was fetched."""
+        The tag counts as checked from ``checked``, when the manifest was fetched. ``prefetch``:
+        its blobs are fetched at once by the prefetch workers (else one by one, clients first)."""
         checked = time.monotonic() if checked is None else checked
         for child in parsed.children:
             if _local(self.reg, name, child.digest, None) is None:
@@ -184,6 +206,8 @@ class Mirror:
                 self._ok(route, "manifest", len(fetched.payload))
                 self.complete(route, name, child.digest, fetched.payload,
                               fetched.media_type or child_parsed.media_type, child_parsed)
+        if prefetch and parsed.blobs:
+            self._prefetched(route, name, [b.digest for b in parsed.blobs])
         for blob in parsed.blobs:
             if not self._here(name, blob.digest):
                 self._clients_done(name, blob.digest)
@@ -195,6 +219,16 @@ class Mirror:
             self.on_stored({f"{name}@{stored.manifest.digest}"})
 
     # ---- blobs -----------------------------------------------------------------------
+    def _prefetched(self, route: Route, name: str, digests: list[str]) -> None:
+        """Fetch ``digests`` on the prefetch workers, in order, and wait for them all; then
+        raise the first failure (nothing of a failed blob was stored; the completion ends and
+        a client's request fetches the blob itself)."""
+        jobs = [self._prefetch.submit(self.ensure_blob, route, name, d, True) for d in dict.fromkeys(digests)]
+        wait(jobs)
+        failed = [job.exception() for job in jobs if job.exception() is not None]  # recorded by store/_open
+        if failed:
+            raise failed[0]
+
     def _clients_done(self, name: str, digest: str) -> None:
         """Let clients fetch first: they stream while the blob is stored, where a blob this
         completion fetched is theirs only once stored. Waits while a client of ``name`` has
@@ -223,20 +257,41 @@ class Mirror:
                 self._client_active.clear()
 
     def _begin(self, digest: str) -> threading.Event | None:
-        """This thread's claim to fetch ``digest`` (None: another fetch runs; it was waited for)."""
+        """This thread's claim to fetch ``digest`` (None: another fetch runs, in this process or
+        another worker on this host; it was waited for)."""
         with self._lock:
             other = self._fetching.get(digest)
             if other is None:
                 mine = self._fetching[digest] = threading.Event()
+        if other is not None:
+            other.wait(600)
+            return None
+        try:
+            fd = self._claims.take(digest)
+            if fd is not None:
+                with self._lock:
+                    self._host_claims[digest] = fd
                 return mine
-        other.wait(600)
+            self._claims.wait(digest)  # another worker fetches it (this process's fetchers wait here too)
+        except OSError as exc:  # no claims directory: fetched in this process regardless
+            log.debug("mirror: no host claim on %s: %s", digest, exc)
+            return mine
+        self._end(digest)
         return None
 
     def _end(self, digest: str) -> None:
         with self._lock:
             ev = self._fetching.pop(digest, None)
-        if ev is not None:
-            ev.set()
+            fd = self._host_claims.pop(digest, None)
+            self._tees.pop(digest, None)
+        try:
+            if fd is not None:
+                self._claims.release(digest, fd)
+        except OSError as exc:  # the lock goes with the descriptor; a file left is taken next time
+            log.debug("mirror: releasing the host claim on %s: %s", digest, exc)
+        finally:
+            if ev is not None:
+                ev.set()
 
     def _here(self, name: str, digest: str) -> bool:
         try:
@@ -250,8 +305,9 @@ class Mirror:
                 return False
         return blobs.mount(self.reg, name, digest, None) is not None
 
-    def ensure_blob(self, route: Route, name: str, digest: str) -> None:
-        """Make the blob present in ``name`` (fetched and verified if it is not)."""
+    def ensure_blob(self, route: Route, name: str, digest: str, tee: bool = False) -> None:
+        """Make the blob present in ``name`` (fetched and verified if it is not). ``tee``: a
+        request for it meanwhile follows this fetch as it reads (``stream.teed``)."""
         while True:
             if self._here(name, digest):
                 return
@@ -260,8 +316,15 @@ class Mirror:
         try:
             if self._here(name, digest):
                 return
+            faults.point("mirror.blob_claimed")  # a request for the blob now joins this fetch
             size, chunks = self._open(route, digest)
-            stream.store(self, route, name, digest, size, chunks)
+            if tee and size is not None and size <= stream.TEE_MAX:
+                teeing = stream.Tee(size)
+                with self._lock:
+                    self._tees[digest] = teeing
+                stream.teed(self, route, name, digest, size, chunks, teeing)
+            else:
+                stream.store(self, route, name, digest, size, chunks)
         finally:
             self._end(digest)
 
@@ -277,13 +340,24 @@ class Mirror:
 
     def open_blob(self, name: str, digest: str, client: stream.Client) -> Opened | None:
         """Start streaming the blob from the upstream to ``client`` while it is stored
-        (``stream.through``); None if it is here now (another request fetched it meanwhile).
-        The caller found it missing just now, so the claim comes first, then one check."""
+        (``stream.through``); None if it is here now (another request or the prefetch fetched
+        it meanwhile: a fetch in flight is joined, waited for). The caller found it missing
+        just now, so the claim comes first, then one check; a joined fetch that failed is
+        followed by this request's own (the client gets the upstream's error, or the blob)."""
         route = self.route(name)
         d = str(check_digest(digest))
         self.client_fetching(name)
-        if self._begin(d) is None:
-            return None
+        while True:
+            with self._lock:
+                tee = self._tees.get(d)
+            if tee is not None and not tee.failed:  # a prefetch in flight: follow it as it reads
+                threading.Thread(target=tee.follow, args=(client,), name=f"mirror-join-{d[7:19]}",
+                                 daemon=True).start()
+                return Opened(tee.size)
+            if self._begin(d) is not None:
+                break
+            if self._here(name, d):
+                return None
         try:
             if self._here(name, d):
                 self._end(d)

@@ -13,6 +13,12 @@ the store commits nothing. A client that goes away does not stop the store (the 
 finds the blob here); a store that fails does not stop the client's stream. The store
 thread runs at a lower CPU priority than the reader (``STORE_NICE``). While the
 registry refuses uploads (its disk is full) the blob is relayed without storing.
+
+``teed`` stores a blob the same way with no client (the prefetch), keeping what it has read
+in a :class:`Tee` that requests joining the fetch replay and then follow: they get each
+chunk as it is read, the last one only once the digest and size verify, like a client of
+``through``. A blob is teed only when its size is announced and at most ``TEE_MAX`` (the
+chunks are held in memory until the fetch ends); a larger one is joined by waiting for it.
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from dockyard import faults
 from dockyard.errors import RegistryError
 from dockyard.mirror.upstream import UpstreamError
 from dockyard.registry import uploads
 
 log = logging.getLogger(__name__)
 _END = object()
+_OPEN = object()
 STALL = 300.0  # a reader or store that gives the other nothing for this long is taken as stuck
 STORE_NICE = 10  # the store thread's niceness: the reader and the client's stream come first
+TEE_MAX = 64 * 1024 * 1024  # the largest blob a prefetch keeps in memory for requests that join it
 
 
 def _background() -> None:
@@ -75,6 +84,7 @@ def store(mirror: Any, route: Any, name: str, digest: str, size: int | None,
         bad = UpstreamError(route.name, f"blob {digest} from {route.remote}: {exc.message}; nothing cached")
         mirror.failed(route, "blob", bad)
         log.warning("%s", bad)
+        bad.logged = True
         raise bad from exc
     finally:
         close = getattr(chunks, "close", None)
@@ -160,6 +170,104 @@ def _read(route: Any, digest: str, size: int | None, chunks: Iterator[bytes], cl
     return None
 
 
+class Tee:
+    """What a fetch in flight has read (and verified, for the last chunk), for requests that
+    join it: ``put``/``end``/``fail`` are the reader's (a ``Client`` that never blocks);
+    ``follow(client)`` hands everything so far and then each new chunk to ``client``, in the
+    joiner's own thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._chunks: list[bytes] = []
+        self._outcome: BaseException | None | object = _OPEN
+        self._cond = threading.Condition()
+
+    def put(self, chunk: bytes) -> bool:
+        with self._cond:
+            self._chunks.append(chunk)
+            self._cond.notify_all()
+        return True
+
+    def end(self) -> None:
+        self._finish(None)
+
+    def fail(self, exc: BaseException) -> None:
+        self._finish(exc)
+
+    def _finish(self, outcome: BaseException | None) -> None:
+        with self._cond:
+            if self._outcome is _OPEN:
+                self._outcome = outcome
+            self._cond.notify_all()
+
+    @property
+    def failed(self) -> bool:
+        with self._cond:
+            return isinstance(self._outcome, BaseException)
+
+    def follow(self, client: Client) -> None:
+        i = 0
+        while True:
+            with self._cond:
+                while i == len(self._chunks) and self._outcome is _OPEN:
+                    if not self._cond.wait(STALL):
+                        self._outcome = RegistryError("UNKNOWN", "mirror fetch stalled")
+                if i < len(self._chunks):
+                    chunk, outcome = self._chunks[i], _OPEN
+                    i += 1
+                else:
+                    outcome = self._outcome
+            if outcome is _OPEN:
+                if not client.put(chunk):
+                    return  # the client has gone
+            elif outcome is None:
+                client.end()
+                return
+            else:
+                client.fail(outcome)
+                return
+
+
+def teed(mirror: Any, route: Any, name: str, digest: str, size: int, chunks: Iterator[bytes], tee: Tee) -> None:
+    """Store ``chunks`` (``store``), hashing each on its way in and handing it to ``tee``:
+    the last one once the digest and size verify; an error ends ``tee`` with that error."""
+    hashed = uploads.StreamHash(digest.split(":", 1)[0])
+
+    def read() -> Iterator[bytes]:
+        for chunk in chunks:
+            if not chunk:
+                continue
+            hashed.update(chunk)
+            if hashed.size > size:
+                raise UpstreamError(route.name, f"blob {digest} is longer than the {size} bytes announced; "
+                                                "nothing cached")
+            if hashed.size < size:
+                tee.put(chunk)
+                faults.point("mirror.teed_chunk")  # a request joining now replays, then follows
+                yield chunk
+                continue
+            if hashed.digest() != digest:
+                raise UpstreamError(route.name, f"blob {digest} does not match its digest ({hashed.size} bytes); "
+                                                "nothing cached")
+            tee.put(chunk)  # verified: the joiners get it while the store commits
+            tee.end()
+            yield chunk
+        if hashed.size != size:
+            raise UpstreamError(route.name, f"blob {digest} does not match its digest ({hashed.size} bytes); "
+                                            "nothing cached")
+
+    try:
+        store(mirror, route, name, digest, size, read(), hashed)
+    except BaseException as exc:
+        tee.fail(exc)
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    tee.end()
+
+
 def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
             chunks: Iterator[bytes], client: Client) -> None:
     """Start reading ``chunks`` (one thread) and storing them (another) while ``client``
@@ -175,7 +283,8 @@ def through(mirror: Any, route: Any, name: str, digest: str, size: int | None,
         try:
             store(mirror, route, name, digest, size, storage.items(), hashed)
         except BaseException as exc:  # recorded by store(); the client learns it from the reader
-            log.debug("mirror store of %s ended: %s", digest, exc)
+            lie = isinstance(exc, UpstreamError) and not exc.logged  # one line per failed verification
+            (log.warning if lie else log.debug)("mirror store of %s ended: %s", digest, exc)
         finally:
             storage.gone.set()
             done()

@@ -32,7 +32,10 @@ _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 class UpstreamError(Unavailable):
-    """The upstream failed or sent something unusable; nothing of it is cached."""
+    """The upstream failed or sent something unusable; nothing of it is cached. ``logged``:
+    its one warning line has been written (a background completion adds none)."""
+
+    logged = False
 
     def __init__(self, upstream: str, message: str):
         super().__init__(f"upstream {upstream}: {message}", retry_after=30, detail={"upstream": upstream})
