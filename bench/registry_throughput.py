@@ -776,6 +776,25 @@ def render(results: dict[str, Results], labels: dict[str, str], metrics: list[Me
               "Run again on an idle machine.")
 
 
+_WRITES = re.compile(r"database: (\d+) write transactions in this process \((\d+) group transactions of (\d+) "
+                     r"bodies\)")
+
+
+def count_write_transactions(res: Results, log_path: Path) -> None:
+    """Write transactions per pushed image, from the line each dockyard process logs as it stops
+    (every write of the run counts, start-up and background jobs too: a small overcount)."""
+    images = res.raw.get("small_push", {}).get("images") if isinstance(res.raw.get("small_push"), dict) else None
+    try:
+        found = [tuple(map(int, m.groups())) for m in _WRITES.finditer(log_path.read_text(errors="replace"))]
+    except OSError:
+        return
+    if not found or not images:
+        return
+    turns, groups, bodies = (sum(f[i] for f in found) for i in range(3))
+    res.notes["small_push"] += (f", {turns / images:.1f} write transactions per image ({len(found)} processes; "
+                                f"{groups} of them groups of {bodies / groups if groups else 0:.2f} bodies on average)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -859,6 +878,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 target.server.stop()
                 shutil.rmtree(target.data_dir, ignore_errors=True)
+                if target.key != "distribution" and target.key in results:
+                    count_write_transactions(results[target.key], workdir / f"{target.key}.log")
     finally:
         if args.keep:
             log(f"kept {workdir}")
