@@ -292,9 +292,9 @@ class Database:
         meanwhile share one transaction, so N requests pay one writer's turn (``BEGIN
         IMMEDIATE``, the lock, ``COMMIT``) instead of N.
 
-        Group commit, as :class:`~dockyard.meta.batch.Batcher` does it: if no group is
-        running, this thread runs one with every body queued so far, else it waits for
-        the running group to end and then for the group that holds its body. The bodies
+        Group commit: if no group is running, this thread runs one with every body queued
+        so far (at most :data:`GROUP_LIMIT`), else it waits for the running group to end
+        and then for the group that holds its body, so nothing waits for company. The bodies
         run one after the other (serial semantics: each sees what the earlier ones wrote),
         each inside its own ``SAVEPOINT``: a body that raises is rolled back alone and its
         caller gets its error; the others go on. The call returns once the shared
