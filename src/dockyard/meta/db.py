@@ -299,9 +299,9 @@ class Database:
         each inside its own ``SAVEPOINT``: a body that raises is rolled back alone and its
         caller gets its error; the others go on. The call returns once the shared
         ``COMMIT`` is done and, with ``sync``, on disk. A lone writer runs its group of
-        one at once, with no savepoint. Bodies must be short and touch only the database
-        (they may run in another request's thread: no thread-local state, no waiting on
-        other requests); one that raises after an error that ended SQLite's transaction
+        one at once, with no savepoint. Bodies must be short, touch only the database and
+        return plain values (they may run in another request's thread: no thread-local
+        state, no waiting on other requests, no result read after the commit); one that raises after an error that ended SQLite's transaction
         makes every body of its group fail with :class:`DatabaseUnavailable` (nothing of
         the group committed). A ``run`` inside a body (or inside ``write``) is an ordinary
         nested ``write``. PostgreSQL: an ordinary ``write`` (its writers do not queue on
