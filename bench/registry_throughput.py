@@ -777,7 +777,7 @@ def render(results: dict[str, Results], labels: dict[str, str], metrics: list[Me
 
 
 _WRITES = re.compile(r"database: (\d+) write transactions in this process \((\d+) group transactions of (\d+) "
-                     r"bodies\)")
+                     r"bodies\)(?:; the writer's turn held ([\d.]+) s)?")
 
 
 def count_write_transactions(res: Results, log_path: Path) -> None:
@@ -785,14 +785,16 @@ def count_write_transactions(res: Results, log_path: Path) -> None:
     (every write of the run counts, start-up and background jobs too: a small overcount)."""
     images = res.raw.get("small_push", {}).get("images") if isinstance(res.raw.get("small_push"), dict) else None
     try:
-        found = [tuple(map(int, m.groups())) for m in _WRITES.finditer(log_path.read_text(errors="replace"))]
+        found = [tuple(float(g or 0) for g in m.groups()) for m in _WRITES.finditer(log_path.read_text(errors="replace"))]
     except OSError:
         return
     if not found or not images:
         return
-    turns, groups, bodies = (sum(f[i] for f in found) for i in range(3))
+    turns, groups, bodies, held = (sum(f[i] for f in found) for i in range(4))
     res.notes["small_push"] += (f", {turns / images:.1f} write transactions per image ({len(found)} processes; "
-                                f"{groups} of them groups of {bodies / groups if groups else 0:.2f} bodies on average)")
+                                f"{groups:.0f} of them groups of {bodies / groups if groups else 0:.2f} bodies on average)")
+    if held:
+        res.notes["small_push"] += f", the writer's turn held {held * 1000 / images:.1f} ms per image"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,8 +85,9 @@ def _lifespan(registry: Registry, background: bool):
                 r.stop()
             registry.pulls.flush(registry.db)
             db = registry.db
-            log.info("database: %d write transactions in this process (%d group transactions of %d bodies)",
-                     getattr(db, "turns", 0), getattr(db, "groups", 0), getattr(db, "bodies", 0))
+            log.info("database: %d write transactions in this process (%d group transactions of %d bodies); "
+                     "the writer's turn held %.3f s", getattr(db, "turns", 0), getattr(db, "groups", 0),
+                     getattr(db, "bodies", 0), getattr(db, "turn_seconds", 0.0))
 
     return lifespan
 

@@ -255,6 +255,7 @@ class Database:
         self.turns = 0  # write transactions begun by this process (writer turns, on SQLite)
         self.groups = 0  # group transactions run (bodies / groups = the group size)
         self.bodies = 0  # bodies run in group transactions
+        self.turn_seconds = 0.0  # time spent holding the writer's turn (BEGIN to COMMIT)
 
     @property
     def is_postgres(self) -> bool:
@@ -276,8 +277,12 @@ class Database:
             with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
                 self.turns += 1
-                with conn.begin():
-                    yield conn
+                began = time.perf_counter()
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    self.turn_seconds += time.perf_counter() - began
         except DatabaseUnavailable as exc:
             if exc.disk_full and self.on_disk_full is not None:
                 self.on_disk_full(exc.reason)
@@ -356,24 +361,11 @@ class Database:
                 self.turns += 1
                 self.groups += 1
                 self.bodies += len(group)
-                with conn.begin():
-                    for m in group:
-                        if alone:
-                            with _database_faults():
-                                m.result = m.fn(conn)
-                            continue
-                        _raw(raw, "SAVEPOINT dockyard_body")
-                        try:
-                            with _database_faults():
-                                m.result = m.fn(conn)
-                        except Exception as exc:  # this body alone is rolled back; its caller gets the error
-                            m.error = exc
-                            if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full:
-                                self.on_disk_full(exc.reason)
-                            if not raw.in_transaction:  # the error ended SQLite's transaction
-                                raise _Aborted(str(exc)) from exc
-                            _raw(raw, "ROLLBACK TO dockyard_body")
-                        _raw(raw, "RELEASE dockyard_body")
+                began = time.perf_counter()
+                try:
+                    self._run_bodies(conn, raw, group, alone)
+                finally:
+                    self.turn_seconds += time.perf_counter() - began
             if self.wal_sync is not None:
                 ticket = self.wal_sync.committed()
                 for m in group:
@@ -391,6 +383,27 @@ class Database:
                 raise
         finally:
             _in_group.active = False
+
+    def _run_bodies(self, conn: Connection, raw: sqlite3.Connection, group: list[_Member], alone: bool) -> None:
+        """The group's transaction, under the writer's turn: each body in its savepoint, then COMMIT."""
+        with conn.begin():
+            for m in group:
+                if alone:
+                    with _database_faults():
+                        m.result = m.fn(conn)
+                    continue
+                _raw(raw, "SAVEPOINT dockyard_body")
+                try:
+                    with _database_faults():
+                        m.result = m.fn(conn)
+                except Exception as exc:  # this body alone is rolled back; its caller gets the error
+                    m.error = exc
+                    if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full:
+                        self.on_disk_full(exc.reason)
+                    if not raw.in_transaction:  # the error ended SQLite's transaction
+                        raise _Aborted(str(exc)) from exc
+                    _raw(raw, "ROLLBACK TO dockyard_body")
+                _raw(raw, "RELEASE dockyard_body")
 
     def sync(self) -> None:
         """Make every commit of this process so far durable: for a unit of work whose
