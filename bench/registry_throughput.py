@@ -777,7 +777,7 @@ def render(results: dict[str, Results], labels: dict[str, str], metrics: list[Me
 
 
 _WRITES = re.compile(r"database: (\d+) write transactions in this process \((\d+) group transactions of (\d+) "
-                     r"bodies\)(?:; the writer's turn held ([\d.]+) s)?")
+                     r"bodies\)(?:; the writer's turn held ([\d.]+) s)?(?: \(([\d.]+) s of CPU\))?")
 
 
 def count_write_transactions(res: Results, log_path: Path) -> None:
@@ -790,11 +790,13 @@ def count_write_transactions(res: Results, log_path: Path) -> None:
         return
     if not found or not images:
         return
-    turns, groups, bodies, held = (sum(f[i] for f in found) for i in range(4))
+    turns, groups, bodies, held, cpu = (sum(f[i] for f in found) for i in range(5))
     res.notes["small_push"] += (f", {turns / images:.1f} write transactions per image ({len(found)} processes; "
                                 f"{groups:.0f} of them groups of {bodies / groups if groups else 0:.2f} bodies on average)")
     if held:
         res.notes["small_push"] += f", the writer's turn held {held * 1000 / images:.1f} ms per image"
+        if cpu:
+            res.notes["small_push"] += f" ({cpu * 1000 / images:.1f} ms of it on CPU)"
 
 
 def main(argv: list[str] | None = None) -> int:

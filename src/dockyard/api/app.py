@@ -86,8 +86,8 @@ def _lifespan(registry: Registry, background: bool):
             registry.pulls.flush(registry.db)
             db = registry.db
             log.info("database: %d write transactions in this process (%d group transactions of %d bodies); "
-                     "the writer's turn held %.3f s", getattr(db, "turns", 0), getattr(db, "groups", 0),
-                     getattr(db, "bodies", 0), getattr(db, "turn_seconds", 0.0))
+                     "the writer's turn held %.3f s (%.3f s of CPU)", getattr(db, "turns", 0), getattr(db, "groups", 0),
+                     getattr(db, "bodies", 0), getattr(db, "turn_seconds", 0.0), getattr(db, "turn_cpu_seconds", 0.0))
 
     return lifespan
 

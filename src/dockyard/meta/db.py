@@ -256,6 +256,7 @@ class Database:
         self.groups = 0  # group transactions run (bodies / groups = the group size)
         self.bodies = 0  # bodies run in group transactions
         self.turn_seconds = 0.0  # time spent holding the writer's turn (BEGIN to COMMIT)
+        self.turn_cpu_seconds = 0.0  # CPU time of the threads holding it, meanwhile
 
     @property
     def is_postgres(self) -> bool:
@@ -277,12 +278,13 @@ class Database:
             with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
                 self.turns += 1
-                began = time.perf_counter()
+                began, cpu = time.perf_counter(), time.thread_time()
                 try:
                     with conn.begin():
                         yield conn
                 finally:
                     self.turn_seconds += time.perf_counter() - began
+                    self.turn_cpu_seconds += time.thread_time() - cpu
         except DatabaseUnavailable as exc:
             if exc.disk_full and self.on_disk_full is not None:
                 self.on_disk_full(exc.reason)
@@ -361,11 +363,12 @@ class Database:
                 self.turns += 1
                 self.groups += 1
                 self.bodies += len(group)
-                began = time.perf_counter()
+                began, cpu = time.perf_counter(), time.thread_time()
                 try:
                     self._run_bodies(conn, raw, group, alone)
                 finally:
                     self.turn_seconds += time.perf_counter() - began
+                    self.turn_cpu_seconds += time.thread_time() - cpu
             if self.wal_sync is not None:
                 ticket = self.wal_sync.committed()
                 for m in group:
