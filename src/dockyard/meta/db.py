@@ -214,20 +214,11 @@ class _Member:
 
 
 class _Aborted(Exception):
-    """A body's error ended the whole SQLite transaction (it rolled back by itself)."""
+    """A body of a group raised: the group's transaction is rolled back and runs again without it."""
 
 
 _in_group = threading.local()  # this thread is running the bodies of a group
 GROUP_LIMIT = 64  # bodies in one group transaction at most
-
-
-def _raw(raw: sqlite3.Connection, statement: str) -> None:
-    """A statement straight on the driver's connection, its errors those an execute would give."""
-    try:
-        raw.execute(statement)
-    except sqlite3.Error as exc:
-        fault = _translate(sa_exc.DBAPIError.instance(statement, (), exc, sqlite3.Error))
-        raise (fault or exc) from exc
 
 
 class Database:
@@ -302,15 +293,14 @@ class Database:
         Group commit: if no group is running, this thread runs one with every body queued
         so far (at most :data:`GROUP_LIMIT`), else it waits for the running group to end
         and then for the group that holds its body, so nothing waits for company. The bodies
-        run one after the other (serial semantics: each sees what the earlier ones wrote),
-        each inside its own ``SAVEPOINT``: a body that raises is rolled back alone and its
-        caller gets its error; the others go on. The call returns once the shared
-        ``COMMIT`` is done and, with ``sync``, on disk. A lone writer runs its group of
-        one at once, with no savepoint. Bodies must be short, touch only the database and
-        return plain values (they may run in another request's thread: no thread-local
-        state, no waiting on other requests, no result read after the commit); one that raises after an error that ended SQLite's transaction
-        makes every body of its group fail with :class:`DatabaseUnavailable` (nothing of
-        the group committed). A ``run`` inside a body (or inside ``write``) is an ordinary
+        run one after the other (serial semantics: each sees what the earlier ones wrote); a
+        body that raises is rolled back alone and its caller gets its error: the group's
+        transaction is rolled back and runs again without it (:meth:`_run_bodies`), so a
+        body may run more than once before the one run that commits. The call returns once
+        the shared ``COMMIT`` is done and, with ``sync``, on disk. Bodies must be short,
+        touch only the database, may be run again, and return plain values (they may run in
+        another request's thread: no thread-local state, no waiting on other requests, no
+        result read after the commit). A ``run`` inside a body (or inside ``write``) is an ordinary
         nested ``write``. PostgreSQL: an ordinary ``write`` (its writers do not queue on
         one lock; each keeps its own transaction, deadlock retries and row locks)."""
         if self.wal_sync is None or getattr(_in_group, "active", False) or self._writer_held():
@@ -354,18 +344,16 @@ class Database:
     def _run_group(self, group: list[_Member]) -> None:
         """Run the bodies of ``group`` in one transaction (the leader's thread); every member
         gets its result or its error, and the commit's ticket."""
-        alone = len(group) == 1
         _in_group.active = True
         try:
             with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
-                raw = conn.connection.driver_connection
                 self.turns += 1
                 self.groups += 1
                 self.bodies += len(group)
                 began, cpu = time.perf_counter(), time.thread_time()
                 try:
-                    self._run_bodies(conn, raw, group, alone)
+                    self._run_bodies(conn, group)
                 finally:
                     self.turn_seconds += time.perf_counter() - began
                     self.turn_cpu_seconds += time.thread_time() - cpu
@@ -375,9 +363,7 @@ class Database:
                     m.ticket = ticket
         except BaseException as exc:
             fault = exc
-            if isinstance(exc, _Aborted):
-                fault = DatabaseUnavailable(f"transaction ended by an error of a concurrent request: {exc}")
-            elif isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full is not None:
+            if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full is not None:
                 self.on_disk_full(exc.reason)
             for m in group:
                 if m.error is None:
@@ -387,26 +373,34 @@ class Database:
         finally:
             _in_group.active = False
 
-    def _run_bodies(self, conn: Connection, raw: sqlite3.Connection, group: list[_Member], alone: bool) -> None:
-        """The group's transaction, under the writer's turn: each body in its savepoint, then COMMIT."""
-        with conn.begin():
-            for m in group:
-                if alone:
-                    with _database_faults():
-                        m.result = m.fn(conn)
-                    continue
-                _raw(raw, "SAVEPOINT dockyard_body")
-                try:
-                    with _database_faults():
-                        m.result = m.fn(conn)
-                except Exception as exc:  # this body alone is rolled back; its caller gets the error
-                    m.error = exc
-                    if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full:
-                        self.on_disk_full(exc.reason)
-                    if not raw.in_transaction:  # the error ended SQLite's transaction
-                        raise _Aborted(str(exc)) from exc
-                    _raw(raw, "ROLLBACK TO dockyard_body")
-                _raw(raw, "RELEASE dockyard_body")
+    def _run_bodies(self, conn: Connection, group: list[_Member]) -> None:
+        """The group's transaction, under the writer's turn: the bodies one after the other,
+        then COMMIT. No savepoint per body (each is a call into SQLite, which releases the
+        GIL: as many as the BEGIN/COMMIT pairs the group saves): when a body raises, the
+        whole transaction is rolled back, that body keeps its error, and the group runs
+        again without it, so the bodies before it run twice and commit once, in the same
+        order (rare: a push that loses a race, a bad request)."""
+        pending = list(group)
+        while pending:
+            failed = -1
+            try:
+                with conn.begin():
+                    for i, m in enumerate(pending):
+                        try:
+                            with _database_faults():
+                                m.result = m.fn(conn)
+                        except Exception as exc:  # this body fails alone; the others run again without it
+                            m.error, failed = exc, i
+                            raise _Aborted(str(exc)) from exc
+            except _Aborted:
+                error = pending[failed].error
+                if isinstance(error, DatabaseUnavailable) and error.disk_full and self.on_disk_full:
+                    self.on_disk_full(error.reason)
+                pending = pending[:failed] + pending[failed + 1:]
+                for m in pending:
+                    m.result = None
+                continue
+            return
 
     def sync(self) -> None:
         """Make every commit of this process so far durable: for a unit of work whose

@@ -32,8 +32,9 @@ def test_a_lone_body_runs_at_once_and_returns_its_result(tmp_path):
 
 
 def _held_group(db: Database, bodies):
-    """Run ``bodies`` (each in its own thread) while the group before them is held, so they
-    all queue and run as one group; returns {index: result or exception}."""
+    """Run ``bodies`` (each in its own thread, queued in this order) while the group before
+    them is held, so they all queue and run as one group; returns ({index: result or
+    exception}, groups run from the held one's end)."""
     gate, inside = threading.Event(), threading.Event()
 
     def holder(conn):
@@ -53,11 +54,11 @@ def _held_group(db: Database, bodies):
     first.start()
     assert inside.wait(10)
     threads = [threading.Thread(target=call, args=(i, fn)) for i, fn in enumerate(bodies)]
-    for t in threads:
-        t.start()
     deadline = time.monotonic() + 10
-    while len(db._group_pending) < len(bodies) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    for i, t in enumerate(threads):  # queued in this order
+        t.start()
+        while len(db._group_pending) < i + 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
     groups = db.groups
     gate.set()
     for t in [first, *threads]:
@@ -161,3 +162,25 @@ def test_a_run_inside_a_write_or_a_body_is_a_nested_write_not_a_wait_for_itself(
                 monkeypatch.setattr(db, "write", real_write)
     assert outer() == "nested-conn"
     assert nested == ["write", "write"]
+
+
+def test_the_bodies_before_a_failing_one_run_again_and_commit_once(tmp_path):
+    db = _database(tmp_path)
+    calls: list[int] = []
+
+    def insert(n):
+        def body(conn):
+            calls.append(n)
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            return n
+        return body
+
+    def failing(conn):
+        conn.execute(text("INSERT INTO t VALUES (100)"))
+        raise ValueError("refused")
+
+    out, groups = _held_group(db, [insert(1), failing, insert(2)])
+    assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
+    assert groups == 1
+    assert calls == [1, 1, 2]  # the group ran again without the failing body: one turn, one commit
+    assert _rows(db) == [0, 1, 2]
