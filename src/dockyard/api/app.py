@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,6 +19,8 @@ from dockyard.api.errors import (not_found_handler, registry_error_handler, stor
                                  unexpected_error_handler)
 from dockyard.errors import RegistryError
 from dockyard.registry.context import Registry
+
+log = logging.getLogger(__name__)
 
 N = "/v2/{name:path}"
 
@@ -81,6 +84,10 @@ def _lifespan(registry: Registry, background: bool):
             for r in runners:
                 r.stop()
             registry.pulls.flush(registry.db)
+            db = registry.db
+            log.info("database: %d write transactions in this process (%d group transactions of %d bodies); "
+                     "the writer's turn held %.3f s (%.3f s of CPU)", getattr(db, "turns", 0), getattr(db, "groups", 0),
+                     getattr(db, "bodies", 0), getattr(db, "turn_seconds", 0.0), getattr(db, "turn_cpu_seconds", 0.0))
 
     return lifespan
 

@@ -188,6 +188,9 @@ class _SqliteWriterLock:
             self._lock.release()
             raise
 
+    def held_by_me(self) -> bool:
+        return self._lock._is_owned()
+
     def __exit__(self, *exc) -> None:
         try:
             if self._path is not None:
@@ -196,6 +199,26 @@ class _SqliteWriterLock:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._lock.release()
+
+
+class _Member:
+    """One body of a group transaction (:meth:`Database.run`)."""
+    __slots__ = ("done", "error", "fn", "result", "ticket")
+
+    def __init__(self, fn: Callable[[Connection], Any]):
+        self.fn = fn
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.ticket = 0
+
+
+class _Aborted(Exception):
+    """A body of a group raised: the group's transaction is rolled back and runs again without it."""
+
+
+_in_group = threading.local()  # this thread is running the bodies of a group
+GROUP_LIMIT = 64  # bodies in one group transaction at most
 
 
 class Database:
@@ -217,6 +240,14 @@ class Database:
             self._writer = contextlib.nullcontext()
             self.wal_sync = None  # the server syncs its own commits
         self.dialect = self.engine.dialect.name
+        self._group_cond = threading.Condition()
+        self._group_pending: list[_Member] = []
+        self._group_running = False
+        self.turns = 0  # write transactions begun by this process (writer turns, on SQLite)
+        self.groups = 0  # group transactions run (bodies / groups = the group size)
+        self.bodies = 0  # bodies run in group transactions
+        self.turn_seconds = 0.0  # time spent holding the writer's turn (BEGIN to COMMIT)
+        self.turn_cpu_seconds = 0.0  # CPU time of the threads holding it, meanwhile
 
     @property
     def is_postgres(self) -> bool:
@@ -237,8 +268,14 @@ class Database:
         try:
             with _database_faults(), self.engine.connect() as conn, self._writer:
                 conn = conn.execution_options(dockyard_write=True)
-                with conn.begin():
-                    yield conn
+                self.turns += 1
+                began, cpu = time.perf_counter(), time.thread_time()
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    self.turn_seconds += time.perf_counter() - began
+                    self.turn_cpu_seconds += time.thread_time() - cpu
         except DatabaseUnavailable as exc:
             if exc.disk_full and self.on_disk_full is not None:
                 self.on_disk_full(exc.reason)
@@ -246,6 +283,124 @@ class Database:
         _mark_committed()
         if sync and self.wal_sync is not None:
             self._synced()
+
+    def run(self, fn: Callable[[Connection], T], *, sync: bool = True) -> T:
+        """``fn(conn)`` in a write transaction, as ``with write(sync=sync) as conn: return fn(conn)``,
+        except that on SQLite the bodies that concurrent threads of this process hand in
+        meanwhile share one transaction, so N requests pay one writer's turn (``BEGIN
+        IMMEDIATE``, the lock, ``COMMIT``) instead of N.
+
+        Group commit: if no group is running, this thread runs one with every body queued
+        so far (at most :data:`GROUP_LIMIT`), else it waits for the running group to end
+        and then for the group that holds its body, so nothing waits for company. The bodies
+        run one after the other (serial semantics: each sees what the earlier ones wrote); a
+        body that raises is rolled back alone and its caller gets its error: the group's
+        transaction is rolled back and runs again without it (:meth:`_run_bodies`), so a
+        body may run more than once before the one run that commits. The call returns once
+        the shared ``COMMIT`` is done and, with ``sync``, on disk. Bodies must be short,
+        touch only the database, may be run again, and return plain values (they may run in
+        another request's thread: no thread-local state, no waiting on other requests, no
+        result read after the commit). A ``run`` inside a body (or inside ``write``) is an ordinary
+        nested ``write``. PostgreSQL: an ordinary ``write`` (its writers do not queue on
+        one lock; each keeps its own transaction, deadlock retries and row locks)."""
+        if self.wal_sync is None or getattr(_in_group, "active", False) or self._writer_held():
+            with self.write(sync=sync) as conn:
+                return fn(conn)
+        member = _Member(fn)
+        cond = self._group_cond
+        with cond:
+            self._group_pending.append(member)
+            while not member.done:
+                if self._group_running:
+                    cond.wait()
+                    continue
+                self._group_running = True
+                group, self._group_pending = self._group_pending[:GROUP_LIMIT], self._group_pending[GROUP_LIMIT:]
+                cond.release()
+                try:
+                    self._run_group(group)
+                finally:
+                    cond.acquire()
+                    self._group_running = False
+                    for m in group:
+                        m.done = True
+                    cond.notify_all()
+        if member.error is not None:
+            raise member.error
+        _mark_committed()
+        if sync:
+            try:
+                self.wal_sync.wait(member.ticket)
+            except OSError as exc:  # committed, but not known durable: the caller must not answer 2xx
+                log.error("cannot sync the database log %s: %s", self.wal_sync.path, exc)
+                raise DatabaseUnavailable(f"sync of the database log failed: {exc.strerror or exc}") from exc
+        return member.result
+
+    def _writer_held(self) -> bool:
+        """Whether this thread is inside a ``write`` already (its ``run`` must not wait for a group)."""
+        held = getattr(self._writer, "held_by_me", None)
+        return held() if held is not None else False
+
+    def _run_group(self, group: list[_Member]) -> None:
+        """Run the bodies of ``group`` in one transaction (the leader's thread); every member
+        gets its result or its error, and the commit's ticket."""
+        _in_group.active = True
+        try:
+            with _database_faults(), self.engine.connect() as conn, self._writer:
+                conn = conn.execution_options(dockyard_write=True)
+                self.turns += 1
+                self.groups += 1
+                self.bodies += len(group)
+                began, cpu = time.perf_counter(), time.thread_time()
+                try:
+                    self._run_bodies(conn, group)
+                finally:
+                    self.turn_seconds += time.perf_counter() - began
+                    self.turn_cpu_seconds += time.thread_time() - cpu
+            if self.wal_sync is not None:
+                ticket = self.wal_sync.committed()
+                for m in group:
+                    m.ticket = ticket
+        except BaseException as exc:
+            fault = exc
+            if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full is not None:
+                self.on_disk_full(exc.reason)
+            for m in group:
+                if m.error is None:
+                    m.error = fault
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            _in_group.active = False
+
+    def _run_bodies(self, conn: Connection, group: list[_Member]) -> None:
+        """The group's transaction, under the writer's turn: the bodies one after the other,
+        then COMMIT. No savepoint per body (each is a call into SQLite, which releases the
+        GIL: as many as the BEGIN/COMMIT pairs the group saves): when a body raises, the
+        whole transaction is rolled back, that body keeps its error, and the group runs
+        again without it, so the bodies before it run twice and commit once, in the same
+        order (rare: a push that loses a race, a bad request)."""
+        pending = list(group)
+        while pending:
+            failed = -1
+            try:
+                with conn.begin():
+                    for i, m in enumerate(pending):
+                        try:
+                            with _database_faults():
+                                m.result = m.fn(conn)
+                        except Exception as exc:  # this body fails alone; the others run again without it
+                            m.error, failed = exc, i
+                            raise _Aborted(str(exc)) from exc
+            except _Aborted:
+                error = pending[failed].error
+                if isinstance(error, DatabaseUnavailable) and error.disk_full and self.on_disk_full:
+                    self.on_disk_full(error.reason)
+                pending = pending[:failed] + pending[failed + 1:]
+                for m in pending:
+                    m.result = None
+                continue
+            return
 
     def sync(self) -> None:
         """Make every commit of this process so far durable: for a unit of work whose

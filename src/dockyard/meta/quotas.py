@@ -21,13 +21,17 @@ def _in_namespace(q: Quota):
     return repositories.c.name.like(q.like(), escape="\\")
 
 
+# read by every blob commit and manifest push (quotas.in_force): built once
+_STORED = select(quotas).order_by(quotas.c.name)
+
+
 class QuotaStore:
     def __init__(self, conn: Connection):
         self.conn = conn
 
     # ---- declared through the admin API ---------------------------------------------------
     def stored(self) -> dict[str, Quota]:
-        rows = self.conn.execute(select(quotas).order_by(quotas.c.name))
+        rows = self.conn.execute(_STORED)
         return {r.name: Quota(r.name, r.repositories, r.hard, r.soft) for r in rows}
 
     def put(self, q: Quota, now: float, actor: str | None) -> None:

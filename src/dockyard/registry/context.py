@@ -11,7 +11,6 @@ from dockyard.cache.blobcache import BlobCache
 from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
 from dockyard.lifecycle.reserve import DiskReserve
-from dockyard.meta.batch import Batcher
 from dockyard.meta.db import Database
 from dockyard.metrics import Metrics
 from dockyard.registry.pulls import PullTracker
@@ -64,10 +63,6 @@ class Registry:
     """The disk reserve of ``dockyard serve`` (None: none kept, e.g. in-process tests)."""
     cache: BlobCache | None = None
     """This replica's read-through blob cache (``storage = "s3"`` with ``cache_max_size`` > 0)."""
-    ready_marks: Batcher = field(default_factory=Batcher)
-    """Blobs of concurrent pushes turning ready, one write transaction per batch (meta/batch.py)."""
-    session_starts: Batcher = field(default_factory=Batcher)
-    """Upload sessions that concurrent requests start, one write transaction per batch."""
 
     def now(self) -> float:
         return self.clock.now()

@@ -91,7 +91,8 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
         digest = str(compute(payload))
         tag = ref
     now = reg.now()
-    with reg.db.write() as conn:
+
+    def body(conn):  # one body of a group transaction (Database.run): may share its COMMIT
         repo = RepositoryStore(conn).ensure(name, now)
         quotas.check_room(conn, reg, name)
         have = BlobStore(conn).linked_among(repo.id, (d.digest for d in parsed.blobs))
@@ -122,5 +123,8 @@ def put(reg: Registry, name: str, reference: str, payload: bytes, content_type: 
             queue.reviews.add_manifests([manifest.id], now + reg.config.gc_delay, "pushed_untagged")
         EventStore(conn).record("push", name, {"digest": digest, "tag": tag, "media_type": manifest.media_type,
                                                "size": len(payload)}, now, actor)
+        return manifest
+
+    manifest = reg.db.run(body)
     log.info("manifest %s pushed to %s%s", digest, name, f":{tag}" if tag else "")
     return PutResult(manifest, parsed.subject.digest if parsed.subject else None)

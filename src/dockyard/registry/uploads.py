@@ -59,18 +59,13 @@ def start(reg: Registry, name: str) -> Upload:
     """A new session: a row only (the staged object appears with the first write, so a
     failure here leaves nothing in storage)."""
     _room_for_uploads(reg)
-    return reg.session_starts.submit((name, paths.new_upload_id()), partial(_start_sessions, reg))
+    # a synced write that shares its transaction with those of concurrent requests (Database.run)
+    return reg.db.run(partial(_start_session, reg, name, paths.new_upload_id()))
 
 
-def _start_sessions(reg: Registry, items: list[tuple[str, str]]) -> list[Upload]:
-    """The rows of the sessions that concurrent requests start, in one synced transaction
-    (``Registry.session_starts``); repositories are taken in name order."""
+def _start_session(reg: Registry, name: str, upload_id: str, conn) -> Upload:
     now = reg.now()
-    with reg.db.write() as conn:
-        repos = RepositoryStore(conn)
-        repo_ids = {name: repos.ensure(name, now).id for name in sorted({name for name, _ in items})}
-        store = UploadStore(conn)
-        return [store.create(upload_id, repo_ids[name], now) for name, upload_id in items]
+    return UploadStore(conn).create(upload_id, RepositoryStore(conn).ensure(name, now).id, now)
 
 
 def get(reg: Registry, name: str, upload_id: str) -> Upload:
@@ -99,24 +94,20 @@ class _Claim:
 
     def create(self, name: str) -> Upload:
         """A new session, claimed by this request from the start (a whole blob in one request)."""
-        now = self.reg.now()
-        with self.reg.db.write(sync=False) as conn:
-            repo = RepositoryStore(conn).ensure(name, now)
-            upload = UploadStore(conn).create(self.upload_id, repo.id, now, writer=self.token,
-                                              writer_until=now + CLAIM_LEASE)
+        upload = self.reg.db.run(partial(self._create, name), sync=False)
         self.renewed = time.monotonic()
         return upload
+
+    def _create(self, name: str, conn) -> Upload:
+        now = self.reg.now()
+        repo = RepositoryStore(conn).ensure(name, now)
+        return UploadStore(conn).create(self.upload_id, repo.id, now, writer=self.token,
+                                        writer_until=now + CLAIM_LEASE)
 
     def take(self, name: str | None = None) -> Upload:
         """Claim the session; with ``name``, only a session of that repository (checked in the
         same transaction, which a mismatch rolls back: a request never claims another's)."""
-        now = self.reg.now()
-        with self.reg.db.write(sync=False) as conn:
-            upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
-            if upload is not None and name is not None:
-                repo = RepositoryStore(conn).get(name)
-                if repo is None or repo.id != upload.repository_id:
-                    raise upload_unknown(self.upload_id)
+        upload, claimed = self.reg.db.run(partial(self._take, name), sync=False)
         if upload is None:
             raise upload_unknown(self.upload_id)
         if not claimed:
@@ -124,6 +115,15 @@ class _Claim:
                            {"upload": self.upload_id})
         self.renewed = time.monotonic()
         return upload
+
+    def _take(self, name: str | None, conn) -> tuple[Upload | None, bool]:
+        now = self.reg.now()
+        upload, claimed = UploadStore(conn).claim(self.upload_id, self.token, now, now + CLAIM_LEASE)
+        if upload is not None and name is not None:
+            repo = RepositoryStore(conn).get(name)
+            if repo is None or repo.id != upload.repository_id:
+                raise upload_unknown(self.upload_id)  # rolls the claim back
+        return upload, claimed
 
     def keep(self) -> None:
         """Renew the lease when due; refuse to go on if the claim was lost."""
@@ -137,8 +137,8 @@ class _Claim:
         self.renewed = time.monotonic()
 
     def release(self, size: int | None = None) -> bool:
-        with self.reg.db.write() as conn:
-            return UploadStore(conn).release(self.upload_id, self.token, self.reg.now(), size)
+        return self.reg.db.run(lambda conn: UploadStore(conn).release(self.upload_id, self.token, self.reg.now(),
+                                                                      size))
 
     def holds(self) -> bool:
         """Whether this request still holds the session (renewing the lease now); False also
@@ -400,16 +400,15 @@ def _commit(reg: Registry, name: str, claim: _Claim, upload: Upload, d: Digest, 
         except BaseException:  # the session row is gone: its staged data goes to the collector
             _bury_staging(reg, upload)
             raise
-        reg.ready_marks.submit(digest, partial(_mark_ready, reg))
+        # synced, sharing its transaction with those of concurrent requests (Database.run)
+        reg.db.run(partial(_mark_ready, digest))
     log.info("blob %s committed (%d bytes) to %s", digest, upload.size, name)
     return Blob(digest, upload.size)
 
 
-def _mark_ready(reg: Registry, digests: list[str]) -> None:
-    """The data of ``digests`` is in place: their rows turn ready, in one synced transaction
-    for the pushes that got there together (``Registry.ready_marks``)."""
-    with reg.db.write() as conn:
-        BlobStore(conn).mark_ready_many(digests)
+def _mark_ready(digest: str, conn) -> None:
+    """The data of ``digest`` is in place: its row turns ready."""
+    BlobStore(conn).mark_ready(digest)
 
 
 def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> tuple[bool, bool]:
@@ -422,28 +421,32 @@ def _commit_rows(reg: Registry, upload: Upload, claim: _Claim, digest: str) -> t
     the synced ``mark_ready`` after the move covers it). A power cut between the move and
     that sync leaves data with no row, which ``fsck`` reclaims, and a session whose staged
     data is gone, which answers a resume with a clean 4xx; nothing was acknowledged."""
-    with reg.db.write(sync=False) as conn:
-        now = reg.now()
-        store = BlobStore(conn)
-        queue = Stores(conn)
-        queue.reviews.add_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
-        row = queue.blobs.lock(digest)
-        if row is None and queue.tombstones.cancel_idle(digest, now) == "busy":
-            return True, False
-        # only an object known good (committed ready, of this size) is shared
-        ready = row is not None and row.state == READY and row.size == upload.size
-        held = row is not None  # locked for update above
-        if row is None:
-            held = store.add(digest, upload.size, now, state=COMMITTING)
-        elif not ready:
-            store.recommit(digest, upload.size)
-        if not UploadStore(conn).delete_claimed(upload.id, claim.token):
-            raise _lost(upload.id)
-        quotas.charge(conn, reg, upload.repository_id, {digest: upload.size}, now)
-        store.link(upload.repository_id, [digest], now, locked=held)
-        if ready:  # the registry already holds these bytes: the staged copy goes
-            queue.tombstones.add([_upload_tombstone(upload, now)])
-        return False, ready
+    return reg.db.run(partial(_commit_body, reg, upload, claim, digest), sync=False)
+
+
+def _commit_body(reg: Registry, upload: Upload, claim: _Claim, digest: str, conn) -> tuple[bool, bool]:
+    """:func:`_commit_rows`'s transaction (one body of a group transaction: ``Database.run``)."""
+    now = reg.now()
+    store = BlobStore(conn)
+    queue = Stores(conn)
+    queue.reviews.add_links(upload.repository_id, [digest], now + reg.config.gc_delay, "uploaded")
+    row = queue.blobs.lock(digest)
+    if row is None and queue.tombstones.cancel_idle(digest, now) == "busy":
+        return True, False
+    # only an object known good (committed ready, of this size) is shared
+    ready = row is not None and row.state == READY and row.size == upload.size
+    held = row is not None  # locked for update above
+    if row is None:
+        held = store.add(digest, upload.size, now, state=COMMITTING)
+    elif not ready:
+        store.recommit(digest, upload.size)
+    if not UploadStore(conn).delete_claimed(upload.id, claim.token):
+        raise _lost(upload.id)
+    quotas.charge(conn, reg, upload.repository_id, {digest: upload.size}, now)
+    store.link(upload.repository_id, [digest], now, locked=held)
+    if ready:  # the registry already holds these bytes: the staged copy goes
+        queue.tombstones.add([_upload_tombstone(upload, now)])
+    return False, ready
 
 
 def _forget(queue: Stores, reg: Registry, upload: Upload) -> None:
