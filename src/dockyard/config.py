@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -444,6 +443,8 @@ def gather(path: str | os.PathLike | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     if path:
+        import tomllib  # only with a settings file (a command without one skips its import)
+
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)

@@ -190,13 +190,32 @@ def test_tombstones_left_by_a_crash_are_finished(reg):
     assert d not in stored_blobs(reg)
 
 
+def _dead_pid() -> int:
+    """The process id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def _collect_rows_only(reg):
-    """Run the review queues but not the storage deletes: rows gone, tombstones written."""
+    """Run the review queues but not the storage deletes: rows gone, tombstones written, and
+    the collector dies. Its tombstones were written leased to it; a collector started on the
+    same host releases the leases of one that no longer runs (as here), others wait for them
+    to run out: either way they are then idle, as the tombstones of a collector that died
+    before claiming them."""
+    import socket
+
+    from dockyard.lifecycle.collector import _process_alive
     from dockyard.report import Report
     c = Collector.for_registry(reg)
+    c.owner = f"{socket.gethostname()}:{_dead_pid()}"
     r = Report("gc")
     c._queue("links", c._review_links, r, reg.now())
     c._queue("blobs", c._review_blobs, r, reg.now())
+    with reg.db.write() as conn:
+        Stores(conn).tombstones.release_leases_of_dead(socket.gethostname(), _process_alive, reg.now())
 
 
 def test_push_cancels_a_waiting_tombstone_and_keeps_the_data(reg):

@@ -58,13 +58,16 @@ from dockyard.lifecycle import quotas
 from dockyard.lifecycle.deleter import DeletePool, DeleteResult, InFlight
 from dockyard.lifecycle.purge import PurgeOptions, purge_manifests
 from dockyard.lifecycle.ratelimit import WindowLimiter
+from dockyard.logsetup import log_each
 from dockyard.report import Report
 from dockyard.meta.db import Database, retrying
 from dockyard.meta.events import EventStore
+from dockyard.meta.blobs import BlobRow
 from dockyard.meta.manifests import PurgeTarget
 from dockyard.meta.stores import Stores
 from dockyard.meta.repositories import RepositoryStore
 from dockyard.meta.schema import ACTIVE, COMMITTING
+from dockyard.meta.tombstones import Tombstone
 from dockyard.metrics import Metrics
 from dockyard.storage import paths
 from dockyard.storage.base import Deleter
@@ -189,6 +192,8 @@ class Collector:
         self.limiter = limiter or WindowLimiter(opts.max_deletes_per_second)
         self._pool: DeletePool | None = None
         self._inflight: InFlight | None = None  # the storage deletes of the last claimed tombstones
+        self._leased: list[Tombstone] = []  # written already leased to this collector, committed, not yet sent
+        self._leasing: list[Tombstone] = []  # the same, in the transaction under way
         self._in_run = False  # inside run()'s loop of steps
         self._check_uploads = True  # look for stale uploads and abandoned commits at the next step
 
@@ -202,6 +207,7 @@ class Collector:
         """Collect until nothing is due (or ``max_steps``), record the run, return its report."""
         report = Report(self.job, dry_run=self.opts.dry_run, started=self.clock.now())
         t0 = time.monotonic()
+        self._leased = []
         try:
             if self.opts.dry_run:
                 self._dry_run(report)
@@ -217,6 +223,7 @@ class Collector:
                 self._settle_inflight(report)
         finally:
             self._in_run, self._check_uploads = False, True
+            self._leased = []  # left by a failed step: their leases expire (or die with this process)
             report.duration = time.monotonic() - t0
             if self._pool:
                 self._pool.close()
@@ -243,7 +250,7 @@ class Collector:
             # an earlier queue of this step may have made entries of a later one due
             if name in due or done:
                 done += self._retrying(partial(self._queue, name, review), report, now)
-        if "tombstones" in due or done or self._inflight is not None:
+        if "tombstones" in due or done or self._inflight is not None or self._leased:
             done += self._tombstones(report, now)
         if self.progress:
             self.progress(report)
@@ -296,11 +303,14 @@ class Collector:
 
     # ---- review queues (each handler is set-based over a batch) ------------------
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
+        self._leasing = []
         with self.db.write() as conn:
             q = Stores(conn)
             entries = q.reviews.take_due(name, now + self.opts.horizon, self.opts.batch_size)
             if entries:
                 review(conn, q, entries, report, now)
+        self._leased += self._leasing  # committed: this step's tombstone phase sends them
+        self._leasing = []
         return len(entries)
 
     def _review_manifests(self, conn, q: Stores, entries, report: Report, now: float, *,
@@ -320,15 +330,16 @@ class Collector:
         if apply and targets:
             faults.point("collector.manifests_checked")  # locked, re-checked, about to purge
             purge_manifests(conn, targets, now, self.opts.purge)
-            for t in targets:
-                log.info("gc: purged untagged manifest %s (repository %d)", t.digest, t.repository_id)
+            log_each(log, logging.INFO, [f"gc: purged untagged manifest {t.digest} (repository {t.repository_id})"
+                                         for t in targets])
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(targets), kind="manifests")
 
     def _review_links(self, conn, q: Stores, entries, report: Report, now: float, *, apply: bool = True) -> None:
         pairs = [(e.repository_id, e.digest) for e in entries]
+        rows: dict[str, BlobRow] = {}
         if apply:
             faults.point("collector.links_claimed")  # review rows claimed, blob rows not yet locked
-            q.blobs.lock_many([d for _, d in pairs])
+            rows = q.blobs.lock_many([d for _, d in pairs])
             faults.point("collector.links_locked")
         links = q.blobs.links_of(pairs)
         needed = q.manifests.referenced_among(list(links), "blob")
@@ -346,11 +357,22 @@ class Collector:
         if apply and remove:
             q.blobs.delete_links(remove)
             quotas.credit(conn, self.opts.quotas, remove, now)
-            q.reviews.add_blobs([d for _, d in remove], now, "unlinked")
-            q.reviews.add_repositories([r for r, _ in remove], now)
-            for repo_id, digest in remove:
-                log.info("gc: removed layer link %s from repository %d", digest, repo_id)
+            # a repository this emptied is reviewed (one that still holds something is reviewed
+            # again by whatever removes its last tag, manifest, link or upload)
+            repo_ids = {r for r, _ in remove}
+            q.reviews.add_repositories(sorted(repo_ids - q.repositories.nonempty(repo_ids)), now)
+            self._review_unlinked(q, sorted({d for _, d in remove}), rows, now)
+            log_each(log, logging.INFO, [f"gc: removed layer link {d} from repository {r}" for r, d in remove])
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", len(remove), kind="links")
+
+    def _review_unlinked(self, q: Stores, digests: list[str], rows: dict[str, BlobRow], now: float) -> None:
+        """The blob review of the blobs whose links this transaction removed, at once: what
+        queueing a review due now and taking it in the next transaction did, without the
+        queue's rows (the blob rows are locked since the links were). A blob whose pending
+        review is due later (beyond this run's horizon) keeps it: that review decides, as the
+        later of two reviews always does."""
+        later = q.reviews.blobs_due_after(digests, now + self.opts.horizon)
+        self._remove_blobs(q, {d: rows[d] for d in digests if d in rows and d not in later}, now)
 
     def _review_blobs(self, conn, q: Stores, entries, report: Report, now: float, *, apply: bool = True) -> None:
         rows = q.blobs.lock_many([e.digest for e in entries], lock=apply)
@@ -362,10 +384,30 @@ class Collector:
             for r in eligible:
                 report.add("blobs", r.size, {"digest": r.digest})
             return
-        if eligible:
-            q.blobs.delete_rows([r.digest for r in eligible])
-            q.tombstones.add([{"key": paths.blob_key(r.digest), "kind": "blob", "digest": r.digest, "size": r.size,
-                               "created_at": now, "next_attempt_at": now} for r in eligible])
+        self._remove_blobs(q, rows, now, referenced)
+
+    def _remove_blobs(self, q: Stores, rows: dict[str, BlobRow], now: float, referenced: set[str] | None = None
+                      ) -> None:
+        """Remove those of the locked blob ``rows`` that nothing references (a committing one
+        only once abandoned) and write their tombstones. Without a delete rate limit the
+        tombstones are written already leased to this collector, which sends their deletes
+        in this step's tombstone phase (no claim of its own: one write less per blob)."""
+        if not rows:
+            return
+        if referenced is None:
+            referenced = q.blobs.referenced(list(rows))
+        stale = now - self.opts.upload_ttl
+        eligible = [r for d, r in sorted(rows.items())
+                    if d not in referenced and (r.state != COMMITTING or r.created_at < stale)]
+        if not eligible:
+            return
+        q.blobs.delete_rows([r.digest for r in eligible])
+        tombstones = [{"key": paths.blob_key(r.digest), "kind": "blob", "digest": r.digest, "size": r.size,
+                       "created_at": now, "next_attempt_at": now} for r in eligible]
+        if self.opts.max_deletes_per_second > 0:
+            q.tombstones.add(tombstones)
+        else:
+            self._leasing += q.tombstones.add_leased(tombstones, self.owner, now + self.opts.lease)
 
     def _review_repositories(self, conn, q: Stores, entries, report: Report, now: float, *,
                              apply: bool = True) -> None:
@@ -397,10 +439,19 @@ class Collector:
     def _tombstones(self, report: Report, now: float) -> int:
         """Settle the deletes the previous step started, claim due tombstones and start deleting
         their data (batches of ``delete_many`` over the worker pool, see :class:`DeletePool`)
-        without waiting: the storage round trips overlap the next step's reviews. One claimed
-        batch at most is in flight, under its lease; ``run`` settles the last one. Settling
-        and claiming are one transaction."""
+        without waiting: the storage round trips overlap the next step's reviews. The
+        tombstones this step's reviews wrote already leased (:meth:`_remove_blobs`) are sent
+        with them. One step's deletes at most are in flight, under their leases; ``run``
+        settles the last ones. Settling and claiming are one transaction."""
         results = self._wait_inflight()
+        # sent within half the lease (on the clock the lease is kept on): the other half covers the call
+        deadline = now + self.opts.lease / 2
+        expired = lambda: self.clock.now() > deadline
+        # the tombstones this step's reviews wrote already leased go out first, before this
+        # step's transaction: if that one fails, their deletes still run (the run ends after them)
+        leased, self._leased = self._leased, []
+        if leased:
+            self._inflight = self._delete_pool().start(leased, expired=expired)
         limit = self.opts.batch_size
         if self.opts.max_deletes_per_second > 0:  # never claim more than half a lease can delete
             limit = max(1, min(limit, int(self.opts.max_deletes_per_second * self.opts.lease / 2)))
@@ -410,12 +461,15 @@ class Collector:
             claimed = q.tombstones.claim(now, limit, self.owner, self.opts.lease)
         self._reclaimed(results, report)
         if claimed:
-            if self._pool is None:
-                self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
-            # sent within half the lease (on the clock the lease is kept on): the other half covers the call
-            deadline = now + self.opts.lease / 2
-            self._inflight = self._pool.start(claimed, expired=lambda: self.clock.now() > deadline)
+            started = self._delete_pool().start(claimed, expired=expired)
+            self._inflight = started if self._inflight is None else self._inflight.joined(started)
+        claimed += leased
         return len(results) + len(claimed)
+
+    def _delete_pool(self) -> DeletePool:
+        if self._pool is None:
+            self._pool = DeletePool(self.storage, self.opts.workers, self.limiter)
+        return self._pool
 
     def _wait_inflight(self) -> list[DeleteResult]:
         """The results of the deletes in flight (none if nothing is)."""
@@ -450,6 +504,7 @@ class Collector:
         by_kind: dict[str, list[int]] = {}
         retried = 0
         info = log.isEnabledFor(logging.INFO)
+        lines = []
         for t in (r.tombstone for r in results if r.error is None):
             kind = KIND_OF_TOMBSTONE.get(t.kind, "tombstones")
             counts = by_kind.setdefault(kind, [0, 0])
@@ -457,7 +512,8 @@ class Collector:
             counts[1] += t.size
             retried += t.attempts > 0
             if info:
-                log.info("gc: deleted %s %s (%d bytes)", t.kind, t.digest or t.key, t.size)
+                lines.append(f"gc: deleted {t.kind} {t.digest or t.key} ({t.size} bytes)")
+        log_each(log, logging.INFO, lines)
         for kind, (n, size) in by_kind.items():
             report.count(kind, n, size)
             self.metrics.inc("dockyard_gc_reclaimed_objects_total", n, kind=kind)

@@ -50,6 +50,10 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._futures)
 
+    def joined(self, other: InFlight) -> InFlight:
+        """These batches and ``other``'s, waited for together."""
+        return InFlight(self._futures + other._futures)
+
     def result(self) -> list[DeleteResult]:
         return [r for f in self._futures for r in f.result()]
 

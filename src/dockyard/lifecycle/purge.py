@@ -40,10 +40,14 @@ def purge_manifests(conn, targets: Sequence[PurgeTarget], now: float, opts: Purg
             by_repo.setdefault(repo_id, []).append(digest)
         else:
             children.append((repo_id, digest))
-    q.reviews.add_link_pairs([(r, d) for r, ds in by_repo.items() for d in ds], when, "manifest_purged")
+    pairs = [(r, d) for r, ds in by_repo.items() for d in ds]
+    q.reviews.add_link_pairs(pairs, when, "manifest_purged")
     # the blobs lost a reference too: their links may be gone already (a client unlinked a
-    # layer while this manifest still referenced it), and then no link review queues them
-    q.reviews.add_blobs([d for ds in by_repo.values() for d in ds], when, "manifest_purged")
+    # layer while this manifest still referenced it), and then no link review queues them.
+    # A blob still linked needs no review of its own: its link's review reviews it once it
+    # removes the link (and every other way a link goes, a client's DELETE, queues one)
+    linked = q.blobs.links_of(pairs)
+    q.reviews.add_blobs([d for r, d in pairs if (r, d) not in linked], when, "manifest_purged")
     if children and opts.delete_untagged:
         q.reviews.add_manifests(q.manifests.ids_of(children), now + opts.gc_delay, "parent_purged")
     if opts.referrers_follow_subject:

@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterator, TypeVar
 from sqlalchemy import (ColumnElement, Connection, Engine, bindparam, create_engine, event, func, literal_column,
                         select, text, tuple_)
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from dockyard.errors import Unavailable
@@ -515,19 +514,28 @@ def cached_statement(key: tuple, build: Callable[[], T]) -> T:
     return stmt
 
 
+def dialect_insert(dialect: str, table):
+    """The INSERT of ``dialect`` that has ``ON CONFLICT`` (PostgreSQL or SQLite), its module
+    imported on first use: the PostgreSQL dialect package costs a SQLite process (every
+    ``dockyard`` command) 30-50 ms to import, for nothing."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    raise NotImplementedError(dialect)  # pragma: no cover
+
+
 def insert_ignore(conn: Connection, table, values: dict | list[dict]) -> list:
     """INSERT ... ON CONFLICT DO NOTHING, on either dialect; returns the primary keys of the
     rows it inserted (rowcount is not reliable for this statement on every driver)."""
     name = conn.dialect.name
 
     def build():
-        if name == "postgresql":
-            stmt = postgresql.insert(table).on_conflict_do_nothing()
-        elif name == "sqlite":
-            stmt = sqlite.insert(table).on_conflict_do_nothing()
-        else:  # pragma: no cover
-            raise NotImplementedError(name)
-        return stmt.returning(*table.primary_key.columns)
+        return dialect_insert(name, table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
     stmt = cached_statement(("insert_ignore", name, table), build)
     if isinstance(values, list):

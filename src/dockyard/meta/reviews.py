@@ -24,9 +24,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from dockyard.meta.db import cached_statement, in_pairs
+from dockyard.meta.db import cached_statement, dialect_insert, in_pairs
 from dockyard.meta.schema import (
     ACTIVE,
     COMMITTING,
@@ -57,11 +56,10 @@ def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[di
     dialect = conn.dialect.name
 
     def build():
+        stmt = dialect_insert(dialect, table)
         if dialect == "postgresql":
-            stmt = postgresql.insert(table)
             later = func.greatest(table.c.review_after, stmt.excluded.review_after)
         else:
-            stmt = sqlite.insert(table)
             later = func.max(table.c.review_after, stmt.excluded.review_after)
         return stmt.on_conflict_do_update(index_elements=keys, set_={"review_after": later})
 
@@ -70,6 +68,8 @@ def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[di
 
 
 _DUE_NAMES = (*QUEUES, "tombstones", "uploads", "commits")
+_BLOBS_DUE_AFTER = select(gc_blob_reviews.c.digest).where(
+    gc_blob_reviews.c.digest.in_(bindparam("digests", expanding=True)), gc_blob_reviews.c.review_after > bindparam("after"))
 
 
 def _due_work(stale_uploads: bool):
@@ -107,6 +107,12 @@ class ReviewQueues:
     def add_repositories(self, repo_ids, when: float) -> None:
         _upsert_later(self.conn, gc_repository_reviews, ["repository_id"],
                       [{"repository_id": r, "review_after": when} for r in sorted(set(repo_ids))])
+
+    def blobs_due_after(self, digests, after: float) -> set[str]:
+        """Those of ``digests`` with a pending blob review due after ``after``."""
+        if not digests:
+            return set()
+        return set(self.conn.execute(_BLOBS_DUE_AFTER, {"digests": sorted(set(digests)), "after": after}).scalars())
 
     def postpone_link(self, repo_id: int, digest: str, until: float) -> bool:
         """Push a pending link review back (a client just relied on the link). False if none is pending."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from dockyard.meta.db import cached_statement
+from dockyard.meta.db import cached_statement, dialect_insert, insert_ignore
 from dockyard.meta.schema import gc_tombstones
 
 
@@ -49,10 +48,21 @@ class TombstoneStore:
     def add(self, rows: list[dict]) -> None:
         if rows:
             dialect = self.conn.dialect.name
-            stmt = cached_statement(("tombstones.add", dialect), lambda: (
-                postgresql.insert(gc_tombstones) if dialect == "postgresql"
-                else sqlite.insert(gc_tombstones)).on_conflict_do_nothing())
+            stmt = cached_statement(("tombstones.add", dialect),
+                                    lambda: dialect_insert(dialect, gc_tombstones).on_conflict_do_nothing())
             self.conn.execute(stmt, [{"lease_owner": None, "attempts": 0, "last_error": None, **r} for r in rows])
+
+    def add_leased(self, rows: list[dict], owner: str, until: float) -> list[Tombstone]:
+        """:meth:`add`, each new tombstone already claimed by ``owner`` until ``until`` (what
+        :meth:`claim` would make of it, without claiming it): the collector that removes the
+        rows deletes their data next. Returns the tombstones this call wrote (a key that has
+        one already keeps it, and its own claim)."""
+        if not rows:
+            return []
+        values = [{**r, "lease_owner": owner, "next_attempt_at": until, "attempts": 0, "last_error": None}
+                  for r in rows]
+        written = {k[0] for k in insert_ignore(self.conn, gc_tombstones, values)}
+        return [Tombstone(r["key"], r["kind"], r["digest"], r["size"], 0) for r in rows if r["key"] in written]
 
     def exists_for(self, digest: str) -> bool:
         return bool(self.conn.execute(select(exists().where(gc_tombstones.c.digest == digest))).scalar())

@@ -6,8 +6,8 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dockyard.cache.blobcache import BlobCache
 from dockyard.clock import Clock, SystemClock
 from dockyard.config import Config
 from dockyard.lifecycle.reserve import DiskReserve
@@ -15,6 +15,9 @@ from dockyard.meta.db import Database
 from dockyard.metrics import Metrics
 from dockyard.registry.pulls import PullTracker
 from dockyard.storage.base import StorageDriver
+
+if TYPE_CHECKING:  # the cache's modules load only where a cache is configured (server.build_registry)
+    from dockyard.cache.blobcache import BlobCache
 
 
 class HasherCache:
