@@ -44,7 +44,8 @@ What is measured, for every registry:
 The ratio column is dockyard / distribution for throughputs and distribution / dockyard
 for latencies, so in every row a ratio >= 1.0 means dockyard is at least as good.
 
-Issue targets: blob push >= 3x the reference (ratio >= 3.0); every other ratio >= 1.0.
+Issue targets: blob push >= 3x the reference (ratio >= 3.0); small-image push >= 1.5x; every other ratio >= 1.0.
+``--only push`` (or any of blob,load,push) runs only those phases.
 
 Client and servers share the machine's cores (2 on the project machines) and results
 vary from run to run by 10-30%; compare numbers within one run only.
@@ -569,6 +570,7 @@ class Settings:
     prefault: bool = True
     concurrency: tuple[int, ...] = (1, 32)
     python_only: bool = False
+    only: tuple[str, ...] = ("blob", "load", "push")
 
 
 @dataclass
@@ -604,12 +606,12 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
     res = Results()
     m = res.metrics
 
-    if settings.prefault:
+    if "blob" in settings.only and settings.prefault:
         scratch = settings.blob_bytes * len(blobs) + 512 * MiB
         took = prefault_page_cache(target.data_dir, scratch)
         log(f"[{target.label}] pre-faulted {scratch // MiB} MiB of page cache in {took:.1f}s (not timed)")
     pushes, pulls = [], []
-    for i, blob in enumerate(blobs):
+    for i, blob in enumerate(blobs if "blob" in settings.only else []):
         repo = f"bench/big-{i}"
         log(f"[{target.label}] push {blob.size // MiB} MiB blob ({i + 1}/{len(blobs)})")
         os.sync()  # start from a clean page cache state (not timed)
@@ -617,17 +619,18 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
         os.sync()  # let write-back of the pushed blob finish before anything else is timed
         log(f"[{target.label}] pull {blob.size // MiB} MiB blob ({i + 1}/{len(blobs)})")
         pulls.append(pull_big_blob(target, blob, repo))
-    m["blob_push"] = statistics.median(t.mbps for t in pushes)
-    m["blob_pull"] = statistics.median(t.mbps for t in pulls)
-    res.other["blob push"] = max(t.other_cores for t in pushes)
-    res.other["blob pull"] = max(t.other_cores for t in pulls)
-    res.notes["blob_push"] = " | ".join(t.describe() for t in pushes)
-    res.notes["blob_pull"] = " | ".join(t.describe() for t in pulls)
-    res.raw["blob_push_runs"] = [vars(t) for t in pushes]
-    res.raw["blob_pull_runs"] = [vars(t) for t in pulls]
+    if pushes:
+        m["blob_push"] = statistics.median(t.mbps for t in pushes)
+        m["blob_pull"] = statistics.median(t.mbps for t in pulls)
+        res.other["blob push"] = max(t.other_cores for t in pushes)
+        res.other["blob pull"] = max(t.other_cores for t in pulls)
+        res.notes["blob_push"] = " | ".join(t.describe() for t in pushes)
+        res.notes["blob_pull"] = " | ".join(t.describe() for t in pulls)
+        res.raw["blob_push_runs"] = [vars(t) for t in pushes]
+        res.raw["blob_pull_runs"] = [vars(t) for t in pulls]
 
-    fixture = seed_fixture(target)
-    for case in LOAD_CASES:
+    fixture = seed_fixture(target) if "load" in settings.only else None
+    for case in LOAD_CASES if "load" in settings.only else ():
         path = case.path(fixture)
         tool = pick_tool(case, settings.python_only)
         run_load = LOAD_TOOLS[tool]
@@ -644,7 +647,8 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
             notes = []
             for r in runs:
                 note = (f"{r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms ({r.requests} requests), "
-                        f"client ({tool}) {r.client_cores:.2f} cores, server {r.server_cores:.2f} cores, "
+                        f"client ({tool}) {r.client_cores:.2f} cores, server {r.server_cores:.2f} cores "
+                        f"({r.server_cores * 1e6 / r.rps if r.rps else 0:.0f} µs CPU per request), "
                         f"other {r.other_cores:.2f} cores")
                 if r.errors:
                     note += f", {r.errors} ERRORS"
@@ -653,10 +657,13 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
             res.other[f"{case.title} c={conc}"] = max(r.other_cores for r in runs)
             res.raw[key] = [vars(r) for r in runs]
 
+    if "push" not in settings.only:
+        return res
     log(f"[{target.label}] small-image push, {settings.push_clients} clients, {settings.push_seconds:g}s")
     p = push_small_images(target, settings.push_clients, settings.push_seconds)
     m["small_push"] = p.images_per_s
-    note = (f"{p.images} images, client {p.client_cores:.2f} cores, server {p.server_cores:.2f} cores, "
+    note = (f"{p.images} images, client {p.client_cores:.2f} cores, server {p.server_cores:.2f} cores "
+            f"({p.server_cores * 1000 / p.images_per_s if p.images_per_s else 0:.1f} ms CPU per image), "
             f"other {p.other_cores:.2f} cores")
     if p.errors:
         note += f", {p.errors} ERRORS (first: {p.first_error})"
@@ -680,14 +687,15 @@ def metric_list(settings: Settings) -> list[Metric]:
     size = f"{b // MiB} MiB" if b < 1024 * MiB or b % (1024 * MiB) else f"{b // (1024 * MiB)} GiB"
     med = f", median of {settings.blob_repeats}" if settings.blob_repeats > 1 else ""
     out = [Metric("blob_push", f"blob push, {size} monolithic{med}", "MB/s", True, 3.0),
-           Metric("blob_pull", f"blob pull, {size}{med}", "MB/s", True)]
-    for case in LOAD_CASES:
+           Metric("blob_pull", f"blob pull, {size}{med}", "MB/s", True)] if "blob" in settings.only else []
+    for case in LOAD_CASES if "load" in settings.only else ():
         for conc in settings.concurrency:
             base = f"{case.title}, c={conc}" + (f", median of {settings.load_repeats}" if settings.load_repeats > 1 else "")
             out += [Metric(f"{case.key}_c{conc}_rps", base, "req/s", True),
                     Metric(f"{case.key}_c{conc}_p50", f"{base} p50", "ms", False),
                     Metric(f"{case.key}_c{conc}_p99", f"{base} p99", "ms", False)]
-    out.append(Metric("small_push", f"small-image push, {settings.push_clients} clients", "images/s", True))
+    if "push" in settings.only:
+        out.append(Metric("small_push", f"small-image push, {settings.push_clients} clients", "images/s", True, 1.5))
     return out
 
 
@@ -788,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="use the Python load generator even if wrk/hey are installed")
     ap.add_argument("--no-prefault", action="store_true",
                     help="do not write+delete a scratch file before the blob pushes (see prefault_page_cache)")
+    ap.add_argument("--only", default="blob,load,push",
+                    help="comma-separated phases to run: blob (push/pull of the big blob), load (HEAD/GET "
+                         "request rates), push (small-image pushes); default all (e.g. --only push)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     ap.add_argument("--json", help="also write the raw results to this file")
     args = ap.parse_args(argv)
@@ -805,7 +816,11 @@ def main(argv: list[str] | None = None) -> int:
         load_repeats=args.load_repeats or (1 if args.quick else 3),
         prefault=not args.no_prefault,
         python_only=args.python_load,
+        only=tuple(p.strip() for p in args.only.split(",") if p.strip()),
     )
+    unknown = set(settings.only) - {"blob", "load", "push"}
+    if unknown:
+        ap.error(f"--only: unknown phase(s) {', '.join(sorted(unknown))}")
     info = machine_info()
     versions = {"wrk": "wrk -t1 (" + tool_version(["wrk", "--version"]).split(" Copyright")[0] + ")",
                 "hey": "hey -cpus 1 (Debian hey)",
@@ -821,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"WARNING: the machine is busy ({idle:.2f} cores) before the benchmark starts; results will be noisy")
 
     log(f"preparing {settings.blob_repeats} blob(s) of {settings.blob_bytes // MiB} MiB and their digests (not timed)")
-    blobs = [BigBlob.make(settings.blob_bytes) for _ in range(settings.blob_repeats)]
+    blobs = [BigBlob.make(settings.blob_bytes) for _ in range(settings.blob_repeats if "blob" in settings.only else 0)]
 
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     results: dict[str, Results] = {}
