@@ -647,7 +647,8 @@ def bench_target(target: Target, settings: Settings, blobs: list[BigBlob], workd
             notes = []
             for r in runs:
                 note = (f"{r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms ({r.requests} requests), "
-                        f"client ({tool}) {r.client_cores:.2f} cores, server {r.server_cores:.2f} cores, "
+                        f"client ({tool}) {r.client_cores:.2f} cores, server {r.server_cores:.2f} cores "
+                        f"({r.server_cores * 1e6 / r.rps if r.rps else 0:.0f} µs CPU per request), "
                         f"other {r.other_cores:.2f} cores")
                 if r.errors:
                     note += f", {r.errors} ERRORS"

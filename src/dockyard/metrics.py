@@ -182,6 +182,12 @@ class Metrics:
     def _child(metric, labels: dict):
         return metric.labels(**labels) if labels else metric
 
+    def child(self, name: str, kind_hint: str, **labels: str):
+        """The sample of ``name`` with these label values, to record into directly (``.inc``,
+        ``.observe``, ``.set``): a caller that records the same series over and over (the
+        request log, per route) keeps it and skips the name and label lookups of :meth:`inc`."""
+        return self._child(self._metric(name, kind_hint, labels), labels)
+
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         """Add ``value`` to a counter (never negative) or a gauge (either sign)."""
         self._child(self._metric(name, "counter" if name.endswith("_total") else "gauge", labels), labels).inc(value)

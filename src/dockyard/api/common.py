@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dockyard.errors import RegistryError
@@ -28,10 +33,39 @@ def actor(request: Request) -> str | None:
     return identity.user if identity else None
 
 
+SERVICE_THREADS = 40  # as many as anyio's default thread limiter, which run() used before
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _service_pool() -> ThreadPoolExecutor:
+    """The threads of :func:`run` (started as needed, one set per process)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(SERVICE_THREADS, thread_name_prefix="dockyard-service")
+    return _pool
+
+
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """A blocking service call in the thread pool, run again after a deadlock or
-    serialization failure that happened before it committed anything (``db.retrying``)."""
-    return await run_in_threadpool(retrying, fn, *args, **kwargs)
+    """A blocking service call in a worker thread, run again after a deadlock or
+    serialization failure that happened before it committed anything (``db.retrying``).
+
+    The hop is a plain executor future, not ``anyio.to_thread``: every request makes one, and
+    anyio's (a limiter, a cancel scope, a ``queue.Queue`` per worker) cost twice the CPU of
+    this one under concurrency (``bench/registry_throughput.py``, README "Per-request overhead").
+    As with anyio, a cancelled caller waits for the call to finish (it may be committing)
+    before the cancellation goes on."""
+    call = functools.partial(contextvars.copy_context().run, retrying, fn, *args, **kwargs)
+    future = asyncio.get_running_loop().run_in_executor(_service_pool(), call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait((future,))
+        raise
 
 
 MAX_UINT = 2**63 - 1

@@ -20,14 +20,16 @@ route matched) and status; body bytes received and sent; requests in flight.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from urllib.parse import quote
 
 log = logging.getLogger("dockyard.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+SERIES_CACHE = 4096  # (method, route, status) series whose metric samples a RequestLog keeps bound
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -55,6 +57,12 @@ class RequestLog:
         self.app = app
         self.metrics = metrics
         self.templates = route_templates(app)
+        # request ids: 16 random hex digits per RequestLog (one per worker process) + a counter,
+        # 32 hex digits like the uuid4 hex they replace, without a uuid object per request
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count(1)
+        self._series: dict[tuple, object] = {}  # -> bound samples (:meth:`_bound`, :meth:`_bytes`)
+        self._in_flight = metrics.child("dockyard_http_requests_in_flight", "gauge") if metrics else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,11 +72,11 @@ class RequestLog:
         for key, value in scope.get("headers", ()):
             if key == b"x-request-id" and _CLIENT_ID.fullmatch(value):
                 request_id = value.decode("ascii")
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFFFFFFFFFF:016x}"
         status, sent, received = 0, 0, 0
         metrics = self.metrics
         if metrics is not None:
-            metrics.inc("dockyard_http_requests_in_flight")
+            self._in_flight.inc()
 
         async def receive_counted():
             nonlocal received
@@ -110,6 +118,30 @@ class RequestLog:
             if metrics is not None:
                 self._record(metrics, scope, status, fields["ms"] / 1000, received, sent)
 
+    def _bound(self, metrics, method: str, route: str, status: int) -> tuple:
+        """The samples one request records into, bound once per (method, route, status): a
+        ``.labels()`` lookup per metric per request is most of the cost of recording it."""
+        key = (method, route, status)
+        bound = self._series.get(key)
+        if bound is None:
+            if len(self._series) >= SERIES_CACHE:
+                self._series.clear()
+            labels = {"method": method, "route": route, "status": str(status)}
+            bound = self._series[key] = (
+                metrics.child("dockyard_http_requests_total", "counter", **labels),
+                metrics.child("dockyard_http_request_duration_seconds", "histogram", **labels),
+            )
+        return bound
+
+    def _bytes(self, metrics, name: str, method: str, route: str):
+        """A byte counter's sample, bound on the first request that moved bytes (a series
+        appears only once it has counted something, as with ``metrics.inc``)."""
+        key = (name, method, route, 0)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metrics.child(name, "counter", method=method, route=route)
+        return child
+
     def _record(self, metrics, scope, status: int, seconds: float, received: int, sent: int) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
         endpoint = scope.get("endpoint")
@@ -117,11 +149,11 @@ class RequestLog:
             route = self.templates.get(endpoint, UNMATCHED)
         except TypeError:  # an unhashable endpoint (a mounted app answered): not a route of ours
             route = UNMATCHED
-        metrics.inc("dockyard_http_requests_in_flight", -1)
-        metrics.inc("dockyard_http_requests_total", method=method, route=route, status=str(status))
-        metrics.observe("dockyard_http_request_duration_seconds", seconds, method=method, route=route,
-                        status=str(status))
+        requests, duration = self._bound(metrics, method, route, status)
+        self._in_flight.dec()
+        requests.inc()
+        duration.observe(seconds)
         if received:
-            metrics.inc("dockyard_http_received_bytes_total", received, method=method, route=route)
+            self._bytes(metrics, "dockyard_http_received_bytes_total", method, route).inc(received)
         if sent:
-            metrics.inc("dockyard_http_sent_bytes_total", sent, method=method, route=route)
+            self._bytes(metrics, "dockyard_http_sent_bytes_total", method, route).inc(sent)
