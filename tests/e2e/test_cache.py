@@ -4,7 +4,6 @@ a pull storm larger than the cache, and replicas killed (SIGKILL) while they fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
