@@ -11,7 +11,7 @@ from dockyard.api import mirror
 from dockyard.api.auth import requires
 from dockyard.api.common import actor, parse_uint, registry, repo_name, run
 from dockyard.api.streaming import body_response, read_start
-from dockyard.errors import RegistryError
+from dockyard.errors import RegistryError, Unavailable
 from dockyard.lifecycle import deletes
 from dockyard.registry import blobs
 
@@ -61,6 +61,8 @@ def _answer(reg, name: str, digest: str, range_header: str | None, method: str) 
     not raised; every other error is raised."""
     try:
         blob = blobs.stat(reg, name, digest)
+    except Unavailable:  # the database or storage cannot answer: a 503 (and a retry of a conflict), no mirror fetch
+        raise
     except RegistryError as exc:
         return exc
     span = parse_range(range_header, blob.size)

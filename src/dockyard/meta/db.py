@@ -116,6 +116,8 @@ def _database_faults() -> Iterator[None]:
         if fault is None:
             raise
         raise fault from exc
+    except sa_exc.TimeoutError as exc:  # no pooled connection came free in time: busy, not broken (a 503)
+        raise DatabaseUnavailable(f"no database connection free: {exc}") from exc
 
 
 _unit = threading.local()  # per thread: has a transaction of the current unit of work committed?
@@ -214,6 +216,25 @@ class _Member:
 
 class _Aborted(Exception):
     """A body of a group raised: the group's transaction is rolled back and runs again without it."""
+
+
+def _raw(raw: sqlite3.Connection, statement: str) -> None:
+    """A statement straight on the driver's connection (a savepoint of a group's body),
+    its errors those an execute would give."""
+    try:
+        raw.execute(statement)
+    except sqlite3.Error as exc:
+        raise sa_exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+
+
+def _group_failed(exc: BaseException) -> Exception:
+    """The error a member of a group gets when something else ended the group's transaction."""
+    if isinstance(exc, DatabaseUnavailable):
+        fault = DatabaseUnavailable(exc.reason)
+    else:
+        fault = DatabaseUnavailable(f"the shared transaction failed: {type(exc).__name__}: {exc}")
+    fault.__cause__ = exc
+    return fault
 
 
 _in_group = threading.local()  # this thread is running the bodies of a group
@@ -361,12 +382,14 @@ class Database:
                 for m in group:
                     m.ticket = ticket
         except BaseException as exc:
-            fault = exc
             if isinstance(exc, DatabaseUnavailable) and exc.disk_full and self.on_disk_full is not None:
                 self.on_disk_full(exc.reason)
+            # every other member gets its own error (not one object raised in many threads),
+            # a 503 whatever ended the group (an OSError of the writer's flock, a body's
+            # BaseException): nothing of the group committed
             for m in group:
                 if m.error is None:
-                    m.error = fault
+                    m.error = _group_failed(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -374,30 +397,45 @@ class Database:
 
     def _run_bodies(self, conn: Connection, group: list[_Member]) -> None:
         """The group's transaction, under the writer's turn: the bodies one after the other,
-        then COMMIT. No savepoint per body (each is a call into SQLite, which releases the
-        GIL: as many as the BEGIN/COMMIT pairs the group saves): when a body raises, the
-        whole transaction is rolled back, that body keeps its error, and the group runs
-        again without it, so the bodies before it run twice and commit once, in the same
-        order (rare: a push that loses a race, a bad request)."""
+        then COMMIT. No savepoint per body on the first pass (each is a call into SQLite,
+        which releases the GIL: as many as the BEGIN/COMMIT pairs the group saves): when a
+        body raises, the whole transaction is rolled back, that body keeps its error, and
+        the group runs again without it, so the bodies before it run twice and commit once,
+        in the same order (rare: a push that loses a race, a bad request). That second pass
+        runs each body in its own ``SAVEPOINT``, so further failing bodies are rolled back
+        alone and a group is replayed once, not once per failing body (a client retrying a
+        bad push must not multiply the work of everyone else's)."""
         pending = list(group)
+        savepoints = False
+        raw = conn.connection.driver_connection
         while pending:
             failed = -1
             try:
                 with conn.begin():
                     for i, m in enumerate(pending):
+                        if savepoints:
+                            _raw(raw, "SAVEPOINT dockyard_body")
                         try:
                             with _database_faults():
                                 m.result = m.fn(conn)
                         except Exception as exc:  # this body fails alone; the others run again without it
                             m.error, failed = exc, i
-                            raise _Aborted(str(exc)) from exc
+                            if not savepoints or not raw.in_transaction:  # (an error that ended SQLite's transaction)
+                                raise _Aborted(str(exc)) from exc
+                            m.result = None
+                            _raw(raw, "ROLLBACK TO dockyard_body")
+                        if savepoints:
+                            _raw(raw, "RELEASE dockyard_body")
+                    if savepoints:
+                        pending = [m for m in pending if m.error is None]
             except _Aborted:
                 error = pending[failed].error
                 if isinstance(error, DatabaseUnavailable) and error.disk_full and self.on_disk_full:
                     self.on_disk_full(error.reason)
-                pending = pending[:failed] + pending[failed + 1:]
+                pending = [m for m in pending if m.error is None]
                 for m in pending:
                     m.result = None
+                savepoints = True
                 continue
             return
 

@@ -37,14 +37,16 @@ class HostClaims:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    return fd
             except BlockingIOError:
                 os.close(fd)
                 return None
-            try:
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    return fd
             except FileNotFoundError:
                 pass
+            except BaseException:  # no lock to be had here (ENOLCK on a network file system...): the caller
+                os.close(fd)       # fetches without a host claim, and no descriptor is left behind
+                raise
             os.close(fd)  # its holder let go and unlinked it meanwhile: lock the one there now
 
     def release(self, digest: str, fd: int) -> None:

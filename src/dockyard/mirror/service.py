@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dockyard import faults
-from dockyard.errors import RegistryError, manifest_unknown
+from dockyard.errors import RegistryError, Unavailable, manifest_unknown
 from dockyard.meta.blobs import BlobStore
 from dockyard.meta.manifests import Manifest
 from dockyard.mirror import claims, stream
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 _stale = Throttled(log, 60.0)
 CLIENT_IDLE = 1.0  # s without a client blob fetch of the repository before a completion fetches itself
 CLIENT_PATIENCE = 600.0  # the most a completion defers to clients per blob
+FETCH_WAIT = 600.0  # the most one wait for another request's fetch of a blob lasts (a hung one holds no one forever)
+JOIN_WAIT = 600.0  # the most a request waits in all for fetches of one blob by others, then a 503
 
 
 @dataclass
@@ -264,7 +266,7 @@ class Mirror:
             if other is None:
                 mine = self._fetching[digest] = threading.Event()
         if other is not None:
-            other.wait(600)
+            other.wait(FETCH_WAIT)
             return None
         try:
             fd = self._claims.take(digest)
@@ -272,7 +274,7 @@ class Mirror:
                 with self._lock:
                     self._host_claims[digest] = fd
                 return mine
-            self._claims.wait(digest)  # another worker fetches it (this process's fetchers wait here too)
+            self._claims.wait(digest, FETCH_WAIT)  # another worker fetches it (this process's fetchers wait here too)
         except OSError as exc:  # no claims directory: fetched in this process regardless
             log.debug("mirror: no host claim on %s: %s", digest, exc)
             return mine
@@ -347,6 +349,7 @@ class Mirror:
         route = self.route(name)
         d = str(check_digest(digest))
         self.client_fetching(name)
+        deadline = time.monotonic() + JOIN_WAIT
         while True:
             with self._lock:
                 tee = self._tees.get(d)
@@ -358,6 +361,9 @@ class Mirror:
                 break
             if self._here(name, d):
                 return None
+            if time.monotonic() >= deadline:  # the fetch it joined neither ended nor failed (hung): no wait forever
+                raise Unavailable(f"blob {d} is still being fetched from the upstream by another request; "
+                                  "retry later", 30)
         try:
             if self._here(name, d):
                 self._end(d)

@@ -209,14 +209,16 @@ class Tee:
         i = 0
         while True:
             with self._cond:
-                while i == len(self._chunks) and self._outcome is _OPEN:
-                    if not self._cond.wait(STALL):
-                        self._outcome = RegistryError("UNKNOWN", "mirror fetch stalled")
+                stalled = False
+                while i == len(self._chunks) and self._outcome is _OPEN and not stalled:
+                    stalled = not self._cond.wait(STALL)
                 if i < len(self._chunks):
                     chunk, outcome = self._chunks[i], _OPEN
                     i += 1
-                else:
+                elif self._outcome is not _OPEN or not stalled:
                     outcome = self._outcome
+                else:  # this follower gives up; the fetch and its other followers go on
+                    outcome = RegistryError("UNKNOWN", "mirror fetch stalled")
             if outcome is _OPEN:
                 if not client.put(chunk):
                     return  # the client has gone

@@ -184,3 +184,47 @@ def test_the_bodies_before_a_failing_one_run_again_and_commit_once(tmp_path):
     assert groups == 1
     assert calls == [1, 1, 2]  # the group ran again without the failing body: one turn, one commit
     assert _rows(db) == [0, 1, 2]
+
+
+def test_a_group_with_several_failing_bodies_runs_again_once(tmp_path):
+    """After the first failure the group runs again with a savepoint per body, so further
+    failing bodies are rolled back alone: a client repeating bad requests does not make the
+    other members' bodies run once per failure."""
+    db = _database(tmp_path)
+    calls: list[int] = []
+
+    def insert(n):
+        def body(conn):
+            calls.append(n)
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            return n
+        return body
+
+    def failing(conn):
+        conn.execute(text("INSERT INTO t VALUES (100)"))
+        raise ValueError("refused")
+
+    bodies = [insert(1), failing, insert(2), failing, insert(3), failing, insert(4)]
+    out, groups = _held_group(db, bodies)
+    assert [out[i] for i in (0, 2, 4, 6)] == [1, 2, 3, 4]
+    assert all(isinstance(out[i], ValueError) for i in (1, 3, 5))
+    assert groups == 1
+    assert calls == [1, 1, 2, 3, 4]  # one replay: the first pass stopped at the first failure
+    assert _rows(db) == [0, 1, 2, 3, 4]
+
+
+def test_a_member_whose_group_failed_gets_its_own_503(tmp_path, monkeypatch):
+    """Something that ends the whole group (here the COMMIT) fails every member with its own
+    DatabaseUnavailable (a 503), not one exception object shared by many threads."""
+    db = _database(tmp_path)
+    real = db._run_bodies
+
+    def broken(conn, group):
+        real(conn, group)
+        raise OSError("the writer's lock file is gone")
+
+    monkeypatch.setattr(db, "_run_bodies", broken)
+    out, _ = _held_group(db, [lambda c: 1, lambda c: 2])
+    errors = [out[0], out[1], out["holder"]]
+    assert all(isinstance(e, DatabaseUnavailable) for e in errors), errors
+    assert len({id(e) for e in errors}) == 3

@@ -212,3 +212,42 @@ def test_a_request_follows_a_prefetch_as_it_reads(tmp_path, upstream, lie):
                 assert _stored(m, sha256(layer)) == layer and _image_stored(m, "v1")
         finally:
             m.close()
+
+
+def test_a_request_waiting_for_a_hung_fetch_gets_a_503_not_a_wait_forever(tmp_path, upstream, monkeypatch):
+    """A fetch in another worker that hangs holding its claim: the waiting request gives up
+    after its wait (a 503 UNAVAILABLE with Retry-After), it does not wait again and again."""
+    from dockyard.mirror import service
+
+    monkeypatch.setattr(service, "FETCH_WAIT", 0.3)
+    monkeypatch.setattr(service, "JOIN_WAIT", 0.5)
+    data = random.Random("hung").randbytes(4096)
+    d = sha256(data)
+    upstream.blob("app", d, data)
+    with _mirror(tmp_path, upstream, mirror_prefetch_blobs=False) as reg:
+        first, second = Mirror(reg), Mirror(reg)
+        try:
+            with faults.hold("mirror.blob_claimed") as held:
+                fetch = threading.Thread(target=first.fetch_blob, args=("hub/app", d))
+                fetch.start()
+                assert held.reached.wait(10)  # hung, holding the host claim
+                outcome = []
+
+                def waiting():
+                    try:
+                        outcome.append(second.open_blob("hub/app", d, Collected()))
+                    except RegistryError as exc:
+                        outcome.append(exc)
+
+                t = threading.Thread(target=waiting, daemon=True)
+                t.start()
+                t.join(5)
+                assert not t.is_alive(), "the request still waits for a fetch that hangs"
+                held.release()
+                fetch.join(20)
+            assert len(outcome) == 1 and isinstance(outcome[0], RegistryError)
+            assert outcome[0].code == "UNAVAILABLE" and outcome[0].retry_after > 0
+            assert _gets(upstream, d) == 1  # the waiting request asked the upstream nothing
+        finally:
+            first.close()
+            second.close()
