@@ -141,7 +141,9 @@ def test_the_prefetch_stores_the_blobs_of_a_fetched_manifest(tmp_path, upstream)
             m.close()
 
 
-def test_a_prefetched_blob_from_a_lying_upstream_is_not_stored(tmp_path, upstream, caplog):
+def test_a_prefetched_blob_from_a_lying_upstream_is_not_stored(tmp_path, upstream, caplog, monkeypatch):
+    # the records name their thread (logsetup.setup(), run by earlier tests in this process, turns that off)
+    monkeypatch.setattr(logging, "logThreads", True)
     config, good = make_config("liar"), random.Random("liar").randbytes(400_000)
     manifest = image_manifest(config, [good])
     upstream.image("app", "v1", manifest, [config, good], OCI_MANIFEST)
