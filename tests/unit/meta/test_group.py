@@ -3,6 +3,7 @@
 rolled back alone, and a caller returns only after the shared commit is synced."""
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -164,22 +165,26 @@ def test_a_run_inside_a_write_or_a_body_is_a_nested_write_not_a_wait_for_itself(
     assert nested == ["write", "write"]
 
 
+def _counted_insert(calls: list[int], n: int):
+    """A body that inserts ``n`` and records each time it runs."""
+    def body(conn):
+        calls.append(n)
+        conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        return n
+    return body
+
+
+def _failing(conn):
+    conn.execute(text("INSERT INTO t VALUES (100)"))
+    raise ValueError("refused")
+
+
 def test_the_bodies_before_a_failing_one_run_again_and_commit_once(tmp_path):
     db = _database(tmp_path)
     calls: list[int] = []
+    insert = functools.partial(_counted_insert, calls)
 
-    def insert(n):
-        def body(conn):
-            calls.append(n)
-            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-            return n
-        return body
-
-    def failing(conn):
-        conn.execute(text("INSERT INTO t VALUES (100)"))
-        raise ValueError("refused")
-
-    out, groups = _held_group(db, [insert(1), failing, insert(2)])
+    out, groups = _held_group(db, [insert(1), _failing, insert(2)])
     assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
     assert groups == 1
     assert calls == [1, 1, 2]  # the group ran again without the failing body: one turn, one commit
@@ -192,19 +197,9 @@ def test_a_group_with_several_failing_bodies_runs_again_once(tmp_path):
     other members' bodies run once per failure."""
     db = _database(tmp_path)
     calls: list[int] = []
+    insert = functools.partial(_counted_insert, calls)
 
-    def insert(n):
-        def body(conn):
-            calls.append(n)
-            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-            return n
-        return body
-
-    def failing(conn):
-        conn.execute(text("INSERT INTO t VALUES (100)"))
-        raise ValueError("refused")
-
-    bodies = [insert(1), failing, insert(2), failing, insert(3), failing, insert(4)]
+    bodies = [insert(1), _failing, insert(2), _failing, insert(3), _failing, insert(4)]
     out, groups = _held_group(db, bodies)
     assert [out[i] for i in (0, 2, 4, 6)] == [1, 2, 3, 4]
     assert all(isinstance(out[i], ValueError) for i in (1, 3, 5))
