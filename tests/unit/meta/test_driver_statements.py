@@ -3,7 +3,6 @@ give what their SQLAlchemy statements give: the same results, the same rows writ
 and types), the same errors. One scenario of store calls, its transcript compared with one
 literal on SQLite (driver statements on and off) and on PostgreSQL (SQLAlchemy's)."""
 
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy import exc as sa_exc
 
@@ -218,7 +217,7 @@ def _expected() -> list:
         ("manifest_references", [(("int", 1), ("str", k), ("str", d), ("int", 1)) for k, d in refs]
          + [(("int", 2), ("str", k), ("str", d), ("int", 1)) for k, d in refs]),
         ("event_outbox", [(("int", 1), ("float", 118.0), ("str", "push"), ("str", "t/a"), ("str", "alice"),
-                           ("str", '{"digest":"%s","size":3,"tag":"v1"}' % D1)),
+                           ("str", f'{{"digest":"{D1}","size":3,"tag":"v1"}}')),
                           (("int", 2), ("float", 119.0), ("str", "quota"), ("NoneType", None), ("NoneType", None),
                            ("str", "{}"))]),
         ("txids", 2, 1, True),
