@@ -238,6 +238,17 @@ def driver_execute(conn: Connection, statement: str, params: Any = ()) -> sqlite
     return _raw(conn.connection.driver_connection, statement, params)
 
 
+DRIVER_STATEMENTS = True
+"""Whether the stores run their fixed hot statements straight on SQLite's driver
+(:func:`driver_execute`); tests switch it off to compare them with the SQLAlchemy statements."""
+
+
+def on_driver(conn: Connection) -> bool:
+    """Whether ``conn``'s fixed hot statements go to :func:`driver_execute` (SQLite) rather than
+    through SQLAlchemy (PostgreSQL, or :data:`DRIVER_STATEMENTS` off)."""
+    return DRIVER_STATEMENTS and conn.dialect.name == "sqlite"
+
+
 def _group_failed(exc: BaseException) -> Exception:
     """The error a member of a group gets when something else ended the group's transaction."""
     if isinstance(exc, DatabaseUnavailable):

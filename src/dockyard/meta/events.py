@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, literal, or_, select, update
 
-from dockyard.meta.db import insert_ignore
+from dockyard.meta.db import driver_execute, insert_ignore, on_driver
 from dockyard.meta.schema import event_endpoints, event_outbox
 
+# ``record`` on SQLite's driver (``driver_execute``: every manifest push writes one, in the writer's turn)
+_SQLITE_RECORD = "INSERT INTO event_outbox (txid, at, kind, repository, actor, payload) VALUES (0, ?, ?, ?, ?, ?)"
 _AFTER_ALL = 2 ** 62  # an id beyond any: the cursor of a new endpoint sits after the last visible txid
 
 
@@ -78,9 +80,12 @@ class EventStore:
 
     # ---- writing (inside the change's transaction) -------------------------------------
     def record(self, kind: str, repository: str | None, payload: dict, now: float, actor: str | None = None) -> None:
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        if on_driver(self.conn):
+            driver_execute(self.conn, _SQLITE_RECORD, (now, kind, repository, actor, text))
+            return
         self.conn.execute(insert(event_outbox).values(
-            txid=self._txid(), at=now, kind=kind, repository=repository, actor=actor,
-            payload=json.dumps(payload, sort_keys=True, separators=(",", ":"))))
+            txid=self._txid(), at=now, kind=kind, repository=repository, actor=actor, payload=text))
 
     # ---- reading -------------------------------------------------------------------------
     def recent(self, limit: int, kind: str | tuple[str, ...] | None = None,

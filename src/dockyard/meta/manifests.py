@@ -11,8 +11,10 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 
 from dockyard.meta.db import (
     cached_statement,
+    driver_execute,
     in_pairs,
     insert_ignore,
+    on_driver,
     pairs_in,
     pairs_value,
 )
@@ -117,14 +119,33 @@ def _get_statement(payload: bool, any_state: bool, lock: bool):
     return q.with_for_update() if lock else q
 
 
+# the manifest push's statements as SQL text for SQLite's driver (``driver_execute``: no
+# SQLAlchemy execute inside the writer's turn; SQLite has no row locks, the write transaction
+# holds the database)
+_SQLITE_GET = ("SELECT id, repository_id, digest, media_type, size, state, artifact_type, subject_digest "
+               "FROM manifests WHERE repository_id = ? AND digest = ?")
+_SQLITE_GET_ACTIVE = f"{_SQLITE_GET} AND state = '{ACTIVE}'"
+_SQLITE_INSERT = ("INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, payload, "
+                  "subject_digest, annotations, state, created_at, pushed_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id")
+_INSERTED = ("repository_id", "digest", "media_type", "artifact_type", "size", "payload", "subject_digest",
+             "annotations", "state", "created_at", "pushed_at")
+_SQLITE_REFERENCE = "INSERT INTO manifest_references (manifest_id, kind, digest, repository_id) VALUES (?, ?, ?, ?)"
+
+
 class ManifestStore:
     def __init__(self, conn: Connection):
         self.conn = conn
+        self.raw = on_driver(conn)  # fixed hot statements on SQLite's driver
 
     def get(self, repo_id: int, digest: str, *, payload: bool = False, any_state: bool = False,
             lock: bool = False) -> Manifest | None:
         """The manifest; with ``lock``, locked for update until the transaction ends (a push
         and a delete of the same manifest serialise on it)."""
+        if self.raw and not payload:
+            found = driver_execute(self.conn, _SQLITE_GET if any_state else _SQLITE_GET_ACTIVE,
+                                   (repo_id, digest)).fetchall()
+            return Manifest(*found[0]) if found else None
         row = self.conn.execute(_get_statement(payload, any_state, lock), {"repo_id": repo_id, "digest": digest}).first()
         return _row(row, payload) if row else None
 
@@ -187,14 +208,20 @@ class ManifestStore:
             created_at=now,
             pushed_at=now,
         )
-        inserted = insert_ignore(self.conn, t, values)
+        if self.raw:
+            inserted = driver_execute(self.conn, _SQLITE_INSERT, tuple(values[c] for c in _INSERTED)).fetchall()
+        else:
+            inserted = insert_ignore(self.conn, t, values)
         if not inserted:  # a concurrent push of the same manifest won
             got = self.get(repo_id, digest, any_state=True, lock=True)
             assert got is not None
             return got, False
         manifest_id = inserted[0][0]
         refs = {("blob", d.digest) for d in parsed.blobs} | {("manifest", d.digest) for d in parsed.children}
-        if refs:
+        if refs and self.raw:
+            for k, d in sorted(refs):
+                driver_execute(self.conn, _SQLITE_REFERENCE, (manifest_id, k, d, repo_id))
+        elif refs:
             self.conn.execute(
                 manifest_references.insert(),
                 [{"manifest_id": manifest_id, "repository_id": repo_id, "kind": k, "digest": d} for k, d in sorted(refs)],

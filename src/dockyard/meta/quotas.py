@@ -12,7 +12,7 @@ from typing import Iterable
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from dockyard.meta.db import insert_ignore
+from dockyard.meta.db import driver_execute, insert_ignore, on_driver
 from dockyard.meta.schema import blobs, quota_usage, quotas, repositories, repository_blobs
 from dockyard.quotas import Quota
 
@@ -23,6 +23,7 @@ def _in_namespace(q: Quota):
 
 # read by every blob commit and manifest push (quotas.in_force): built once
 _STORED = select(quotas).order_by(quotas.c.name)
+_SQLITE_STORED = "SELECT name, repositories, hard, soft FROM quotas ORDER BY name"  # on SQLite's driver
 
 
 class QuotaStore:
@@ -31,6 +32,8 @@ class QuotaStore:
 
     # ---- declared through the admin API ---------------------------------------------------
     def stored(self) -> dict[str, Quota]:
+        if on_driver(self.conn):
+            return {r[0]: Quota(*r) for r in driver_execute(self.conn, _SQLITE_STORED).fetchall()}
         rows = self.conn.execute(_STORED)
         return {r.name: Quota(r.name, r.repositories, r.hard, r.soft) for r in rows}
 

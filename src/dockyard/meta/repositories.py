@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, exists, or_, select, update
 
 from dockyard.errors import name_unknown
-from dockyard.meta.db import insert_ignore
+from dockyard.meta.db import driver_execute, insert_ignore, on_driver
 from dockyard.meta.schema import (
     manifests,
     repositories,
@@ -28,17 +28,28 @@ class Repository:
 _BY_NAME_SHARED = (select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == bindparam("name"))
                    .with_for_update(read=True))  # built once: every push runs it
 _BY_NAME = select(t.c.id, t.c.name, t.c.deleted_at).where(t.c.name == bindparam("name"))
+# both on SQLite's driver (``driver_execute``: every push runs it in the writer's turn; SQLite
+# has no row locks, so the shared lock is the write transaction itself)
+_SQLITE_BY_NAME = "SELECT id, name, deleted_at FROM repositories WHERE name = ?"
 
 
 class RepositoryStore:
     def __init__(self, conn: Connection):
         self.conn = conn
+        self.raw = on_driver(conn)  # fixed hot statements on SQLite's driver
+
+    def _by_name(self, name: str, stmt) -> Repository | None:
+        if self.raw:
+            found = driver_execute(self.conn, _SQLITE_BY_NAME, (name,)).fetchall()
+            return Repository(*found[0]) if found else None
+        row = self.conn.execute(stmt, {"name": name}).first()
+        return Repository(row.id, row.name, row.deleted_at) if row else None
 
     def get(self, name: str, *, include_deleted: bool = False) -> Repository | None:
-        row = self.conn.execute(_BY_NAME, {"name": name}).first()
+        row = self._by_name(name, _BY_NAME)
         if row is None or (row.deleted_at is not None and not include_deleted):
             return None
-        return Repository(row.id, row.name, row.deleted_at)
+        return row
 
     def require(self, name: str) -> Repository:
         """The live repository, or NAME_UNKNOWN."""
@@ -66,15 +77,14 @@ class RepositoryStore:
     def ensure(self, name: str, now: float) -> Repository:
         """The repository, created or revived as needed, and share-locked for this transaction
         so the collector cannot remove it while the caller adds to it."""
-        row = self.conn.execute(_BY_NAME_SHARED, {"name": name}).first()  # nearly always there: one statement
+        repo = self._by_name(name, _BY_NAME_SHARED)  # nearly always there: one statement
         for _ in range(5):
-            if row is not None:
+            if repo is not None:
                 break
             insert_ignore(self.conn, t, {"name": name, "created_at": now})
-            row = self.conn.execute(_BY_NAME_SHARED, {"name": name}).first()
+            repo = self._by_name(name, _BY_NAME_SHARED)
         else:  # pragma: no cover - removed five times in a row under us
             raise RuntimeError(f"repository {name} keeps disappearing")
-        repo = Repository(row.id, row.name, row.deleted_at)
         if repo.deleted_at is not None:
             self.conn.execute(update(t).where(t.c.id == repo.id).values(deleted_at=None))
             repo = Repository(repo.id, repo.name, None)

@@ -25,7 +25,13 @@ from sqlalchemy import (
     update,
 )
 
-from dockyard.meta.db import cached_statement, dialect_insert, in_pairs
+from dockyard.meta.db import (
+    cached_statement,
+    dialect_insert,
+    driver_execute,
+    in_pairs,
+    on_driver,
+)
 from dockyard.meta.schema import (
     ACTIVE,
     COMMITTING,
@@ -66,6 +72,13 @@ def _upsert_later(conn: Connection, table: Table, keys: list[str], rows: list[di
     conn.execute(cached_statement(("upsert_later", dialect, table, tuple(keys)), build), rows)
 
 
+# every blob commit's link review, on SQLite's driver (``driver_execute``): :func:`_upsert_later`'s
+# statement for the layer-link queue, as SQL text
+_SQLITE_UPSERT_LINK = (
+    "INSERT INTO gc_link_reviews (repository_id, digest, review_after, reason) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (repository_id, digest) DO UPDATE SET review_after = max(gc_link_reviews.review_after, "
+    "excluded.review_after)")
+
 
 _DUE_NAMES = (*QUEUES, "tombstones", "uploads", "commits")
 _BLOBS_DUE_AFTER = select(gc_blob_reviews.c.digest).where(
@@ -96,6 +109,10 @@ class ReviewQueues:
         self.add_link_pairs([(repo_id, d) for d in digests], when, reason)
 
     def add_link_pairs(self, pairs, when: float, reason: str) -> None:
+        pairs = sorted(set(pairs))
+        if len(pairs) == 1 and on_driver(self.conn):  # a blob commit's one link
+            driver_execute(self.conn, _SQLITE_UPSERT_LINK, (*pairs[0], when, reason))
+            return
         _upsert_later(self.conn, gc_link_reviews, ["repository_id", "digest"],
                       [{"repository_id": r, "digest": d, "review_after": when, "reason": reason}
                        for r, d in sorted(set(pairs))])

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
-from dockyard.meta.db import cached_statement, dialect_insert, insert_ignore
+from dockyard.meta.db import (
+    cached_statement,
+    dialect_insert,
+    driver_execute,
+    insert_ignore,
+    on_driver,
+)
 from dockyard.meta.schema import gc_tombstones
 
 
@@ -27,6 +33,8 @@ class Tombstone:
 # the push path's statement, built once
 _TOMBSTONE_OF = (select(gc_tombstones.c.key, gc_tombstones.c.lease_owner, gc_tombstones.c.next_attempt_at)
                  .where(gc_tombstones.c.digest == bindparam("digest")).with_for_update())
+# the same on SQLite's driver (``driver_execute``: every new blob's commit runs it in the writer's turn)
+_SQLITE_TOMBSTONE_OF = "SELECT \"key\", lease_owner, next_attempt_at FROM gc_tombstones WHERE digest = ?"
 
 # the collector's statements, built once
 _KEYS = bindparam("keys", expanding=True)
@@ -72,12 +80,18 @@ class TombstoneStore:
         if one existed but no collector was deleting its data (never claimed, waiting for a
         retry, or its lease has expired), so the data is kept; "busy" if a collector holds a
         live lease on it (the push must wait for the delete to finish)."""
-        row = self.conn.execute(_TOMBSTONE_OF, {"digest": digest}).first()
+        if on_driver(self.conn):
+            cur = driver_execute(self.conn, _SQLITE_TOMBSTONE_OF, (digest,))
+            row = cur.fetchone()
+            cur.close()
+        else:
+            row = self.conn.execute(_TOMBSTONE_OF, {"digest": digest}).first()
         if row is None:
             return "none"
-        if row.lease_owner is not None and row.next_attempt_at > now:
+        key, lease_owner, next_attempt_at = row
+        if lease_owner is not None and next_attempt_at > now:
             return "busy"
-        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == row.key))
+        self.conn.execute(delete(gc_tombstones).where(gc_tombstones.c.key == key))
         return "cancelled"
 
     def claim(self, now: float, limit: int, owner: str, lease: float) -> list[Tombstone]:

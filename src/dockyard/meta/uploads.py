@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, null, or_, select, update
 
+from dockyard.meta.db import driver_execute, on_driver
 from dockyard.meta.schema import uploads as t
 
 
@@ -38,18 +39,38 @@ _RELEASE = (update(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bind
 _RELEASE_SIZE = _RELEASE.values(size=bindparam("new_size"))
 _DELETE_CLAIMED = delete(t).where(t.c.id == bindparam("upload_id"), t.c.writer == bindparam("token"))
 
+# the same statements as SQL text for SQLite's driver (``driver_execute``: no SQLAlchemy execute
+# inside the writer's turn); every column is an integer, a float or a string, so the driver's
+# values are the ones SQLAlchemy would give
+_SQLITE_INSERT = ("INSERT INTO uploads (id, repository_id, size, created_at, updated_at, writer, writer_until) "
+                  "VALUES (?, ?, 0, ?, ?, ?, ?)")
+_SQLITE_GET = "SELECT repository_id, size, created_at FROM uploads WHERE id = ?"
+_SQLITE_CLAIM = ("UPDATE uploads SET writer = ?, writer_until = ?, updated_at = ? "
+                 "WHERE id = ? AND (writer IS NULL OR writer_until < ?) RETURNING repository_id, size, created_at")
+_SQLITE_RELEASE = "UPDATE uploads SET writer = NULL, writer_until = NULL, updated_at = ? WHERE id = ? AND writer = ?"
+_SQLITE_RELEASE_SIZE = ("UPDATE uploads SET writer = NULL, writer_until = NULL, updated_at = ?, size = ? "
+                        "WHERE id = ? AND writer = ?")
+_SQLITE_DELETE_CLAIMED = "DELETE FROM uploads WHERE id = ? AND writer = ?"
+
 
 class UploadStore:
     def __init__(self, conn: Connection):
         self.conn = conn
+        self.raw = on_driver(conn)  # fixed hot statements on SQLite's driver
 
     def create(self, upload_id: str, repo_id: int, now: float, *, writer: str | None = None,
                writer_until: float | None = None) -> Upload:
+        if self.raw:
+            driver_execute(self.conn, _SQLITE_INSERT, (upload_id, repo_id, now, now, writer, writer_until))
+            return Upload(upload_id, repo_id, 0, now)
         self.conn.execute(_INSERT, {"id": upload_id, "repository_id": repo_id, "size": 0, "created_at": now,
                                     "updated_at": now, "writer": writer, "writer_until": writer_until})
         return Upload(upload_id, repo_id, 0, now)
 
     def get(self, upload_id: str) -> Upload | None:
+        if self.raw:
+            found = driver_execute(self.conn, _SQLITE_GET, (upload_id,)).fetchall()
+            return Upload(upload_id, *found[0]) if found else None
         row = self.conn.execute(_GET, {"upload_id": upload_id}).first()
         return Upload(upload_id, row.repository_id, row.size, row.created_at) if row else None
 
@@ -57,6 +78,11 @@ class UploadStore:
         """Make ``token`` the session's only writer until ``until``. Returns (the session, True)
         when claimed, (the session, False) when another live claim holds it, (None, False) when
         there is no such session."""
+        if self.raw:
+            claimed = driver_execute(self.conn, _SQLITE_CLAIM, (token, until, now, upload_id, now)).fetchall()
+            if claimed:
+                return Upload(upload_id, *claimed[0]), True
+            return self.get(upload_id), False
         row = self.conn.execute(_CLAIM, {"upload_id": upload_id, "now": now, "token": token, "until": until}).first()
         if row is not None:
             return Upload(upload_id, row.repository_id, row.size, row.created_at), True
@@ -69,6 +95,10 @@ class UploadStore:
 
     def release(self, upload_id: str, token: str, now: float, size: int | None = None) -> bool:
         """End a claim, acknowledging ``size`` bytes if given; False if ``token`` no longer held it."""
+        if self.raw:
+            if size is None:
+                return driver_execute(self.conn, _SQLITE_RELEASE, (now, upload_id, token)).rowcount == 1
+            return driver_execute(self.conn, _SQLITE_RELEASE_SIZE, (now, size, upload_id, token)).rowcount == 1
         params = {"upload_id": upload_id, "token": token, "now": now}
         if size is None:
             res = self.conn.execute(_RELEASE, params)
@@ -77,6 +107,8 @@ class UploadStore:
         return res.rowcount == 1
 
     def delete_claimed(self, upload_id: str, token: str) -> bool:
+        if self.raw:
+            return driver_execute(self.conn, _SQLITE_DELETE_CLAIMED, (upload_id, token)).rowcount > 0
         return self.conn.execute(_DELETE_CLAIMED, {"upload_id": upload_id, "token": token}).rowcount > 0
 
     def delete(self, upload_id: str) -> bool:
