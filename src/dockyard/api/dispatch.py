@@ -149,7 +149,7 @@ class App(Starlette):
             response = await self._error_handler(Request(scope), exc)
             if not started:
                 await response(scope, receive, send)
-            raise exc
+            raise
 
 
 async def _http_exception(request: Request, exc: Exception):
