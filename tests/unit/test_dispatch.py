@@ -181,3 +181,20 @@ def test_the_short_way_is_taken():
 
     asyncio.run(ask())
     assert calls == ["/nowhere"]
+
+
+def test_a_route_added_later_is_found():
+    import asyncio
+
+    app = _app(App)
+
+    async def later(request):
+        return Response(b"later")
+
+    async def ask():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            assert (await client.get("/v2/a/ok/r")).status_code == 200  # the resolver is built
+            app.router.routes.insert(0, Route("/v2/{name:path}/ok/{ref}", later, methods=["GET"]))
+            return (await client.get("/v2/a/ok/r")).content
+
+    assert asyncio.run(ask()) == b"later"

@@ -49,7 +49,7 @@ class Resolver:
             else:
                 self.prefixes.append(getattr(route, "path", "") or "/")
         self.routes = plain
-        self.routes_seen = routes
+        self.routes_seen, self.count_seen = routes, len(routes)  # rebuilt when the router's list changes
         self.by_method: dict[str, tuple[re.Pattern, list]] = {}
         for method in sorted({m for r in plain for m in r.methods}):
             self.by_method[method] = self._combine([(i, r) for i, r in enumerate(plain) if method in r.methods])
@@ -87,8 +87,10 @@ class App(Starlette):
     def _fast(self) -> Resolver | None:
         if self.user_middleware or getattr(self, "max_body_size", None) is not None:
             return None
-        if self._resolver is None or self._resolver.routes_seen is not self.router.routes:
-            self._resolver = Resolver(self.router.routes)
+        routes = self.router.routes
+        if (self._resolver is None or self._resolver.routes_seen is not routes
+                or self._resolver.count_seen != len(routes)):
+            self._resolver = Resolver(routes)
             handlers = dict(self.exception_handlers)
             self._error_handler = handlers.pop(Exception, None) or handlers.pop(500, None)
             self._status_handlers = {k: v for k, v in handlers.items() if isinstance(k, int)}
