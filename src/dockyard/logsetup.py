@@ -49,9 +49,14 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if fields:
-            text += "".join(f" {k}={v if not isinstance(v, str) or _BARE.fullmatch(v) else json.dumps(v)}"
-                            for k, v in fields.items())
+            text += fields_text(fields)
         return text
+
+
+def fields_text(fields: dict) -> str:
+    """A record's structured fields as :class:`TextFormatter` appends them (`` key=value`` each)."""
+    return "".join(f" {k}={v if not isinstance(v, str) or _BARE.fullmatch(v) else json.dumps(v)}"
+                   for k, v in fields.items())
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,7 +88,7 @@ def log_each(logger: logging.Logger, level: int, messages: list[str]) -> None:
     each line is a record of its own, as before."""
     if not messages or not logger.isEnabledFor(level):
         return
-    handler = _block_handler(logger, level)
+    handler = block_handler(logger, level)
     if handler is None:
         for m in messages:
             logger.log(level, "%s", m)
@@ -102,11 +107,40 @@ def log_each(logger: logging.Logger, level: int, messages: list[str]) -> None:
         handler.handleError(record)
 
 
+def log_fields(logger: logging.Logger, level: int, message: str, each: list[dict]) -> None:
+    """``logger.log(level, message, extra={"fields": f})`` for each ``f`` of ``each``, as
+    :func:`log_each` writes its lines: where the records end in :func:`setup`'s one handler,
+    the prefix (time, level, logger, message) is formatted once and the lines go out in one
+    write and one flush (the request log writes a line per request; a write that releases the
+    GIL per line let the worker threads take it from the event loop each time); anywhere else a
+    record per line, as before. The lines share the time of the call."""
+    if not each or not logger.isEnabledFor(level):
+        return
+    handler = block_handler(logger, level)
+    if handler is None:
+        for fields in each:
+            logger.log(level, message, extra={"fields": fields})
+        return
+    record = logger.makeRecord(logger.name, level, "(unknown file)", 0, message, (), None)
+    try:
+        if isinstance(handler.formatter, JsonFormatter):
+            base = json.loads(handler.format(record))
+            lines = [json.dumps({**base, **f}, default=str) + "\n" for f in each]
+        else:
+            head = handler.format(record)
+            lines = [f"{head}{fields_text(f)}\n" for f in each]
+        with handler.lock:
+            handler.stream.write("".join(lines))
+            handler.flush()
+    except Exception:  # noqa: BLE001 - as logging does: a failing stream is reported, never raised
+        handler.handleError(record)
+
+
 _MARK = "\x00dockyard-line\x00"
 _MARK_OUT: dict[type, str] = {}  # the mark as each formatter writes it (filled below)
 
 
-def _block_handler(logger: logging.Logger, level: int) -> logging.Handler | None:
+def block_handler(logger: logging.Logger, level: int) -> logging.Handler | None:
     """The one handler of :func:`setup` that ``logger``'s records reach, if nothing else
     (another handler, a filter) sees them; else None."""
     found = None

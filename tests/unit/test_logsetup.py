@@ -77,3 +77,47 @@ def test_other_handlers_get_one_record_per_line(root_stream):
         log.removeHandler(extra)
     assert [r.getMessage() for r in records] == ["one", "two"]
     assert len(root_stream.getvalue().splitlines()) == 2  # setup()'s handler still gets each line
+
+
+FIELDS = [{"id": "r1", "method": "GET", "path": "/v2/a b/x", "status": 200, "bytes": 5, "ms": 1.5, "user": "-"},
+          {"id": "r2", "method": "PUT", "path": '/v2/"q"', "status": 201, "bytes": 0, "ms": 0.25, "user": "me"}]
+
+
+def test_fields_text_lines_match_one_call_each(root_stream):
+    logsetup.setup("info", "text")
+    log = logging.getLogger("dockyard.access")
+    for f in FIELDS:
+        log.info("request", extra={"fields": f})
+    one_by_one = root_stream.getvalue()
+    logsetup.log_fields(log, logging.INFO, "request", FIELDS)
+    block = root_stream.getvalue()
+    assert _strip_time(block) == _strip_time(one_by_one)
+    assert len(block.splitlines()) == 2 and block.endswith("\n")
+
+
+def test_fields_json_lines_match_one_call_each(root_stream):
+    logsetup.setup("info", "json")
+    log = logging.getLogger("dockyard.access")
+    for f in FIELDS:
+        log.info("request", extra={"fields": f})
+    one_by_one = [json.loads(line) for line in root_stream.getvalue().splitlines()]
+    logsetup.log_fields(log, logging.INFO, "request", FIELDS)
+    block = [json.loads(line) for line in root_stream.getvalue().splitlines()]
+    for d in one_by_one + block:
+        assert d.pop("time")
+    assert block == one_by_one and len(block) == 2
+
+
+def test_fields_go_to_other_handlers_one_record_each(root_stream):
+    logsetup.setup("info", "text")
+    records = []
+    extra = logging.Handler()
+    extra.emit = records.append
+    log = logging.getLogger("dockyard.access")
+    log.addHandler(extra)
+    try:
+        logsetup.log_fields(log, logging.INFO, "request", FIELDS)
+    finally:
+        log.removeHandler(extra)
+    assert [r.fields for r in records] == FIELDS
+    assert len(root_stream.getvalue().splitlines()) == 2

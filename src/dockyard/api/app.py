@@ -15,6 +15,7 @@ from dockyard.api import admin, base, blobs, dashboard, discovery, health, lifec
 from dockyard.api import events, hosts, mirror, quotas, webhooks
 from dockyard.api.auth import Authenticator, token_endpoint
 from dockyard.api.cache import cache_routes
+from dockyard.api.dispatch import App
 from dockyard.api.errors import (not_found_handler, registry_error_handler, storage_error_handler,
                                  unexpected_error_handler)
 from dockyard.errors import RegistryError
@@ -93,7 +94,7 @@ def _lifespan(registry: Registry, background: bool):
 
 
 def create_app(registry: Registry, auth: Authenticator | None = None, *, background: bool = True) -> Starlette:
-    app = Starlette(
+    app = App(
         lifespan=_lifespan(registry, background),
         routes=routes(),
         exception_handlers={

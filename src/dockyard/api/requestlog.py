@@ -20,12 +20,15 @@ route matched) and status; body bytes received and sent; requests in flight.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import re
 import time
 from urllib.parse import quote
+
+from dockyard.logsetup import block_handler, log_fields
 
 log = logging.getLogger("dockyard.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -63,6 +66,29 @@ class RequestLog:
         self._ids = itertools.count(1)
         self._series: dict[tuple, object] = {}  # -> bound samples (:meth:`_bound`, :meth:`_bytes`)
         self._in_flight = metrics.child("dockyard_http_requests_in_flight", "gauge") if metrics else None
+        self._lines: list[dict] = []  # request lines written at the end of this turn of the event loop
+
+    def _line(self, fields: dict) -> None:
+        """The request's line. Where it goes to :func:`dockyard.logsetup.setup`'s handler alone
+        (``dockyard serve``), it is written with the others that end in the same turn of the
+        event loop, in one write (:func:`dockyard.logsetup.log_fields`) right after that turn;
+        anywhere else (a test's capture, an embedding application's handlers) a record at once."""
+        if not self._lines:
+            if not log.isEnabledFor(logging.INFO):
+                return
+            if block_handler(log, logging.INFO) is None:
+                log.info("request", extra={"fields": fields})
+                return
+            try:
+                asyncio.get_running_loop().call_soon(self._write_lines)
+            except RuntimeError:  # no running loop: at once
+                log_fields(log, logging.INFO, "request", [fields])
+                return
+        self._lines.append(fields)
+
+    def _write_lines(self) -> None:
+        lines, self._lines = self._lines, []
+        log_fields(log, logging.INFO, "request", lines)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -114,7 +140,7 @@ class RequestLog:
                 "user": getattr(identity, "user", None) or "-",
                 "client": client[0] if client else "-",
             }
-            log.info("request", extra={"fields": fields})
+            self._line(fields)
             if metrics is not None:
                 self._record(metrics, scope, status, fields["ms"] / 1000, received, sent)
 
