@@ -100,6 +100,15 @@ def log_each(logger: logging.Logger, level: int, messages: list[str]) -> None:
             lines = [f"{head}{json.dumps(m)}{tail}\n" for m in messages]
         else:
             lines = [f"{head}{m}{tail}\n" for m in messages]
+    except Exception:  # noqa: BLE001 - as logging does: a failing format is reported, never raised
+        handler.handleError(record)
+        return
+    _write_block(handler, record, lines)
+
+
+def _write_block(handler: logging.Handler, record: logging.LogRecord, lines: list[str]) -> None:
+    """``lines`` to ``handler``'s stream in one write and one flush (failures reported as logging does)."""
+    try:
         with handler.lock:
             handler.stream.write("".join(lines))
             handler.flush()
@@ -129,11 +138,10 @@ def log_fields(logger: logging.Logger, level: int, message: str, each: list[dict
         else:
             head = handler.format(record)
             lines = [f"{head}{fields_text(f)}\n" for f in each]
-        with handler.lock:
-            handler.stream.write("".join(lines))
-            handler.flush()
-    except Exception:  # noqa: BLE001 - as logging does: a failing stream is reported, never raised
+    except Exception:  # noqa: BLE001 - as logging does: a failing format is reported, never raised
         handler.handleError(record)
+        return
+    _write_block(handler, record, lines)
 
 
 _MARK = "\x00dockyard-line\x00"

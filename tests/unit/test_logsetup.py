@@ -35,17 +35,22 @@ def _strip_time(text: str) -> list[str]:
     return [re.sub(r"^time=\S+ \S+ ", "", line) for line in text.splitlines()]
 
 
+def _block_matches_one_call_each(stream, one_call_each, block, lines: int) -> None:
+    """What ``block()`` writes in one go equals what ``one_call_each()`` writes line by line (but the time)."""
+    one_call_each()
+    one_by_one = stream.getvalue()
+    block()
+    written = stream.getvalue()
+    assert _strip_time(written) == _strip_time(one_by_one)
+    assert len(written.splitlines()) == lines and written.endswith("\n")
+
+
 def test_text_lines_match_one_call_each(root_stream):
     logsetup.setup("info", "text")
     log = logging.getLogger("dockyard.lifecycle.collector")
     messages = ["gc: deleted blob sha256:ab (3 bytes)", "gc: deleted upload u1 (0 bytes)", 'odd "quoted" = text']
-    for m in messages:
-        log.info("%s", m)
-    one_by_one = root_stream.getvalue()
-    logsetup.log_each(log, logging.INFO, messages)
-    block = root_stream.getvalue()
-    assert _strip_time(block) == _strip_time(one_by_one)
-    assert len(block.splitlines()) == 3 and block.endswith("\n")
+    _block_matches_one_call_each(root_stream, lambda: [log.info("%s", m) for m in messages],
+                                 lambda: logsetup.log_each(log, logging.INFO, messages), 3)
 
 
 def test_json_lines_match_one_call_each(root_stream):
@@ -86,13 +91,8 @@ FIELDS = [{"id": "r1", "method": "GET", "path": "/v2/a b/x", "status": 200, "byt
 def test_fields_text_lines_match_one_call_each(root_stream):
     logsetup.setup("info", "text")
     log = logging.getLogger("dockyard.access")
-    for f in FIELDS:
-        log.info("request", extra={"fields": f})
-    one_by_one = root_stream.getvalue()
-    logsetup.log_fields(log, logging.INFO, "request", FIELDS)
-    block = root_stream.getvalue()
-    assert _strip_time(block) == _strip_time(one_by_one)
-    assert len(block.splitlines()) == 2 and block.endswith("\n")
+    _block_matches_one_call_each(root_stream, lambda: [log.info("request", extra={"fields": f}) for f in FIELDS],
+                                 lambda: logsetup.log_fields(log, logging.INFO, "request", FIELDS), 2)
 
 
 def test_fields_json_lines_match_one_call_each(root_stream):
