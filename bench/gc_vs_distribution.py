@@ -153,6 +153,55 @@ def reference_gc(root: Path, work: Path, label: str) -> dict:
             "eligible_manifests": int(m.group(3))}
 
 
+def push_probe(data_dir: Path, logs: Path, label: str, alone_seconds: float = 3.0) -> dict:
+    """A push's latency while ``dockyard gc`` collects ``data_dir``, and then with nothing
+    else running: this process pushes small blobs (POST, PATCH, PUT: three write
+    transactions, each waiting for the writer's turn the collector's transactions hold)
+    into the same store one after the other, through dockyard's API in-process, for as long
+    as the command runs, then for ``alone_seconds``."""
+    import hashlib
+
+    from _gc_store import _put_blob, open_dockyard
+
+    reg = open_dockyard(data_dir, time.time())
+    seq = 0
+
+    def push() -> float:
+        nonlocal seq
+        seq += 1
+        data = f"push probe {label} {seq} {time.time()}".encode()
+        t0 = time.perf_counter()
+        _put_blob(reg, "probe/pushes", data, "sha256:" + hashlib.sha256(data).hexdigest())
+        return time.perf_counter() - t0
+
+    push()  # warm (the first push opens connections, builds statements)
+    during, alone = [], []
+    try:
+        with open(logs / f"{label}.json", "wb") as out, open(logs / f"{label}.log", "wb") as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "dockyard", "gc", "--data-dir", str(data_dir),
+                                     "--output", "json"], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=clean_env())
+            while proc.poll() is None:
+                during.append(push())
+            gc_wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"dockyard gc failed ({proc.returncode}); see {logs / (label + '.log')}")
+        end = time.perf_counter() + alone_seconds
+        while time.perf_counter() < end:
+            alone.append(push())
+    finally:
+        reg.db.dispose()
+    blobs = json.loads((logs / f"{label}.json").read_text())["kinds"]["blobs"]["objects"]
+
+    def stats(xs: list[float]) -> dict:
+        xs = sorted(xs)
+        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
+        return {"pushes": len(xs), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": xs[-1] * 1000 if xs else 0.0}
+
+    return {"gc_seconds": gc_wall, "blobs": blobs, "during": stats(during), "alone": stats(alone)}
+
+
 def reference_calls(root: Path, work: Path) -> dict:
     """Storage-driver calls of the reference's GC walk, from a --dry-run (deletes: added by the caller).
 
@@ -318,6 +367,7 @@ class Result:
     checks: list[str] = field(default_factory=list)
     latency: dict = field(default_factory=dict)
     profile: dict | None = None
+    push_probe: dict | None = None
 
 
 def base_stores(n: int, work: Path, times: Times, args) -> tuple:
@@ -365,11 +415,13 @@ def run_config(plan, base_dy: Path, base_ref: Path, fraction: float, work: Path,
     dy, ref = cdir / "dockyard", cdir / "reference"
     tag = f"[N={n} garbage={fraction:.0%}]"
     copy_tree(base_dy, dy)
-    copy_tree(base_ref, ref)
+    if not args.no_reference:
+        copy_tree(base_ref, ref)
     purged = delete_dockyard(dy, images, times.deleted_at, times.scrubbed_at)
     if purged != len(images):
         raise RuntimeError(f"scrubber purged {purged} of {len(images)} deleted images")
-    delete_reference(ref, images, cdir)
+    if not args.no_reference:
+        delete_reference(ref, images, cdir)
     print(f"{tag} deleted {len(images)} images in both ({len(garbage)} blobs now unreferenced)", flush=True)
     copies = {}
     if not args.no_latency:
@@ -401,17 +453,22 @@ def run_config(plan, base_dy: Path, base_ref: Path, fraction: float, work: Path,
                              f"{len(before)} blob files before, {len(gone)} removed, {len(garbage)} expected"))
         dy_runs.append(d)
         shutil.rmtree(run_dy)
-        copy_tree(ref, run_ref)
-        ref_before = reference_blobs(run_ref)
-        r = reference_gc(run_ref, cdir, f"reference-gc-{i + 1}")
-        ref_gone = ref_before - reference_blobs(run_ref)
-        r["reclaimed_files"] = len(ref_gone)
-        checks.append(_check(f"reference run {i + 1}",
-                             ref_before == set(plan.blobs) | all_manifests and ref_gone == garbage | manifests,
-                             f"{len(ref_before)} blob files before, {len(ref_gone)} removed, "
-                             f"{len(garbage)} + {len(manifests)} deleted manifests expected"))
-        ref_runs.append(r)
-        shutil.rmtree(run_ref)
+        if args.no_reference:  # dockyard's figures only (the reference's columns show nan)
+            nan = float("nan")
+            ref_gone: set = set()
+            ref_runs.append(r := {"seconds": nan, "cpu": nan, "rss_mb": nan, "load": d["load"]})
+        else:
+            copy_tree(ref, run_ref)
+            ref_before = reference_blobs(run_ref)
+            r = reference_gc(run_ref, cdir, f"reference-gc-{i + 1}")
+            ref_gone = ref_before - reference_blobs(run_ref)
+            r["reclaimed_files"] = len(ref_gone)
+            checks.append(_check(f"reference run {i + 1}",
+                                 ref_before == set(plan.blobs) | all_manifests and ref_gone == garbage | manifests,
+                                 f"{len(ref_before)} blob files before, {len(ref_gone)} removed, "
+                                 f"{len(garbage)} + {len(manifests)} deleted manifests expected"))
+            ref_runs.append(r)
+            shutil.rmtree(run_ref)
         print(f"{tag} run {i + 1}: dockyard gc {d['seconds']:.2f}s ({d['cpu']:.2f} CPU s, {d['rss_mb']:.0f} MB,"
               f" {len(gone)} blobs, {d['cpu_ms_per_blob']:.3f} CPU ms/blob over an idle run of"
               f" {d['idle_cpu']:.2f} CPU s); reference gc {r['seconds']:.2f}s ({r['cpu']:.2f} CPU s, {r['rss_mb']:.0f} MB,"
@@ -435,6 +492,15 @@ def run_config(plan, base_dy: Path, base_ref: Path, fraction: float, work: Path,
             result.latency[f"dockyard_w{w}"] = lat
             print(f"{tag} dockyard gc at 20 ms/call, {w} workers: {lat['seconds']:.2f}s", flush=True)
             shutil.rmtree(copy)
+    if args.push_probe:
+        probe_dy = cdir / "dockyard-probe"
+        copy_tree(dy, probe_dy)
+        result.push_probe = p = push_probe(probe_dy, cdir, "dockyard-gc-probe")
+        checks.append(_check("dockyard gc beside pushes", p["blobs"] == len(garbage),
+                             f"{p['blobs']} blobs reclaimed, {len(garbage)} expected"))
+        print(f"{tag} pushes while dockyard gc ran ({p['gc_seconds']:.2f}s): {p['during']}; alone: {p['alone']}",
+              flush=True)
+        shutil.rmtree(probe_dy)
     if args.profile:
         prof_dir = work / "profiles"
         prof_dir.mkdir(exist_ok=True)
@@ -442,7 +508,7 @@ def run_config(plan, base_dy: Path, base_ref: Path, fraction: float, work: Path,
         shutil.rmtree(cdir / "dockyard-profile")
     if not args.keep:
         shutil.rmtree(dy)
-        shutil.rmtree(ref)
+        shutil.rmtree(ref, ignore_errors=True)
     return result
 
 
@@ -538,6 +604,20 @@ def report(results: list[Result], bases: dict, args) -> str:
             out.append(f"  N={r.n:,} garbage={r.fraction:.0%}: {c}")
     out.append("")
     out.append(targets(results, args))
+    probed = [r for r in results if r.push_probe]
+    if probed:
+        out.append("")
+        out.append("A push's latency while `dockyard gc` runs (--push-probe): small blobs pushed one after the other"
+                   " into the store being collected (POST, PATCH, PUT through dockyard's API in this process, three"
+                   " write transactions each), then for 3 s with nothing else running:")
+        rows = []
+        for r in probed:
+            p = r.push_probe
+            rows.append([f"{r.n:,}", f"{r.fraction:.0%}", f"{p['gc_seconds']:.2f}"]
+                        + [f"{p[k]['pushes']}" if m == "pushes" else f"{p[k][m]:.1f}"
+                           for k in ("during", "alone") for m in ("pushes", "p50_ms", "p99_ms", "max_ms")])
+        out.append(table(["N blobs", "garbage", "gc s", "pushes during gc", "p50 ms", "p99 ms", "max ms",
+                          "pushes alone", "p50 ms", "p99 ms", "max ms"], rows))
     prof = [r for r in results if r.profile]
     for r in prof:
         out.append("")
@@ -605,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-latency", action="store_true", help="skip the 20 ms-per-call runs")
     p.add_argument("--latency-workers", default="4,16", help="gc_workers for the 20 ms runs")
     p.add_argument("--profile", action="store_true", help="also profile each dockyard gc with py-spy")
+    p.add_argument("--no-reference", action="store_true",
+                   help="time dockyard only (no reference copy, delete or run: its columns show nan)")
+    p.add_argument("--push-probe", action="store_true",
+                   help="also time small blob pushes into the store while dockyard gc collects it")
     p.add_argument("--workdir", help="where the stores go (default: a new directory in /tmp)")
     p.add_argument("--reuse", action="store_true", help="reuse base stores already built in --workdir")
     p.add_argument("--keep", action="store_true", help="keep every store afterwards")

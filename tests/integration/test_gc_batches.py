@@ -85,3 +85,40 @@ def test_a_batch_that_fails_as_a_whole_keeps_every_tombstone(reg):
     store.failing = False
     assert Collector(reg.db, store, reg.clock, opts).run().kinds["blobs"].objects == 3
     assert not stored_blobs(reg) & set(digests) and tombstones(reg) == {}
+
+
+def _link_batches(monkeypatch) -> list[tuple[int, int]]:
+    """(limit, taken) of every link-review batch the collector takes from now on."""
+    from dockyard.meta.reviews import ReviewQueues
+
+    seen: list[tuple[int, int]] = []
+    take_due = ReviewQueues.take_due
+
+    def recording(self, name, now, limit):
+        rows = take_due(self, name, now, limit)
+        if name == "links" and rows:
+            seen.append((limit, len(rows)))
+        return rows
+
+    monkeypatch.setattr(ReviewQueues, "take_due", recording)
+    return seen
+
+
+def test_a_run_with_a_backlog_grows_its_batches_up_to_batch_max(reg, monkeypatch):
+    digests = [put_blob(reg, "backlog", f"layer {i}".encode()) for i in range(40)]
+    reg.clock.advance(DELAY + 1)
+    seen = _link_batches(monkeypatch)
+    report = Collector.for_registry(reg, batch_size=4, batch_max=16, batch_seconds=60.0).run()
+    assert seen == [(4, 4), (8, 8), (16, 16), (16, 12)]  # doubled after each full, short batch
+    assert report.kinds["links"].objects == 40 and report.kinds["blobs"].objects == 40
+    assert not stored_blobs(reg) & set(digests)
+
+
+def test_batches_that_hold_the_writer_too_long_stay_at_batch_size(reg, monkeypatch):
+    digests = [put_blob(reg, "slow", f"layer {i}".encode()) for i in range(12)]
+    reg.clock.advance(DELAY + 1)
+    seen = _link_batches(monkeypatch)
+    # every transaction takes longer than this bound: no batch grows past batch_size
+    report = Collector.for_registry(reg, batch_size=4, batch_max=16, batch_seconds=1e-9).run()
+    assert seen == [(4, 4)] * 3
+    assert report.kinds["blobs"].objects == 12 and not stored_blobs(reg) & set(digests)

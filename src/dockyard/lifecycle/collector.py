@@ -91,6 +91,15 @@ class GcOptions:
     delete_untagged: bool = False
     referrers_follow_subject: bool = True
     batch_size: int = 200
+    batch_max: int = 2000
+    """The most review entries one transaction of a run takes: a run that keeps finding full
+    batches due (a backlog) doubles its batches from ``batch_size`` up to this while a
+    transaction holds the writer's turn for under half of ``batch_seconds``, and shrinks
+    them when one holds it longer than that (fewer, larger transactions: each index page a
+    batch touches is written once per commit, not once per 200 entries)."""
+    batch_seconds: float = 0.1
+    """The longest a review transaction should hold the database's writer's turn, which
+    pushes wait for (on SQLite: one writer at a time)."""
     workers: int = 4
     max_deletes_per_second: float = 0.0
     dry_run: bool = False
@@ -196,6 +205,7 @@ class Collector:
         self._leasing: list[Tombstone] = []  # the same, in the transaction under way
         self._in_run = False  # inside run()'s loop of steps
         self._check_uploads = True  # look for stale uploads and abandoned commits at the next step
+        self._batches: dict[str, int] = {}  # per queue: the batch a run's next transaction takes
 
     @classmethod
     def for_registry(cls, reg, progress=None, **overrides) -> "Collector":
@@ -223,6 +233,7 @@ class Collector:
                 self._settle_inflight(report)
         finally:
             self._in_run, self._check_uploads = False, True
+            self._batches = {}
             self._leased = []  # left by a failed step: their leases expire (or die with this process)
             report.duration = time.monotonic() - t0
             if self._pool:
@@ -304,14 +315,32 @@ class Collector:
     # ---- review queues (each handler is set-based over a batch) ------------------
     def _queue(self, name: str, review: Callable, report: Report, now: float) -> int:
         self._leasing = []
-        with self.db.write() as conn:
+        limit = self._batches.get(name, self.opts.batch_size)
+        with self.db.write(sync=False) as conn:
+            began = time.perf_counter()  # the writer's turn, which pushes wait for, from BEGIN
             q = Stores(conn)
-            entries = q.reviews.take_due(name, now + self.opts.horizon, self.opts.batch_size)
+            entries = q.reviews.take_due(name, now + self.opts.horizon, limit)
             if entries:
                 review(conn, q, entries, report, now)
+        held = time.perf_counter() - began  # to COMMIT
+        self.db.sync()  # on disk before anything it removed is deleted (what write() waits for)
         self._leased += self._leasing  # committed: this step's tombstone phase sends them
         self._leasing = []
+        if self._in_run:
+            self._batches[name] = self._next_batch(limit, len(entries), held)
         return len(entries)
+
+    def _next_batch(self, limit: int, taken: int, held: float) -> int:
+        """The batch of a queue's next transaction in this run: doubled after a full batch
+        that held the writer's turn under half of ``batch_seconds`` (up to ``batch_max``),
+        cut to fit ``batch_seconds`` after one that held it longer (not below ``batch_size``)."""
+        target, floor = self.opts.batch_seconds, self.opts.batch_size
+        ceiling = max(floor, self.opts.batch_max)
+        if held > target:
+            return max(floor, min(limit, int(limit * target / held)))
+        if taken >= limit and held < target / 2:
+            return min(ceiling, limit * 2)
+        return limit
 
     def _review_manifests(self, conn, q: Stores, entries, report: Report, now: float, *,
                           apply: bool = True) -> None:

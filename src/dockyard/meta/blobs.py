@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -70,8 +71,6 @@ _ROWS = (select(blobs.c.digest, blobs.c.size, blobs.c.state, blobs.c.created_at)
          .where(blobs.c.digest.in_(_DIGESTS)).order_by(blobs.c.digest))
 _LOCK_MANY = {False: _ROWS, True: _ROWS.with_for_update()}
 _DELETE_ROWS = delete(blobs).where(blobs.c.digest.in_(_DIGESTS))
-_DELETE_LINK = delete(repository_blobs).where(repository_blobs.c.repository_id == bindparam("r"),
-                                              repository_blobs.c.digest == bindparam("d"))
 _DELETE_LINKS = delete(repository_blobs).where(
     tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(bindparam("pairs", expanding=True)))
 
@@ -88,6 +87,21 @@ def _referenced(ignoring: bool):
 
 
 _REFERENCED, _REFERENCED_IGNORING = _referenced(False), _referenced(True)
+
+# SQLite: the collector's statements as SQL text on the driver's connection (driver_execute),
+# a batch of digests as one JSON array, a batch of (repository, digest) pairs as one JSON
+# array joined to the key (a row-value IN list is searched by its first column only: every
+# link of the repository read per pair)
+_IN_DIGESTS = "IN (SELECT value FROM json_each(?))"
+_ROWS_SQLITE = f"SELECT digest, size, state, created_at FROM blobs WHERE digest {_IN_DIGESTS} ORDER BY digest"
+_REFERENCED_SQLITE = (f"SELECT b.digest FROM blobs b WHERE b.digest {_IN_DIGESTS} AND (EXISTS (SELECT 1 FROM "
+                      "manifest_references r WHERE r.digest = b.digest AND r.kind = 'blob') OR EXISTS (SELECT 1 "
+                      "FROM repository_blobs l WHERE l.digest = b.digest))")
+_DELETE_ROWS_SQLITE = f"DELETE FROM blobs WHERE digest {_IN_DIGESTS}"
+_LINKS_OF_SQLITE = ("SELECT l.repository_id, l.digest, l.created_at FROM json_each(?) j JOIN repository_blobs l "
+                    "ON l.repository_id = j.value ->> 0 AND l.digest = j.value ->> 1")
+_DELETE_LINKS_SQLITE = ("DELETE FROM repository_blobs WHERE rowid IN (SELECT l.rowid FROM json_each(?) j JOIN "
+                        "repository_blobs l ON l.repository_id = j.value ->> 0 AND l.digest = j.value ->> 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +237,8 @@ class BlobStore:
         wanted = sorted(set(digests))
         if not wanted:
             return {}
+        if on_driver(self.conn):  # (its write transaction holds the database)
+            return {r[0]: BlobRow(*r) for r in driver_execute(self.conn, _ROWS_SQLITE, (json.dumps(wanted),))}
         return {r[0]: BlobRow(*r) for r in self.conn.execute(_LOCK_MANY[lock], {"digests": wanted}).all()}
 
     def lock(self, digest: str) -> BlobRow | None:
@@ -244,11 +260,15 @@ class BlobStore:
         if ignoring_repositories:
             return set(self.conn.execute(_REFERENCED_IGNORING, {"digests": wanted,
                                                                 "ignoring": sorted(ignoring_repositories)}).scalars())
+        if on_driver(self.conn):
+            return {r[0] for r in driver_execute(self.conn, _REFERENCED_SQLITE, (json.dumps(wanted),))}
         return set(self.conn.execute(_REFERENCED, {"digests": wanted}).scalars())
 
     def delete_rows(self, digests) -> None:
         wanted = sorted(set(digests))
-        if wanted:
+        if wanted and on_driver(self.conn):
+            driver_execute(self.conn, _DELETE_ROWS_SQLITE, (json.dumps(wanted),))
+        elif wanted:
             self.conn.execute(_DELETE_ROWS, {"digests": wanted})
 
     def abandoned_commits(self, before: float, limit: int) -> list[str]:
@@ -261,6 +281,8 @@ class BlobStore:
         if not pairs:
             return {}
         dialect = self.conn.dialect.name
+        if on_driver(self.conn):
+            return {(r[0], r[1]): r[2] for r in driver_execute(self.conn, _LINKS_OF_SQLITE, (json.dumps(pairs),))}
         stmt = cached_statement(("links_of", dialect), lambda: select(
             repository_blobs.c.repository_id, repository_blobs.c.digest, repository_blobs.c.created_at)
             .where(pairs_in(dialect, repository_blobs.c.repository_id, repository_blobs.c.digest, "pairs")))
@@ -270,10 +292,10 @@ class BlobStore:
         pairs = sorted(set(pairs))
         if not pairs:
             return
-        if self.conn.dialect.name == "sqlite":
-            # one indexed delete per pair (executemany): SQLite searches a row-value IN list by
-            # its first column only, reading every link of each repository (2.5x slower)
-            self.conn.execute(_DELETE_LINK, [{"r": r, "d": d} for r, d in pairs])
+        if on_driver(self.conn):
+            # the pairs joined to the key (one statement): SQLite searches a row-value IN list
+            # by its first column only, reading every link of each repository
+            driver_execute(self.conn, _DELETE_LINKS_SQLITE, (json.dumps(pairs),))
         else:
             self.conn.execute(_DELETE_LINKS, {"pairs": pairs})
 

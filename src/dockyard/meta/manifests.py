@@ -31,6 +31,14 @@ from dockyard.meta.schema import (
 from dockyard.meta.schema import manifests as t
 from dockyard.oci.manifest import ParsedManifest
 
+# SQLite, the collector's check of a batch of (repository, digest) pairs, on the driver's
+# connection (driver_execute): the pairs (one JSON array) joined to the index on
+# (repository, digest, kind); a row-value IN list is searched by its first column only
+# (every reference of the repository read per pair)
+_REFERENCED_AMONG_SQLITE = (
+    "SELECT DISTINCT r.repository_id, r.digest FROM json_each(?) j JOIN manifest_references r "
+    "ON r.repository_id = j.value ->> 0 AND r.digest = j.value ->> 1 AND r.kind = ?")
+
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
@@ -363,6 +371,9 @@ class ManifestStore:
             return set()
         refs = manifest_references.c
         dialect = self.conn.dialect.name
+        if on_driver(self.conn):  # the pairs joined to the index (see _REFERENCED_AMONG_SQLITE)
+            rows = driver_execute(self.conn, _REFERENCED_AMONG_SQLITE, (json.dumps(pairs), kind))
+            return {(r[0], r[1]) for r in rows}
         stmt = cached_statement(("referenced_among", dialect), lambda: select(refs.repository_id, refs.digest).distinct()
                                 .where(refs.kind == bindparam("kind"),
                                        pairs_in(dialect, refs.repository_id, refs.digest, "pairs")))

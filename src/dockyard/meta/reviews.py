@@ -10,6 +10,8 @@ transaction is exclusive, which gives the same.
 
 from __future__ import annotations
 
+import json
+from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import (
@@ -80,6 +82,17 @@ _SQLITE_UPSERT_LINK = (
     "excluded.review_after)")
 
 
+# SQLite: the collector's statements as SQL text, run on the driver's connection
+# (driver_execute). A queue's due entries are picked by rowid: a row-value IN over the
+# composite key of the link queue is searched by its first column only.
+_ENTRY = {name: namedtuple(f"{name}_review", [c.name for c in table.c]) for name, table in QUEUES.items()}
+_TAKE_DUE_SQLITE = {
+    name: (f"DELETE FROM {table.name} WHERE rowid IN (SELECT rowid FROM {table.name} WHERE review_after <= ? "
+           f"ORDER BY review_after LIMIT ?) RETURNING {', '.join(c.name for c in table.c)}")
+    for name, table in QUEUES.items()}
+_BLOBS_DUE_AFTER_SQLITE = ("SELECT digest FROM gc_blob_reviews WHERE digest IN (SELECT value FROM json_each(?)) "
+                           "AND review_after > ?")
+
 _DUE_NAMES = (*QUEUES, "tombstones", "uploads", "commits")
 _BLOBS_DUE_AFTER = select(gc_blob_reviews.c.digest).where(
     gc_blob_reviews.c.digest.in_(bindparam("digests", expanding=True)), gc_blob_reviews.c.review_after > bindparam("after"))
@@ -129,6 +142,9 @@ class ReviewQueues:
         """Those of ``digests`` with a pending blob review due after ``after``."""
         if not digests:
             return set()
+        if on_driver(self.conn):
+            rows = driver_execute(self.conn, _BLOBS_DUE_AFTER_SQLITE, (json.dumps(sorted(set(digests))), after))
+            return {r[0] for r in rows}
         return set(self.conn.execute(_BLOBS_DUE_AFTER, {"digests": sorted(set(digests)), "after": after}).scalars())
 
     def postpone_link(self, repo_id: int, digest: str, until: float) -> bool:
@@ -151,8 +167,12 @@ class ReviewQueues:
         """Claim up to ``limit`` due entries and remove them from the queue, in one statement
         (``DELETE .. RETURNING``; on PostgreSQL the entries are picked ``FOR UPDATE SKIP
         LOCKED``, so concurrent collectors take disjoint sets): what :meth:`claim_due` then
-        :meth:`done` do, for the collector's write transaction. In no particular order."""
+        :meth:`done` do, for the collector's write transaction. In no particular order.
+        Each entry has its queue's columns as attributes."""
         dialect = self.conn.dialect.name
+        if on_driver(self.conn):
+            entry = _ENTRY[name]
+            return [entry(*r) for r in driver_execute(self.conn, _TAKE_DUE_SQLITE[name], (now, limit))]
 
         def build():
             table = QUEUES[name]

@@ -7,6 +7,7 @@ tombstone or waits for a busy one.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
@@ -45,6 +46,12 @@ _CLAIM = (select(gc_tombstones.c.key, gc_tombstones.c.kind, gc_tombstones.c.dige
 _LEASE = (update(gc_tombstones).where(gc_tombstones.c.key.in_(_KEYS))
           .values(next_attempt_at=bindparam("until"), lease_owner=bindparam("owner")))
 _DROP = delete(gc_tombstones).where(gc_tombstones.c.key.in_(_KEYS))
+# SQLite: the same on the driver's connection (driver_execute), a batch as one JSON array
+_DROP_SQLITE = "DELETE FROM gc_tombstones WHERE key IN (SELECT value FROM json_each(?))"
+_ADD_LEASED_SQLITE = (
+    "INSERT INTO gc_tombstones (key, kind, digest, size, created_at, next_attempt_at, attempts, last_error, "
+    "lease_owner) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?, 0, NULL, ? "
+    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING key")
 
 
 class TombstoneStore:
@@ -67,6 +74,10 @@ class TombstoneStore:
         one already keeps it, and its own claim)."""
         if not rows:
             return []
+        if on_driver(self.conn):
+            batch = json.dumps([[r["key"], r["kind"], r["digest"], r["size"], r["created_at"]] for r in rows])
+            written = {k[0] for k in driver_execute(self.conn, _ADD_LEASED_SQLITE, (until, owner, batch))}
+            return [Tombstone(r["key"], r["kind"], r["digest"], r["size"], 0) for r in rows if r["key"] in written]
         values = [{**r, "lease_owner": owner, "next_attempt_at": until, "attempts": 0, "last_error": None}
                   for r in rows]
         written = {k[0] for k in insert_ignore(self.conn, gc_tombstones, values)}
@@ -117,6 +128,9 @@ class TombstoneStore:
         return [Tombstone(r.key, r.kind, r.digest, r.size, r.attempts) for r in rows]
 
     def drop(self, keys: list[str], chunk: int = 500) -> None:
+        if keys and on_driver(self.conn):
+            driver_execute(self.conn, _DROP_SQLITE, (json.dumps(keys),))
+            return
         for i in range(0, len(keys), chunk):
             self.conn.execute(_DROP, {"keys": keys[i:i + chunk]})
 
