@@ -24,13 +24,14 @@ class _SecondCache:
 
     def __init__(self, to_text) -> None:
         self.to_text = to_text
-        self.second, self.text = -1, ""
+        self.cached = (-1, "")  # (second, text) in one object: threads format records concurrently
 
     def __call__(self, created: float) -> str:
         second = int(created)
-        if second != self.second:
-            self.second, self.text = second, self.to_text(second)
-        return self.text
+        cached = self.cached
+        if cached[0] != second:
+            cached = self.cached = (second, self.to_text(second))
+        return cached[1]
 
 
 class TextFormatter(logging.Formatter):

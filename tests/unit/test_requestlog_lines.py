@@ -77,3 +77,30 @@ def test_elsewhere_each_line_is_a_record_at_once(root, caplog):
             return [r.fields["path"] for r in caplog.records if r.name == "dockyard.access"]
 
     assert asyncio.run(main()) == ["/one"]  # before the loop turned again
+
+
+def test_lines_whose_flush_never_runs_are_written_once_enough_are_held(root, monkeypatch):
+    """A flush scheduled on a loop that closes before it runs must not hold the lines for ever."""
+    logsetup.setup("info", "text")
+    stream = CountingStream()
+    root.handlers[0].setStream(stream)
+    monkeypatch.setattr("dockyard.api.requestlog.LINES_HELD", 5)
+    app = RequestLog(hello)
+    class DroppingLoop(asyncio.SelectorEventLoop):
+        def call_soon(self, callback, *args, context=None):
+            if getattr(callback, "__name__", "") == "_write_lines":
+                return None  # the flush is lost (as when a loop is closed before it runs)
+            return super().call_soon(callback, *args, context=context)
+
+    loop = DroppingLoop()
+    try:
+        loop.run_until_complete(call(app, "/a0"))
+    finally:
+        loop.close()
+    assert stream.getvalue() == ""
+    for i in range(3):
+        asyncio.run(call(app, f"/b{i}"))  # held: a flush is pending (it never runs)
+    assert stream.getvalue() == ""
+    asyncio.run(call(app, "/b3"))  # the fifth held line: all five written at once
+    paths = [line.split(" path=")[1].split(" ")[0] for line in stream.getvalue().splitlines()]
+    assert paths == ["/a0", "/b0", "/b1", "/b2", "/b3"]

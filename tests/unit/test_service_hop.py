@@ -72,3 +72,14 @@ def test_service_threads_start_as_needed_up_to_the_limit():
     finally:
         pool._close()
     assert not any(t.is_alive() for t in pool._threads)
+
+
+def test_a_call_raising_stopiteration_fails_instead_of_hanging():
+    def empty_next():
+        return next(iter(()))
+
+    async def main():
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(run(empty_next), 5)
+
+    asyncio.run(main())

@@ -58,6 +58,8 @@ class ServiceThreads:
         threading._register_atexit(self._close)  # type: ignore[attr-defined]  # as concurrent.futures does
 
     def submit(self, call: Callable[[], None]) -> None:
+        if self._closed:  # the interpreter is exiting: no thread would take the call
+            raise RuntimeError("cannot run a service call: the interpreter is shutting down")
         if not self._idle.acquire(blocking=False) and len(self._threads) < self.limit:
             with self._lock:
                 if len(self._threads) < self.limit and not self._closed:
@@ -119,6 +121,9 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             ok, value = True, call()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, as an executor does
             ok, value = False, exc
+            if isinstance(exc, StopIteration):  # a future refuses it (and would never settle): as anyio does
+                value = RuntimeError(f"a service call raised StopIteration: {exc!r}")
+                value.__cause__ = exc
         try:
             loop.call_soon_threadsafe(_settle, future, ok, value)
         except RuntimeError:  # the loop has closed: nobody is waiting any more

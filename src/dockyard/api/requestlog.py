@@ -32,6 +32,7 @@ from dockyard.logsetup import block_handler, log_fields
 
 log = logging.getLogger("dockyard.access")
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+LINES_HELD = 256  # request lines held for the end of the event loop's turn at most (then written at once)
 SERIES_CACHE = 4096  # (method, route, status) series whose metric samples a RequestLog keeps bound
 
 
@@ -85,6 +86,8 @@ class RequestLog:
                 log_fields(log, logging.INFO, "request", [fields])
                 return
         self._lines.append(fields)
+        if len(self._lines) >= LINES_HELD:  # a flush that never ran (a loop closed early): not held for ever
+            self._write_lines()
 
     def _write_lines(self) -> None:
         lines, self._lines = self._lines, []

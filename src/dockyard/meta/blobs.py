@@ -98,10 +98,12 @@ _REFERENCED_SQLITE = (f"SELECT b.digest FROM blobs b WHERE b.digest {_IN_DIGESTS
                       "manifest_references r WHERE r.digest = b.digest AND r.kind = 'blob') OR EXISTS (SELECT 1 "
                       "FROM repository_blobs l WHERE l.digest = b.digest))")
 _DELETE_ROWS_SQLITE = f"DELETE FROM blobs WHERE digest {_IN_DIGESTS}"
+# (json_extract, not ->>, which needs SQLite 3.38: the system SQLite of some distributions is older)
+_PAIR_KEY = "l.repository_id = json_extract(j.value, '$[0]') AND l.digest = json_extract(j.value, '$[1]')"
 _LINKS_OF_SQLITE = ("SELECT l.repository_id, l.digest, l.created_at FROM json_each(?) j JOIN repository_blobs l "
-                    "ON l.repository_id = j.value ->> 0 AND l.digest = j.value ->> 1")
+                    f"ON {_PAIR_KEY}")
 _DELETE_LINKS_SQLITE = ("DELETE FROM repository_blobs WHERE rowid IN (SELECT l.rowid FROM json_each(?) j JOIN "
-                        "repository_blobs l ON l.repository_id = j.value ->> 0 AND l.digest = j.value ->> 1)")
+                        f"repository_blobs l ON {_PAIR_KEY})")
 
 
 @dataclass(frozen=True, slots=True)

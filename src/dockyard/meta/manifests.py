@@ -37,7 +37,8 @@ from dockyard.oci.manifest import ParsedManifest
 # (every reference of the repository read per pair)
 _REFERENCED_AMONG_SQLITE = (
     "SELECT DISTINCT r.repository_id, r.digest FROM json_each(?) j JOIN manifest_references r "
-    "ON r.repository_id = j.value ->> 0 AND r.digest = j.value ->> 1 AND r.kind = ?")
+    "ON r.repository_id = json_extract(j.value, '$[0]') AND r.digest = json_extract(j.value, '$[1]') "
+    "AND r.kind = ?")
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,8 @@ _DROP = delete(gc_tombstones).where(gc_tombstones.c.key.in_(_KEYS))
 _DROP_SQLITE = "DELETE FROM gc_tombstones WHERE key IN (SELECT value FROM json_each(?))"
 _ADD_LEASED_SQLITE = (
     "INSERT INTO gc_tombstones (key, kind, digest, size, created_at, next_attempt_at, attempts, last_error, "
-    "lease_owner) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?, 0, NULL, ? "
+    "lease_owner) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?, 0, NULL, ? "
     "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING key")
 
 
